@@ -1,0 +1,160 @@
+use super::{print_json, status_err};
+use crate::client;
+use crate::proto::strata::v1 as pb;
+use clap::Args;
+use std::io::Write;
+use std::path::Path;
+
+#[derive(Args, Debug)]
+pub struct CatArgs {
+    pub digest: String,
+    #[arg(short, long, default_value = crate::config::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// First byte to write
+    #[arg(long, default_value_t = 0)]
+    pub offset: u64,
+    /// Bytes to write (0: to the end)
+    #[arg(long, default_value_t = 0)]
+    pub length: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct StatArgs {
+    pub digest: String,
+    #[arg(short, long, default_value = crate::config::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    #[arg(short, long, default_value = crate::config::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// Only blobs with this label (KEY) or label value (KEY=VALUE); repeatable, all must match
+    #[arg(long = "label", value_name = "FILTER")]
+    pub labels: Vec<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    #[arg(required = true)]
+    pub digests: Vec<String>,
+    #[arg(short, long, default_value = crate::config::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn cat(a: CatArgs, socket: &Path) -> anyhow::Result<()> {
+    let mut c = client::connect(socket).await?;
+    let req = pb::ReadRequest { namespace: a.namespace, digest: a.digest, offset: a.offset, length: a.length };
+    let mut stream = c.read(req).await.map_err(status_err)?.into_inner();
+    let mut out = std::io::stdout().lock();
+    while let Some(msg) = stream.message().await.map_err(status_err)? {
+        if let Err(e) = out.write_all(&msg.data) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(());
+            }
+            return Err(e.into());
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn info_json(b: &pb::BlobInfo) -> serde_json::Value {
+    serde_json::json!({
+        "namespace": b.namespace, "digest": b.digest, "size": b.size, "media_type": b.media_type,
+        "labels": b.labels, "created_at": b.created_at, "updated_at": b.updated_at,
+        "chunks": b.chunks, "literal_bytes": b.literal_bytes, "layout": b.layout,
+    })
+}
+
+pub async fn stat(a: StatArgs, socket: &Path) -> anyhow::Result<()> {
+    let mut c = client::connect(socket).await?;
+    let b = c.stat(pb::StatRequest { namespace: a.namespace, digest: a.digest }).await.map_err(status_err)?.into_inner();
+    if a.json {
+        print_json(&info_json(&b));
+    } else {
+        println!("digest:        {}", b.digest);
+        println!("namespace:     {}", b.namespace);
+        println!("size:          {}", b.size);
+        println!("media type:    {}", b.media_type);
+        println!("layout:        {}", b.layout);
+        println!("chunks:        {}", b.chunks);
+        println!("literal bytes: {}", b.literal_bytes);
+        let mut labels: Vec<_> = b.labels.iter().collect();
+        labels.sort();
+        for (k, v) in labels {
+            println!("label:         {k}={v}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn ls(a: LsArgs, socket: &Path) -> anyhow::Result<()> {
+    let mut c = client::connect(socket).await?;
+    let req = pb::ListRequest { namespace: a.namespace, label_filters: a.labels };
+    let blobs = c.list(req).await.map_err(status_err)?.into_inner().blobs;
+    if a.json {
+        print_json(&serde_json::Value::Array(blobs.iter().map(info_json).collect()));
+    } else {
+        for b in &blobs {
+            println!("{}  {}  {}", b.digest, b.size, if b.media_type.is_empty() { "-" } else { &b.media_type });
+        }
+    }
+    Ok(())
+}
+
+pub async fn rm(a: RmArgs, socket: &Path) -> anyhow::Result<()> {
+    let mut c = client::connect(socket).await?;
+    let mut out = Vec::new();
+    for d in &a.digests {
+        let r = c
+            .delete(pb::DeleteRequest { namespace: a.namespace.clone(), digest: d.clone() })
+            .await
+            .map_err(status_err)?
+            .into_inner();
+        if a.json {
+            out.push(serde_json::json!({"digest": d, "content_released": r.content_released}));
+        } else {
+            println!("{d}  removed{}", if r.content_released { "" } else { " (content still held by another namespace)" });
+        }
+    }
+    if a.json {
+        print_json(&serde_json::Value::Array(out));
+    }
+    Ok(())
+}
+
+pub async fn stats(a: StatsArgs, socket: &Path) -> anyhow::Result<()> {
+    let mut c = client::connect(socket).await?;
+    let s = c.stats(pb::StatsRequest {}).await.map_err(status_err)?.into_inner();
+    if a.json {
+        print_json(&serde_json::json!({
+            "blobs": s.blobs, "contents": s.contents, "logical_bytes": s.logical_bytes,
+            "unique_plain_bytes": s.unique_plain_bytes, "chunk_plain_bytes": s.chunk_plain_bytes,
+            "literal_bytes": s.literal_bytes, "bytes_on_disk": s.bytes_on_disk, "pack_bytes": s.pack_bytes,
+            "index_bytes": s.index_bytes, "chunks": s.chunks, "unreferenced_chunks": s.unreferenced_chunks,
+            "dedup_ratio": s.dedup_ratio, "compression_ratio": s.compression_ratio,
+        }));
+    } else {
+        println!("blobs:               {} ({} distinct contents)", s.blobs, s.contents);
+        println!("logical bytes:       {}", s.logical_bytes);
+        println!("unique plain bytes:  {} (chunks {} + literals {})", s.unique_plain_bytes, s.chunk_plain_bytes, s.literal_bytes);
+        println!("bytes on disk:       {} (packs {} + index {})", s.bytes_on_disk, s.pack_bytes, s.index_bytes);
+        println!("chunks:              {} ({} unreferenced)", s.chunks, s.unreferenced_chunks);
+        println!("dedup ratio:         {:.2}", s.dedup_ratio);
+        println!("compression ratio:   {:.2}", s.compression_ratio);
+    }
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! The `strata` command line: the daemon (`serve`) and a client for it.
+
+mod blobs;
+mod push;
+mod serve;
+
+use crate::config;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "strata",
+    version,
+    about = "A content store for container image layers: stores every file's content once, gives every blob back byte for byte",
+    long_about = "strata stores container image blobs (layer tars, plain or compressed, manifests, configs). \
+It splits layer tars into file bodies, cuts bodies into content-defined chunks, keeps each distinct chunk \
+once (zstd-compressed) and rebuilds every blob exactly on read.\n\n\
+Run the daemon with `strata serve`; the other commands talk to it over its unix socket."
+)]
+pub struct Cli {
+    /// The daemon's unix socket [default: <default data dir>/strata.sock]
+    #[arg(long, global = true, env = "STRATA_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon: open (or create) the store and serve it on a unix socket
+    Serve(serve::ServeArgs),
+    /// Store blobs; prints `DIGEST  SIZE  NEW-BYTES` for each file
+    Push(push::PushArgs),
+    /// Write a blob (or a byte range of it) to standard output, exactly as pushed
+    Cat(blobs::CatArgs),
+    /// Show what is stored for one blob
+    Stat(blobs::StatArgs),
+    /// List the blobs of a namespace
+    Ls(blobs::LsArgs),
+    /// Remove blobs from a namespace (content shared with others stays)
+    Rm(blobs::RmArgs),
+    /// Store-wide figures: blobs, bytes, dedup and compression ratios
+    Stats(blobs::StatsArgs),
+}
+
+pub fn socket_path(cli_socket: &Option<PathBuf>) -> PathBuf {
+    cli_socket.clone().unwrap_or_else(|| config::default_socket(&config::default_data_dir()))
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args, cli.socket),
+        other => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let socket = socket_path(&cli.socket);
+            rt.block_on(async move {
+                match other {
+                    Command::Push(a) => push::run(a, &socket).await,
+                    Command::Cat(a) => blobs::cat(a, &socket).await,
+                    Command::Stat(a) => blobs::stat(a, &socket).await,
+                    Command::Ls(a) => blobs::ls(a, &socket).await,
+                    Command::Rm(a) => blobs::rm(a, &socket).await,
+                    Command::Stats(a) => blobs::stats(a, &socket).await,
+                    Command::Serve(_) => unreachable!(),
+                }
+            })
+        }
+    }
+}
+
+/// Turns a gRPC status into an error a person can act on.
+pub fn status_err(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{} ({:?})", s.message(), s.code())
+}
+
+pub fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).expect("json"));
+}

@@ -1,0 +1,58 @@
+use crate::config;
+use crate::server::{self, ServeOptions};
+use crate::split::ChunkSizes;
+use crate::store::StoreConfig;
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Where the store lives (index/, packs/, ingest/) [default: /var/lib/strata as root, else ~/.local/share/strata]
+    #[arg(long, env = "STRATA_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// zstd level for new chunk data (1-22)
+    #[arg(long, default_value_t = 3)]
+    pub zstd_level: i32,
+    /// Content-defined chunk sizes MIN/AVG/MAX, used when the store is created
+    #[arg(long, default_value = "16K/64K/256K", value_parser = ChunkSizes::parse)]
+    pub chunk_sizes: ChunkSizes,
+    /// New chunks are compressed together in blocks of about this many KiB
+    #[arg(long, default_value_t = 1024, value_name = "KIB")]
+    pub block_kib: usize,
+    /// Decoded-block cache for reads, in MiB
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    pub cache_mib: usize,
+    /// Seconds requests in flight may run on after SIGTERM/SIGINT
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub shutdown_grace: u64,
+}
+
+pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let data_dir = args.data_dir.unwrap_or_else(config::default_data_dir);
+    let socket = socket.unwrap_or_else(|| config::default_socket(&data_dir));
+    if args.block_kib == 0 || args.block_kib > 32 * 1024 {
+        anyhow::bail!("--block-kib must be between 1 and 32768");
+    }
+    let opts = ServeOptions {
+        data_dir,
+        socket,
+        store: StoreConfig {
+            chunk_sizes: args.chunk_sizes,
+            zstd_level: args.zstd_level,
+            block_bytes: args.block_kib * 1024,
+            cache_bytes: args.cache_mib << 20,
+            ..StoreConfig::default()
+        },
+        shutdown_grace: Duration::from_secs(args.shutdown_grace),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(server::serve(opts, server::signals()))?;
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! The `strata.v1` gRPC service over the store.
+
+use crate::config::{DEFAULT_NAMESPACE, READ_MESSAGE_BYTES};
+use crate::digest::Digest;
+use crate::error::Error;
+use crate::proto::strata::v1 as pb;
+use crate::store::{BlobInfo, IngestOptions, Store};
+use bytes::Bytes;
+use pb::store_server::Store as StoreApi;
+use std::pin::Pin;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+pub struct StrataService {
+    store: Store,
+}
+
+impl StrataService {
+    pub fn new(store: Store) -> Self {
+        StrataService { store }
+    }
+}
+
+fn ns_or_default(ns: String) -> String {
+    if ns.is_empty() {
+        DEFAULT_NAMESPACE.to_string()
+    } else {
+        ns
+    }
+}
+
+pub fn blob_info_pb(b: &BlobInfo) -> pb::BlobInfo {
+    pb::BlobInfo {
+        namespace: b.namespace.clone(),
+        digest: b.digest.to_string(),
+        size: b.content.size,
+        media_type: b.meta.media_type.clone(),
+        labels: b.meta.labels.clone().into_iter().collect(),
+        created_at: b.meta.created_at,
+        updated_at: b.meta.updated_at,
+        chunks: b.content.chunk_refs,
+        literal_bytes: b.content.literal_bytes,
+        layout: b.content.layout_name().to_string(),
+    }
+}
+
+/// What the async side hands the blocking ingest thread.
+pub enum IngestMsg {
+    Data(Bytes),
+    /// The client finished sending: commit.
+    End,
+}
+
+/// Feeds an ingest from a channel on a blocking thread. The ingest commits on
+/// `End`; if the channel closes first (client gone), it is dropped, which
+/// leaves nothing behind.
+pub fn run_ingest(store: &Store, opts: IngestOptions, mut rx: mpsc::Receiver<IngestMsg>) -> Result<crate::store::PushOutcome, Error> {
+    let mut ingest = store.begin_ingest(opts)?;
+    while let Some(msg) = rx.blocking_recv() {
+        match msg {
+            IngestMsg::Data(b) => ingest.write(&b)?,
+            IngestMsg::End => return ingest.commit(),
+        }
+    }
+    Err(Error::Cancelled("the client went away before finishing the push; nothing was stored".into()))
+}
+
+#[tonic::async_trait]
+impl StoreApi for StrataService {
+    async fn push(&self, request: Request<Streaming<pb::PushRequest>>) -> Result<Response<pb::PushResponse>, Status> {
+        let mut stream = request.into_inner();
+        let start = match stream.message().await? {
+            Some(pb::PushRequest { msg: Some(pb::push_request::Msg::Start(s)) }) => s,
+            Some(_) => return Err(Status::invalid_argument("the first push message must carry `start`, not data")),
+            None => return Err(Status::invalid_argument("empty push: the first message must carry `start`")),
+        };
+        let expected_digest = match start.expected_digest.as_str() {
+            "" => None,
+            s => Some(Digest::parse(s)?),
+        };
+        let opts = IngestOptions {
+            namespace: ns_or_default(start.namespace),
+            expected_digest,
+            expected_size: (start.expected_size != 0).then_some(start.expected_size),
+            media_type: start.media_type,
+            labels: start.labels.into_iter().collect(),
+        };
+        crate::store::validate_namespace(&opts.namespace)?;
+        let (tx, rx) = mpsc::channel(8);
+        let store = self.store.clone();
+        let worker = tokio::task::spawn_blocking(move || run_ingest(&store, opts, rx));
+        let feed = async {
+            loop {
+                match stream.message().await? {
+                    Some(pb::PushRequest { msg: Some(pb::push_request::Msg::Data(d)) }) => {
+                        if tx.send(IngestMsg::Data(d)).await.is_err() {
+                            return Ok(()); // the ingest failed; its error is the answer
+                        }
+                    }
+                    Some(_) => return Err(Status::invalid_argument("`start` may only be sent once, first")),
+                    None => {
+                        let _ = tx.send(IngestMsg::End).await;
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        let fed: Result<(), Status> = feed.await;
+        if let Err(status) = fed {
+            drop(tx);
+            let _ = worker.await;
+            return Err(status);
+        }
+        drop(tx);
+        let outcome = worker.await.map_err(|e| Status::internal(format!("ingest task failed: {e}")))??;
+        Ok(Response::new(pb::PushResponse {
+            digest: outcome.digest.map(|d| d.to_string()).unwrap_or_default(),
+            size: outcome.size,
+            bytes_received: outcome.size,
+            plain_bytes: outcome.plain_bytes,
+            new_chunks: outcome.new_chunks,
+            reused_chunks: outcome.reused_chunks,
+            bytes_added: outcome.bytes_added,
+            already_stored: outcome.already_stored,
+        }))
+    }
+
+    type ReadStream = Pin<Box<dyn Stream<Item = Result<pb::ReadResponse, Status>> + Send>>;
+
+    async fn read(&self, request: Request<pb::ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
+        let r = request.into_inner();
+        let digest = Digest::parse(&r.digest)?;
+        let ns = ns_or_default(r.namespace);
+        let info = self.store.stat(&ns, &digest)?;
+        if r.offset > info.content.size {
+            return Err(Error::OutOfRange(format!(
+                "offset {} is past the end of {digest} ({} bytes)",
+                r.offset, info.content.size
+            ))
+            .into());
+        }
+        let (tx, rx) = mpsc::channel::<Result<pb::ReadResponse, Status>>(4);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut buf = Vec::with_capacity(READ_MESSAGE_BYTES);
+            let send = |buf: &mut Vec<u8>| {
+                let data = Bytes::from(std::mem::replace(buf, Vec::with_capacity(READ_MESSAGE_BYTES)));
+                tx.blocking_send(Ok(pb::ReadResponse { data })).is_ok()
+            };
+            let result = store.read_range(&digest, &info.content, r.offset, r.length, &mut |piece| {
+                let mut piece = piece;
+                while !piece.is_empty() {
+                    let take = (READ_MESSAGE_BYTES - buf.len()).min(piece.len());
+                    buf.extend_from_slice(&piece[..take]);
+                    piece = &piece[take..];
+                    if buf.len() == READ_MESSAGE_BYTES && !send(&mut buf) {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            });
+            match result {
+                Ok(()) if !buf.is_empty() => {
+                    send(&mut buf);
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::error!(%digest, error = %e, "read failed");
+                    let _ = tx.blocking_send(Err(e.into()));
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn stat(&self, request: Request<pb::StatRequest>) -> Result<Response<pb::BlobInfo>, Status> {
+        let r = request.into_inner();
+        let digest = Digest::parse(&r.digest)?;
+        let info = self.store.stat(&ns_or_default(r.namespace), &digest)?;
+        Ok(Response::new(blob_info_pb(&info)))
+    }
+
+    async fn list(&self, request: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+        let r = request.into_inner();
+        let store = self.store.clone();
+        let blobs = tokio::task::spawn_blocking(move || store.list(&ns_or_default(r.namespace), &r.label_filters))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(pb::ListResponse { blobs: blobs.iter().map(blob_info_pb).collect() }))
+    }
+
+    async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+        let r = request.into_inner();
+        let digest = Digest::parse(&r.digest)?;
+        let store = self.store.clone();
+        let released = tokio::task::spawn_blocking(move || store.delete(&ns_or_default(r.namespace), &digest))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(pb::DeleteResponse { content_released: released }))
+    }
+
+    async fn stats(&self, _request: Request<pb::StatsRequest>) -> Result<Response<pb::StatsResponse>, Status> {
+        let store = self.store.clone();
+        let s = tokio::task::spawn_blocking(move || store.stats()).await.map_err(|e| Status::internal(e.to_string()))??;
+        let c = s.counters;
+        Ok(Response::new(pb::StatsResponse {
+            blobs: c.blobs,
+            logical_bytes: c.logical_bytes,
+            unique_plain_bytes: s.unique_plain_bytes(),
+            bytes_on_disk: s.bytes_on_disk,
+            chunks: c.chunks,
+            dedup_ratio: s.dedup_ratio(),
+            compression_ratio: s.compression_ratio(),
+            contents: c.contents,
+            pack_bytes: s.pack_file_bytes,
+            index_bytes: s.index_bytes,
+            chunk_plain_bytes: c.chunk_plain_bytes,
+            literal_bytes: c.literal_bytes,
+            unreferenced_chunks: c.unreferenced_chunks,
+        }))
+    }
+}

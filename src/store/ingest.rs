@@ -1,0 +1,380 @@
+//! One push: bytes in, chunks out, one commit.
+//!
+//! The caller's thread hashes the blob (sha256), splits it and names each chunk
+//! (BLAKE3); chunks the index does not know are gathered into blocks and handed
+//! to a writer thread that compresses and appends them to a leased pack. On
+//! commit the pack is fsynced and one WriteBatch makes the blob visible. An
+//! ingest dropped before commit cuts its bytes off the pack again.
+
+use super::index::{self, cf, BlobMeta, Content, CF_BLOBS, CF_CHUNKS, CF_META, CF_PACKS, CF_RECIPES, CF_REFCOUNTS};
+use super::pack::{self, BlockBuilder, ChunkLoc, Hash, PackWriter};
+use super::recipe::{Recipe, RecipeBuilder};
+use super::{now_secs, validate_namespace, Inner, Store};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::split::{Layout, Sink, Splitter};
+use sha2::{Digest as _, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+#[derive(Debug, Clone, Default)]
+pub struct IngestOptions {
+    pub namespace: String,
+    pub expected_digest: Option<Digest>,
+    pub expected_size: Option<u64>,
+    pub media_type: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushOutcome {
+    pub digest: Option<Digest>,
+    pub size: u64,
+    pub plain_bytes: u64,
+    pub new_chunks: u64,
+    pub reused_chunks: u64,
+    pub bytes_added: u64,
+    pub already_stored: bool,
+}
+
+pub struct Ingest {
+    store: Store,
+    opts: IngestOptions,
+    sha: Sha256,
+    size: u64,
+    splitter: Splitter,
+    sink: ChunkSink,
+}
+
+struct Seen {
+    refs: u64,
+}
+
+struct ChunkSink {
+    inner: Arc<Inner>,
+    recipe: RecipeBuilder,
+    seen: HashMap<Hash, Seen>,
+    block: BlockBuilder,
+    writer: Option<WriterThread>,
+    new_chunks: u64,
+    reused_chunks: u64,
+}
+
+struct WriterThread {
+    tx: Option<SyncSender<BlockBuilder>>,
+    handle: JoinHandle<WriterDone>,
+}
+
+struct WriterDone {
+    writer: PackWriter,
+    start_len: u64,
+    locs: Vec<(Hash, ChunkLoc)>,
+    result: Result<()>,
+}
+
+impl Store {
+    pub fn begin_ingest(&self, opts: IngestOptions) -> Result<Ingest> {
+        validate_namespace(&opts.namespace)?;
+        let inner = self.inner.clone();
+        let writer = inner.packs.lease()?;
+        let level = inner.cfg.zstd_level;
+        // Two blocks in flight: enough to keep both cores busy, bounded memory.
+        let (tx, rx) = sync_channel::<BlockBuilder>(2);
+        let handle = std::thread::Builder::new()
+            .name("strata-pack-writer".into())
+            .spawn(move || write_blocks(writer, level, rx))
+            .map_err(|e| Error::io("starting a pack writer thread", e))?;
+        Ok(Ingest {
+            store: self.clone(),
+            opts,
+            sha: Sha256::new(),
+            size: 0,
+            splitter: Splitter::new(inner.cutter.clone()),
+            sink: ChunkSink {
+                inner,
+                recipe: RecipeBuilder::default(),
+                seen: HashMap::new(),
+                block: BlockBuilder::default(),
+                writer: Some(WriterThread { tx: Some(tx), handle }),
+                new_chunks: 0,
+                reused_chunks: 0,
+            },
+        })
+    }
+}
+
+fn write_blocks(mut writer: PackWriter, level: i32, rx: std::sync::mpsc::Receiver<BlockBuilder>) -> WriterDone {
+    let start_len = writer.len;
+    let mut locs = Vec::new();
+    let mut run = || -> Result<()> {
+        let mut comp = zstd::bulk::Compressor::new(level).map_err(|e| Error::Internal(format!("zstd: {e}")))?;
+        for block in rx.iter() {
+            let rec = pack::encode_block(&block, &mut comp)?;
+            let off = writer.append(&rec)?;
+            let mut in_block = 0u32;
+            for (hash, len) in block.entries {
+                locs.push((
+                    hash,
+                    ChunkLoc { pack: writer.id, block_offset: off, block_len: rec.len() as u32, offset_in_block: in_block, len },
+                ));
+                in_block += len;
+            }
+        }
+        Ok(())
+    };
+    let result = run();
+    WriterDone { writer, start_len, locs, result }
+}
+
+impl Sink for ChunkSink {
+    type Error = Error;
+
+    fn literal(&mut self, bytes: &[u8]) -> Result<()> {
+        self.recipe.literal(bytes);
+        Ok(())
+    }
+
+    fn chunk(&mut self, bytes: &[u8]) -> Result<()> {
+        let hash = *blake3::hash(bytes).as_bytes();
+        self.recipe.chunk(hash, bytes.len() as u32);
+        if let Some(s) = self.seen.get_mut(&hash) {
+            s.refs += 1;
+            self.reused_chunks += 1;
+            return Ok(());
+        }
+        let db = &self.inner.db;
+        let known = db.get_pinned_cf(cf(db, CF_CHUNKS), hash)?.is_some();
+        self.seen.insert(hash, Seen { refs: 1 });
+        if known {
+            self.reused_chunks += 1;
+            return Ok(());
+        }
+        self.new_chunks += 1;
+        self.block.push(hash, bytes);
+        if self.block.plain.len() >= self.inner.cfg.block_bytes {
+            self.send_block()?;
+        }
+        Ok(())
+    }
+}
+
+impl ChunkSink {
+    fn send_block(&mut self) -> Result<()> {
+        let block = std::mem::take(&mut self.block);
+        let w = self.writer.as_ref().expect("writer running until finish");
+        if w.tx.as_ref().expect("sender open until finish").send(block).is_ok() {
+            return Ok(());
+        }
+        // The writer stopped on an error: report it and give its pack back clean.
+        let mut done = self.finish_writer()?;
+        let result = std::mem::replace(&mut done.result, Ok(()));
+        self.discard(done);
+        Err(result.err().unwrap_or_else(|| Error::Internal("the pack writer stopped".into())))
+    }
+
+    /// Stops the writer thread and takes back its pack.
+    fn finish_writer(&mut self) -> Result<WriterDone> {
+        let mut w = self.writer.take().ok_or_else(|| Error::Internal("pack writer already finished".into()))?;
+        drop(w.tx.take());
+        w.handle.join().map_err(|_| Error::Internal("the pack writer thread panicked".into()))
+    }
+
+    /// Cuts this ingest's bytes off the pack and returns it to the pool.
+    fn discard(&self, mut done: WriterDone) {
+        if let Err(e) = done.writer.truncate(done.start_len) {
+            tracing::error!(error = %e, pack = done.writer.id, "could not cut an abandoned ingest off its pack; it is trimmed at the next start");
+            return; // keep the pack out of the pool: its tail is not ours to append after
+        }
+        self.inner.packs.release(done.writer);
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        if self.sink.writer.is_some() {
+            if let Ok(done) = self.sink.finish_writer() {
+                self.sink.discard(done);
+            }
+        }
+    }
+}
+
+impl Ingest {
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.sha.update(data);
+        self.size += data.len() as u64;
+        self.splitter.feed(data, &mut self.sink)
+    }
+
+    pub fn bytes_received(&self) -> u64 {
+        self.size
+    }
+
+    /// Ends the push: checks what the client expected, then makes the blob
+    /// durable and visible, or leaves nothing behind.
+    pub fn commit(mut self) -> Result<PushOutcome> {
+        let layout = self.splitter.finish(&mut self.sink)?;
+        if !self.sink.block.is_empty() {
+            self.sink.send_block()?;
+        }
+        let mut done = self.sink.finish_writer()?;
+        if let Err(e) = std::mem::replace(&mut done.result, Ok(())) {
+            self.sink.discard(done);
+            return Err(e);
+        }
+        let digest = Digest(self.sha.finalize_reset().into());
+        let check = self.check_expected(&digest).and_then(|_| done.writer.sync());
+        if let Err(e) = check {
+            self.sink.discard(done);
+            return Err(e);
+        }
+        let recipe = std::mem::take(&mut self.sink.recipe).finish();
+        let sink = &self.sink;
+        let result = self.store.commit_content(&self.opts, digest, self.size, layout, recipe, &sink.seen, &done);
+        match result {
+            Ok(mut outcome) => {
+                if outcome.already_stored {
+                    sink.discard(done);
+                } else {
+                    sink.inner.packs.release(done.writer);
+                }
+                outcome.new_chunks = if outcome.already_stored { 0 } else { sink.new_chunks };
+                outcome.reused_chunks = sink.reused_chunks + if outcome.already_stored { sink.new_chunks } else { 0 };
+                tracing::info!(
+                    %digest, size = self.size, layout = layout.as_str(), entries = self.splitter.entries(),
+                    new_chunks = outcome.new_chunks, reused = outcome.reused_chunks, added = outcome.bytes_added,
+                    "blob committed"
+                );
+                Ok(outcome)
+            }
+            Err(e) => {
+                sink.discard(done);
+                Err(e)
+            }
+        }
+    }
+
+    fn check_expected(&self, digest: &Digest) -> Result<()> {
+        if let Some(n) = self.opts.expected_size {
+            if n != self.size {
+                return Err(Error::FailedPrecondition(format!(
+                    "size mismatch: expected {n} bytes, received {}; nothing was stored",
+                    self.size
+                )));
+            }
+        }
+        if let Some(want) = &self.opts.expected_digest {
+            if want != digest {
+                return Err(Error::FailedPrecondition(format!(
+                    "digest mismatch: expected {want}, the bytes received hash to {digest}; nothing was stored"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    #[allow(clippy::too_many_arguments)]
+    fn commit_content(
+        &self,
+        opts: &IngestOptions,
+        digest: Digest,
+        size: u64,
+        layout: Layout,
+        recipe: Recipe,
+        seen: &HashMap<Hash, Seen>,
+        done: &WriterDone,
+    ) -> Result<PushOutcome> {
+        let inner = &self.inner;
+        let db = &inner.db;
+        let mut counters = inner.counters.lock();
+        let mut c = *counters;
+        let mut batch = rocksdb::WriteBatch::default();
+        let now = now_secs();
+        let bkey = index::blob_key(&opts.namespace, &digest);
+        let old_meta = db.get_cf(cf(db, CF_BLOBS), &bkey)?.map(|v| BlobMeta::decode(&v)).transpose()?;
+        let meta = BlobMeta {
+            media_type: opts.media_type.clone(),
+            labels: opts.labels.clone(),
+            created_at: old_meta.as_ref().map_or(now, |m| m.created_at),
+            updated_at: now,
+        };
+        batch.put_cf(cf(db, CF_BLOBS), &bkey, meta.encode());
+        let mut outcome = PushOutcome { digest: Some(digest), size, plain_bytes: size, ..Default::default() };
+
+        if let Some(mut content) = self.content(&digest)? {
+            outcome.already_stored = true;
+            if old_meta.is_none() {
+                content.holders += 1;
+                batch.put_cf(cf(db, CF_RECIPES), digest.0, content.encode());
+                c.blobs += 1;
+                c.logical_bytes += size;
+            }
+        } else {
+            let chunks_cf = cf(db, CF_CHUNKS);
+            for (hash, loc) in &done.locs {
+                // A concurrent push may have committed the same chunk meanwhile;
+                // its copy wins and ours is left for garbage collection.
+                if db.get_pinned_cf(chunks_cf, hash)?.is_some() {
+                    continue;
+                }
+                batch.put_cf(chunks_cf, hash, loc.encode());
+                c.chunks += 1;
+                c.chunk_plain_bytes += loc.len as u64;
+            }
+            let rc_cf = cf(db, CF_REFCOUNTS);
+            let hashes: Vec<&Hash> = seen.keys().collect();
+            let olds = db.multi_get_cf(hashes.iter().map(|h| (rc_cf, h.as_slice())));
+            for (h, old) in hashes.iter().zip(olds) {
+                let old = match old? {
+                    Some(v) => {
+                        let n = u64::from_le_bytes(v[..].try_into().map_err(|_| Error::DataLoss("bad refcount".into()))?);
+                        if n == 0 {
+                            c.unreferenced_chunks -= 1;
+                        }
+                        n
+                    }
+                    None => 0,
+                };
+                batch.put_cf(rc_cf, h, (old + seen[*h].refs).to_le_bytes());
+            }
+            let recipe_bytes = recipe.stored_bytes();
+            for (i, page) in recipe.pages.iter().enumerate() {
+                batch.put_cf(cf(db, CF_RECIPES), index::page_key(&digest, i as u32), page);
+            }
+            let content = Content {
+                size,
+                layout: match layout {
+                    Layout::Raw => 0,
+                    Layout::Tar => 1,
+                    Layout::TarThenRaw => 2,
+                },
+                holders: 1,
+                chunk_refs: recipe.chunk_refs,
+                literal_bytes: recipe.literal_bytes,
+                recipe_bytes,
+                page_starts: recipe.page_starts,
+            };
+            batch.put_cf(cf(db, CF_RECIPES), digest.0, content.encode());
+            let written = done.writer.len - done.start_len;
+            batch.put_cf(cf(db, CF_PACKS), done.writer.id.to_be_bytes(), done.writer.len.to_le_bytes());
+            c.pack_bytes += written;
+            c.contents += 1;
+            c.literal_bytes += content.literal_bytes;
+            if old_meta.is_none() {
+                c.blobs += 1;
+                c.logical_bytes += size;
+            }
+            outcome.bytes_added = written + recipe_bytes;
+        }
+        batch.put_cf(cf(db, CF_META), index::META_COUNTERS, c.encode());
+        let mut wo = rocksdb::WriteOptions::default();
+        wo.set_sync(true);
+        db.write_opt(batch, &wo)?;
+        *counters = c;
+        Ok(outcome)
+    }
+}

@@ -1,0 +1,276 @@
+//! The store stage: chunks in pack files, recipes and blobs in the RocksDB index.
+//!
+//! Commit order (invariant 1): pack bytes are fsynced before the one WriteBatch
+//! that makes them reachable; the batch is written with a synced WAL. All
+//! commits and deletes take one lock, so refcounts and counters are
+//! read-modify-write without races; the heavy work (splitting, hashing,
+//! compressing) happens before it, in parallel.
+
+pub mod cache;
+pub mod codec;
+mod delete;
+pub mod index;
+mod ingest;
+pub mod pack;
+pub mod packset;
+mod read;
+pub mod recipe;
+
+pub use index::{BlobMeta, Content, Counters};
+pub use ingest::{Ingest, IngestOptions, PushOutcome};
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::split::{ChunkSizes, Cutter};
+use cache::BlockCache;
+use index::{cf, CF_BLOBS, CF_META, CF_PACKS, CF_RECIPES};
+use packset::PackSet;
+use parking_lot::Mutex;
+use rocksdb::DB;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Used when the store is created; an existing store keeps its own.
+    pub chunk_sizes: ChunkSizes,
+    pub zstd_level: i32,
+    /// New chunks are compressed together in blocks of about this many plain bytes.
+    pub block_bytes: usize,
+    pub max_pack_bytes: u64,
+    pub cache_bytes: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            chunk_sizes: ChunkSizes::default(),
+            zstd_level: 3,
+            block_bytes: 1 << 20,
+            max_pack_bytes: 1 << 30,
+            cache_bytes: 64 << 20,
+        }
+    }
+}
+
+/// A handle to an open store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    db: DB,
+    packs: PackSet,
+    cache: BlockCache,
+    cutter: Cutter,
+    cfg: StoreConfig,
+    /// The commit lock, and the figures it keeps exact.
+    counters: Mutex<Counters>,
+}
+
+/// What a client sees of one blob.
+#[derive(Debug, Clone)]
+pub struct BlobInfo {
+    pub namespace: String,
+    pub digest: Digest,
+    pub content: Content,
+    pub meta: BlobMeta,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub counters: Counters,
+    pub bytes_on_disk: u64,
+    pub index_bytes: u64,
+    pub pack_file_bytes: u64,
+}
+
+impl Stats {
+    pub fn unique_plain_bytes(&self) -> u64 {
+        self.counters.chunk_plain_bytes + self.counters.literal_bytes
+    }
+    pub fn dedup_ratio(&self) -> f64 {
+        ratio(self.counters.logical_bytes, self.unique_plain_bytes())
+    }
+    pub fn compression_ratio(&self) -> f64 {
+        ratio(self.counters.chunk_plain_bytes, self.counters.pack_bytes)
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Namespaces follow containerd's rules: letters, digits and `._-`, at most 76.
+pub fn validate_namespace(ns: &str) -> Result<()> {
+    let ok = !ns.is_empty()
+        && ns.len() <= 76
+        && ns.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
+        && ns.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "namespace {ns:?}: use 1-76 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )))
+    }
+}
+
+impl Store {
+    pub fn open(dir: &Path, cfg: StoreConfig) -> Result<Store> {
+        cfg.chunk_sizes.validate().map_err(Error::InvalidArgument)?;
+        if !(1..=22).contains(&cfg.zstd_level) {
+            return Err(Error::InvalidArgument(format!("zstd level {} is outside 1..=22", cfg.zstd_level)));
+        }
+        for sub in ["", "index", "packs", "ingest"] {
+            let p = dir.join(sub);
+            std::fs::create_dir_all(&p).map_err(|e| Error::io(format!("creating {}", p.display()), e))?;
+        }
+        let db = index::open(&dir.join("index"))?;
+        let meta = cf(&db, CF_META);
+        let chunk_sizes = match db.get_cf(meta, index::META_CHUNK_SIZES)? {
+            Some(v) => {
+                let s = String::from_utf8_lossy(&v).to_string();
+                let stored = ChunkSizes::parse(&s).map_err(Error::DataLoss)?;
+                if stored != cfg.chunk_sizes {
+                    tracing::warn!(%stored, requested = %cfg.chunk_sizes, "the store keeps the chunk sizes it was created with");
+                }
+                stored
+            }
+            None => {
+                db.put_cf(meta, index::META_FORMAT, index::FORMAT_VERSION)?;
+                db.put_cf(meta, index::META_CHUNK_SIZES, cfg.chunk_sizes.to_string())?;
+                cfg.chunk_sizes
+            }
+        };
+        if let Some(f) = db.get_cf(meta, index::META_FORMAT)? {
+            if f != index::FORMAT_VERSION.as_bytes() {
+                return Err(Error::FailedPrecondition(format!(
+                    "{} holds a store of format {:?}; this strata reads {}",
+                    dir.display(),
+                    String::from_utf8_lossy(&f),
+                    index::FORMAT_VERSION
+                )));
+            }
+        }
+        let counters = match db.get_cf(meta, index::META_COUNTERS)? {
+            Some(v) => Counters::decode(&v)?,
+            None => Counters::default(),
+        };
+        let mut committed = HashMap::new();
+        for item in db.iterator_cf(cf(&db, CF_PACKS), rocksdb::IteratorMode::Start) {
+            let (k, v) = item?;
+            let id = u32::from_be_bytes(k[..].try_into().map_err(|_| Error::DataLoss("bad pack key".into()))?);
+            let len = u64::from_le_bytes(v[..].try_into().map_err(|_| Error::DataLoss("bad pack length".into()))?);
+            committed.insert(id, len);
+        }
+        let packs = PackSet::open(&dir.join("packs"), cfg.max_pack_bytes, &committed)?;
+        tracing::info!(dir = %dir.display(), blobs = counters.blobs, chunks = counters.chunks, %chunk_sizes, "store open");
+        Ok(Store {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                db,
+                packs,
+                cache: BlockCache::new(cfg.cache_bytes),
+                cutter: Cutter::new(chunk_sizes),
+                cfg,
+                counters: Mutex::new(counters),
+            }),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn chunk_sizes(&self) -> ChunkSizes {
+        self.inner.cutter.sizes()
+    }
+
+    fn db(&self) -> &DB {
+        &self.inner.db
+    }
+
+    pub fn content(&self, digest: &Digest) -> Result<Option<Content>> {
+        match self.db().get_cf(cf(self.db(), CF_RECIPES), digest.0)? {
+            Some(v) => Ok(Some(Content::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn stat(&self, ns: &str, digest: &Digest) -> Result<BlobInfo> {
+        validate_namespace(ns)?;
+        let not_found = || Error::NotFound(format!("blob {digest} not found in namespace {ns:?}"));
+        let meta = self.db().get_cf(cf(self.db(), CF_BLOBS), index::blob_key(ns, digest))?.ok_or_else(not_found)?;
+        let content = self
+            .content(digest)?
+            .ok_or_else(|| Error::DataLoss(format!("blob {digest} is recorded but its recipe is missing")))?;
+        Ok(BlobInfo { namespace: ns.to_string(), digest: *digest, content, meta: BlobMeta::decode(&meta)? })
+    }
+
+    /// Blobs of a namespace whose labels pass every filter ("key" or "key=value").
+    pub fn list(&self, ns: &str, label_filters: &[String]) -> Result<Vec<BlobInfo>> {
+        validate_namespace(ns)?;
+        let prefix = index::ns_prefix(ns);
+        let mut out = Vec::new();
+        let iter = self.db().iterator_cf(
+            cf(self.db(), CF_BLOBS),
+            rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let meta = BlobMeta::decode(&v)?;
+            if !label_filters.iter().all(|f| label_matches(&meta.labels, f)) {
+                continue;
+            }
+            let digest = Digest(k[prefix.len()..].try_into().map_err(|_| Error::DataLoss("bad blob key".into()))?);
+            let content = self.content(&digest)?.ok_or_else(|| Error::DataLoss(format!("recipe of {digest} missing")))?;
+            out.push(BlobInfo { namespace: ns.to_string(), digest, content, meta });
+        }
+        Ok(out)
+    }
+
+    pub fn stats(&self) -> Result<Stats> {
+        let counters = *self.inner.counters.lock();
+        let index_bytes = dir_bytes(&self.inner.dir.join("index"));
+        let pack_file_bytes = dir_bytes(&self.inner.dir.join("packs"));
+        let bytes_on_disk = dir_bytes(&self.inner.dir);
+        Ok(Stats { counters, bytes_on_disk, index_bytes, pack_file_bytes })
+    }
+}
+
+fn label_matches(labels: &BTreeMap<String, String>, filter: &str) -> bool {
+    match filter.split_once('=') {
+        Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
+        None => labels.contains_key(filter),
+    }
+}
+
+/// Bytes of regular files under a directory (the socket and such count nothing).
+pub fn dir_bytes(p: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(p) else { return 0 };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
+}

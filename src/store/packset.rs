@@ -1,0 +1,114 @@
+//! The set of pack files: a pool of writers (one ingest appends to a pack at a
+//! time), cached read handles, and recovery of pack tails left by a crash.
+
+use super::pack::{self, PackWriter};
+use crate::error::{Error, Result};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub struct PackSet {
+    dir: PathBuf,
+    max_pack_bytes: u64,
+    free: Mutex<Vec<PackWriter>>,
+    next_id: Mutex<u32>,
+    readers: Mutex<HashMap<u32, Arc<File>>>,
+}
+
+impl PackSet {
+    /// Opens the pack directory. `committed` gives each pack's durable length as
+    /// the index knows it; anything past it was written by an ingest that never
+    /// committed, and is cut off here.
+    pub fn open(dir: &Path, max_pack_bytes: u64, committed: &HashMap<u32, u64>) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let mut max_id = 0u32;
+        let mut writers = Vec::new();
+        let entries = std::fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("listing packs", e))?;
+            let Some(id) = entry.file_name().to_str().and_then(pack::parse_pack_name) else { continue };
+            max_id = max_id.max(id);
+            let len = entry.metadata().map_err(|e| Error::io("reading pack size", e))?.len();
+            let keep = committed.get(&id).copied().unwrap_or(0);
+            if len < keep {
+                // The index says more is durable than the file holds: verify reports it.
+                tracing::error!(pack = id, len, committed = keep, "pack is shorter than its committed length");
+                continue;
+            }
+            if keep == 0 {
+                std::fs::remove_file(entry.path()).map_err(|e| Error::io("removing an uncommitted pack", e))?;
+                tracing::info!(pack = id, bytes = len, "removed a pack no commit refers to");
+                continue;
+            }
+            let mut w = PackWriter::open(dir, id, len)?;
+            if len > keep {
+                tracing::info!(pack = id, bytes = len - keep, "trimmed uncommitted bytes from a pack");
+                w.truncate(keep)?;
+            }
+            if keep < max_pack_bytes {
+                writers.push(w);
+            }
+        }
+        for &id in committed.keys() {
+            max_id = max_id.max(id);
+        }
+        Ok(PackSet {
+            dir: dir.to_path_buf(),
+            max_pack_bytes,
+            free: Mutex::new(writers),
+            next_id: Mutex::new(max_id + 1),
+            readers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Takes a writer for one ingest's exclusive use.
+    pub fn lease(&self) -> Result<PackWriter> {
+        if let Some(w) = self.free.lock().pop() {
+            return Ok(w);
+        }
+        let id = {
+            let mut n = self.next_id.lock();
+            let id = *n;
+            *n += 1;
+            id
+        };
+        PackWriter::create(&self.dir, id)
+    }
+
+    /// Returns a writer; a full pack is retired from appending.
+    pub fn release(&self, w: PackWriter) {
+        if w.len < self.max_pack_bytes {
+            self.free.lock().push(w);
+        }
+    }
+
+    fn reader(&self, id: u32) -> Result<Arc<File>> {
+        if let Some(f) = self.readers.lock().get(&id) {
+            return Ok(f.clone());
+        }
+        let path = pack::pack_path(&self.dir, id);
+        let f = Arc::new(File::open(&path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?);
+        self.readers.lock().insert(id, f.clone());
+        Ok(f)
+    }
+
+    pub fn read_at(&self, id: u32, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let f = self.reader(id)?;
+        let mut buf = vec![0u8; len];
+        f.read_exact_at(&mut buf, offset).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::DataLoss(format!("pack {id} ends before the record at offset {offset}"))
+            } else {
+                Error::io(format!("reading pack {id}"), e)
+            }
+        })?;
+        Ok(buf)
+    }
+}
