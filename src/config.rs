@@ -29,3 +29,9 @@ pub const MAX_MESSAGE_BYTES: usize = 32 << 20;
 pub const READ_MESSAGE_BYTES: usize = 1 << 20;
 
 pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// HTTP/2 flow-control window, both sides.
+pub const WINDOW_BYTES: u32 = 8 << 20;
+
+/// Largest HTTP/2 frame the daemon accepts.
+pub const FRAME_BYTES: u32 = 1 << 20;

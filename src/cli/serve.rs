@@ -34,6 +34,7 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let data_dir = args.data_dir.unwrap_or_else(config::default_data_dir);
     let socket = socket.unwrap_or_else(|| config::default_socket(&data_dir));

@@ -1,6 +1,6 @@
 //! The client side of the socket, used by the CLI and by tests.
 
-use crate::config::MAX_MESSAGE_BYTES;
+use crate::config::{MAX_MESSAGE_BYTES, WINDOW_BYTES};
 use crate::proto::strata::v1::store_client::StoreClient;
 use hyper_util::rt::TokioIo;
 use std::path::{Path, PathBuf};
@@ -11,6 +11,8 @@ pub async fn connect_channel(socket: &Path) -> anyhow::Result<Channel> {
     let path: PathBuf = socket.to_path_buf();
     // The URI is required by the API but unused: the connector below picks the socket.
     let channel = Endpoint::try_from("http://strata.sock")?
+        .initial_stream_window_size(Some(WINDOW_BYTES))
+        .initial_connection_window_size(Some(WINDOW_BYTES * 2))
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path = path.clone();
             async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }

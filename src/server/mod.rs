@@ -4,7 +4,7 @@
 
 pub mod strata_api;
 
-use crate::config::MAX_MESSAGE_BYTES;
+use crate::config::{FRAME_BYTES, MAX_MESSAGE_BYTES, WINDOW_BYTES};
 use crate::error::{Error, Result};
 use crate::proto::strata::v1::store_server::StoreServer;
 use crate::store::{Store, StoreConfig};
@@ -57,6 +57,11 @@ pub async fn serve(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            // Large windows and frames: a push streams hundreds of MB over a local
+            // socket, and 64 KiB windows cost a round trip (and a wakeup) each.
+            .initial_stream_window_size(Some(WINDOW_BYTES))
+            .initial_connection_window_size(Some(WINDOW_BYTES * 2))
+            .max_frame_size(Some(FRAME_BYTES))
             .add_service(svc)
             .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
                 let _ = stop_rx.await;

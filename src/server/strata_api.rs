@@ -59,7 +59,7 @@ pub fn run_ingest(store: &Store, opts: IngestOptions, mut rx: mpsc::Receiver<Ing
     let mut ingest = store.begin_ingest(opts)?;
     while let Some(msg) = rx.blocking_recv() {
         match msg {
-            IngestMsg::Data(b) => ingest.write(&b)?,
+            IngestMsg::Data(b) => ingest.write_bytes(b)?,
             IngestMsg::End => return ingest.commit(),
         }
     }

@@ -112,7 +112,7 @@ pub struct StreamChunker {
 
 impl StreamChunker {
     pub fn new(cutter: Cutter) -> Self {
-        let cap = cutter.sizes.max as usize * 2;
+        let cap = cutter.sizes.max as usize;
         StreamChunker { cutter, buf: Vec::with_capacity(cap) }
     }
 
@@ -121,23 +121,40 @@ impl StreamChunker {
     }
 
     /// Adds bytes; calls `emit` for every chunk that is now final.
+    ///
+    /// Chunks are cut straight from `data` where possible; only a chunk that
+    /// straddles two calls is assembled in the buffer, so at most `max` bytes
+    /// are copied per call.
     pub fn push<E>(&mut self, data: &[u8], emit: &mut impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
         let max = self.cutter.sizes.max as usize;
         let mut data = data;
-        // Fast path: whole chunks straight from the caller's slice, no copy.
-        if self.buf.is_empty() {
-            while data.len() >= max * 2 {
-                let n = self.cutter.first_cut(data);
-                emit(&data[..n])?;
-                data = &data[n..];
-            }
-        }
         while !data.is_empty() {
-            let room = (max * 2).saturating_sub(self.buf.len()).max(1);
-            let take = room.min(data.len());
+            if self.buf.is_empty() {
+                while data.len() >= max {
+                    let n = self.cutter.first_cut(data);
+                    emit(&data[..n])?;
+                    data = &data[n..];
+                }
+                self.buf.extend_from_slice(data);
+                return Ok(());
+            }
+            // Top the buffer up to `max` bytes, so its first cut is final.
+            let before = self.buf.len();
+            let take = (max - before).min(data.len());
             self.buf.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            self.drain(max, emit)?;
+            if self.buf.len() < max {
+                return Ok(());
+            }
+            let n = self.cutter.first_cut(&self.buf);
+            emit(&self.buf[..n])?;
+            if n >= before {
+                // What is left of the buffer came from `data`: go on from there, uncopied.
+                data = &data[n - before..];
+                self.buf.clear();
+            } else {
+                self.buf.drain(..n);
+                data = &data[take..];
+            }
         }
         Ok(())
     }

@@ -13,7 +13,8 @@ use super::{now_secs, validate_namespace, Inner, Store};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::split::{Layout, Sink, Splitter};
-use sha2::{Digest as _, Sha256};
+use super::hasher::BackgroundSha256;
+use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
@@ -42,7 +43,7 @@ pub struct PushOutcome {
 pub struct Ingest {
     store: Store,
     opts: IngestOptions,
-    sha: Sha256,
+    sha: Option<BackgroundSha256>,
     size: u64,
     splitter: Splitter,
     sink: ChunkSink,
@@ -89,7 +90,7 @@ impl Store {
         Ok(Ingest {
             store: self.clone(),
             opts,
-            sha: Sha256::new(),
+            sha: Some(BackgroundSha256::new().map_err(|e| Error::io("starting a hashing thread", e))?),
             size: 0,
             splitter: Splitter::new(inner.cutter.clone()),
             sink: ChunkSink {
@@ -203,9 +204,14 @@ impl Drop for Ingest {
 
 impl Ingest {
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        self.sha.update(data);
+        self.write_bytes(Bytes::copy_from_slice(data))
+    }
+
+    /// Takes a piece of the blob without copying it.
+    pub fn write_bytes(&mut self, data: Bytes) -> Result<()> {
         self.size += data.len() as u64;
-        self.splitter.feed(data, &mut self.sink)
+        self.sha.as_mut().expect("hasher runs until commit").update(data.clone());
+        self.splitter.feed(&data, &mut self.sink)
     }
 
     pub fn bytes_received(&self) -> u64 {
@@ -224,7 +230,7 @@ impl Ingest {
             self.sink.discard(done);
             return Err(e);
         }
-        let digest = Digest(self.sha.finalize_reset().into());
+        let digest = self.sha.take().expect("hasher runs until commit").finish();
         let check = self.check_expected(&digest).and_then(|_| done.writer.sync());
         if let Err(e) = check {
             self.sink.discard(done);

@@ -9,6 +9,7 @@
 pub mod cache;
 pub mod codec;
 mod delete;
+mod hasher;
 pub mod index;
 mod ingest;
 pub mod pack;

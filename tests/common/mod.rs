@@ -1,0 +1,135 @@
+//! Shared test harness: a daemon started in-process on a temporary data
+//! directory and socket, and a client for it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use strata::proto::strata::v1 as pb;
+use strata::server::{self, ServeOptions};
+use strata::store::StoreConfig;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+pub type Client = pb::store_client::StoreClient<Channel>;
+
+pub struct Daemon {
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<strata::Result<()>>>,
+}
+
+impl Daemon {
+    pub async fn start(dir: &Path) -> Daemon {
+        Self::start_with(dir, StoreConfig::default()).await
+    }
+
+    pub async fn start_with(dir: &Path, store: StoreConfig) -> Daemon {
+        let socket = dir.join("strata.sock");
+        let (tx, rx) = oneshot::channel::<()>();
+        let opts = ServeOptions {
+            data_dir: dir.to_path_buf(),
+            socket: socket.clone(),
+            store,
+            shutdown_grace: Duration::from_secs(10),
+        };
+        let task = tokio::spawn(server::serve(opts, async {
+            let _ = rx.await;
+        }));
+        for _ in 0..500 {
+            if tokio::net::UnixStream::connect(&socket).await.is_ok() {
+                break;
+            }
+            if task.is_finished() {
+                panic!("daemon exited: {:?}", task.await);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Daemon { dir: dir.to_path_buf(), socket, stop: Some(tx), task: Some(task) }
+    }
+
+    pub async fn client(&self) -> Client {
+        strata::client::connect(&self.socket).await.expect("connect")
+    }
+
+    /// Shuts the daemon down cleanly, as SIGTERM would.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+pub fn start_msg(ns: &str, expected: &str) -> pb::PushRequest {
+    pb::PushRequest {
+        msg: Some(pb::push_request::Msg::Start(pb::PushStart {
+            namespace: ns.into(),
+            expected_digest: expected.into(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// Pushes `data` in pieces of `piece` bytes.
+pub async fn push_as(c: &mut Client, ns: &str, expected: &str, data: &[u8], piece: usize) -> Result<pb::PushResponse, tonic::Status> {
+    let mut msgs = vec![start_msg(ns, expected)];
+    for p in data.chunks(piece.max(1)) {
+        msgs.push(pb::PushRequest { msg: Some(pb::push_request::Msg::Data(p.to_vec().into())) });
+    }
+    c.push(tokio_stream::iter(msgs)).await.map(|r| r.into_inner())
+}
+
+pub async fn push(c: &mut Client, data: &[u8]) -> pb::PushResponse {
+    push_as(c, "", "", data, 64 * 1024).await.expect("push")
+}
+
+pub async fn read_range(c: &mut Client, ns: &str, digest: &str, offset: u64, length: u64) -> Result<Vec<u8>, tonic::Status> {
+    let req = pb::ReadRequest { namespace: ns.into(), digest: digest.into(), offset, length };
+    let mut s = c.read(req).await?.into_inner();
+    let mut out = Vec::new();
+    while let Some(m) = s.message().await? {
+        out.extend_from_slice(&m.data);
+    }
+    Ok(out)
+}
+
+pub async fn read_all(c: &mut Client, digest: &str) -> Vec<u8> {
+    read_range(c, "", digest, 0, 0).await.expect("read")
+}
+
+pub async fn stats(c: &mut Client) -> pb::StatsResponse {
+    c.stats(pb::StatsRequest {}).await.unwrap().into_inner()
+}
+
+pub fn sha256_digest(data: &[u8]) -> String {
+    strata::Digest::of(data).to_string()
+}
+
+/// Deterministic incompressible bytes.
+pub fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// A tar of regular files, with the given mtime on every header.
+pub fn tar_of(files: &[(&str, &[u8])], mtime: u64) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, body) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mtime(mtime);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, *body).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+pub fn pack_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir.join("packs")).unwrap().flatten().map(|e| e.metadata().unwrap().len()).sum()
+}
