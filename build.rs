@@ -1,7 +1,7 @@
 //! Generates the gRPC code from `proto/` with protox, a pure-Rust protobuf
 //! compiler, so no system `protoc` is needed.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/strata/v1/strata.proto"];
+    let protos = ["proto/strata/v1/strata.proto", "proto/containerd/services/content/v1/content.proto"];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

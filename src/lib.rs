@@ -16,6 +16,15 @@ pub mod store;
 
 /// Code generated from `proto/` by `build.rs`.
 pub mod proto {
+    pub mod containerd {
+        pub mod services {
+            pub mod content {
+                pub mod v1 {
+                    tonic::include_proto!("containerd.services.content.v1");
+                }
+            }
+        }
+    }
     pub mod strata {
         pub mod v1 {
             tonic::include_proto!("strata.v1");

@@ -26,6 +26,30 @@ pub struct ServeArgs {
     /// Seconds requests in flight may run on after SIGTERM/SIGINT
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub shutdown_grace: u64,
+    /// Also serve containerd's content API here, for containerd's proxy plugin
+    #[arg(long, value_name = "PATH")]
+    pub containerd_socket: Option<PathBuf>,
+    /// Namespace for containerd calls on --containerd-socket that carry no
+    /// containerd-namespace header (Debian's containerd sends none)
+    #[arg(long, default_value = "containerd", value_name = "NS")]
+    pub containerd_namespace: String,
+    /// Remove partial uploads untouched for this long (e.g. 24h, 90m, 3600s)
+    #[arg(long, default_value = "24h", value_parser = parse_duration, value_name = "DURATION")]
+    pub upload_expiry: Duration,
+}
+
+/// "90s", "30m", "24h", "2d", or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = num.parse().map_err(|_| format!("duration {s:?}: expected a number with s, m, h or d"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("duration {s:?}: unknown unit {unit:?} (use s, m, h or d)")),
+    };
+    Ok(Duration::from_secs(secs))
 }
 
 pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
@@ -41,9 +65,13 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
     if args.block_kib == 0 || args.block_kib > 32 * 1024 {
         anyhow::bail!("--block-kib must be between 1 and 32768");
     }
+    crate::store::validate_namespace(&args.containerd_namespace)?;
     let opts = ServeOptions {
         data_dir,
         socket,
+        containerd_socket: args.containerd_socket,
+        containerd_namespace: args.containerd_namespace,
+        upload_expiry: args.upload_expiry,
         store: StoreConfig {
             chunk_sizes: args.chunk_sizes,
             zstd_level: args.zstd_level,

@@ -2,9 +2,11 @@
 //! to stop, then lets requests in flight finish (or abandons them after a grace
 //! period: uncommitted pushes leave nothing visible and are trimmed at restart).
 
+pub mod containerd;
 pub mod strata_api;
 
-use crate::config::{FRAME_BYTES, MAX_MESSAGE_BYTES, WINDOW_BYTES};
+use crate::config::{DEFAULT_NAMESPACE, FRAME_BYTES, MAX_MESSAGE_BYTES, WINDOW_BYTES};
+use crate::proto::containerd::services::content::v1::content_server::ContentServer;
 use crate::error::{Error, Result};
 use crate::proto::strata::v1::store_server::StoreServer;
 use crate::store::{Store, StoreConfig};
@@ -18,10 +20,32 @@ use tokio_stream::wrappers::UnixListenerStream;
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub data_dir: PathBuf,
+    /// Serves `strata.v1`, and containerd's content API for direct clients
+    /// (namespace from the `containerd-namespace` header, else `default`).
     pub socket: PathBuf,
+    /// Serves containerd's content API for a containerd proxy plugin; calls
+    /// without a namespace header use `containerd_namespace`.
+    pub containerd_socket: Option<PathBuf>,
+    pub containerd_namespace: String,
     pub store: StoreConfig,
     /// How long requests in flight may run on after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Partial uploads untouched this long are removed.
+    pub upload_expiry: Duration,
+}
+
+impl ServeOptions {
+    pub fn new(data_dir: PathBuf) -> Self {
+        ServeOptions {
+            socket: crate::config::default_socket(&data_dir),
+            data_dir,
+            containerd_socket: None,
+            containerd_namespace: "containerd".into(),
+            store: StoreConfig::default(),
+            shutdown_grace: Duration::from_secs(30),
+            upload_expiry: Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 /// Binds the socket (mode 0660), replacing a stale one no daemon answers on.
@@ -49,37 +73,111 @@ pub async fn serve(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send
             .await
             .map_err(|e| Error::Internal(e.to_string()))??
     };
+    let stop = new_stop();
+    let mut servers = Vec::new();
     let listener = bind_socket(&opts.socket).await?;
-    tracing::info!(socket = %opts.socket.display(), data_dir = %opts.data_dir.display(), "strata serving");
-    let svc = StoreServer::new(strata_api::StrataService::new(store.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            // Large windows and frames: a push streams hundreds of MB over a local
-            // socket, and 64 KiB windows cost a round trip (and a wakeup) each.
-            .initial_stream_window_size(Some(WINDOW_BYTES))
-            .initial_connection_window_size(Some(WINDOW_BYTES * 2))
-            .max_frame_size(Some(FRAME_BYTES))
-            .add_service(svc)
-            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
-                let _ = stop_rx.await;
-            }),
-    );
+    tracing::info!(socket = %opts.socket.display(), data_dir = %opts.data_dir.display(), "strata serving strata.v1 and the containerd content API");
+    let router = builder()
+        .add_service(limits(StoreServer::new(strata_api::StrataService::new(store.clone()))))
+        .add_service(limits(ContentServer::new(containerd::ContentService::new(store.clone(), DEFAULT_NAMESPACE.into()))));
+    servers.push(tokio::spawn(router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop.wait())));
+    if let Some(path) = &opts.containerd_socket {
+        let listener = bind_socket(path).await?;
+        tracing::info!(socket = %path.display(), namespace = %opts.containerd_namespace, "serving containerd's content API for a proxy plugin");
+        let router = builder().add_service(limits(ContentServer::new(containerd::ContentService::new(
+            store.clone(),
+            opts.containerd_namespace.clone(),
+        ))));
+        servers.push(tokio::spawn(router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop.wait())));
+    }
+    let expiry = opts.upload_expiry;
+    let janitor = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(3600).min(expiry));
+            loop {
+                tick.tick().await;
+                let store = store.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.expire_uploads(expiry)).await {
+                    tracing::error!(error = %e, "expiring stale uploads failed");
+                }
+            }
+        })
+    };
     shutdown.await;
     tracing::info!("shutting down: finishing requests in flight");
-    let _ = stop_tx.send(());
-    match tokio::time::timeout(opts.shutdown_grace, server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
-        Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
+    stop.fire();
+    janitor.abort();
+    let all = futures::future::join_all(servers);
+    match tokio::time::timeout(opts.shutdown_grace, all).await {
+        Ok(results) => {
+            for r in results {
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "server error"),
+                    Err(e) => tracing::error!(error = %e, "server task failed"),
+                }
+            }
+        }
         Err(_) => tracing::warn!("requests still running after the grace period were abandoned"),
     }
     let _ = std::fs::remove_file(&opts.socket);
+    if let Some(p) = &opts.containerd_socket {
+        let _ = std::fs::remove_file(p);
+    }
     drop(store);
     tracing::info!("stopped");
     Ok(())
+}
+
+fn builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        // Large windows and frames: a push streams hundreds of MB over a local
+        // socket, and 64 KiB windows cost a round trip (and a wakeup) each.
+        .initial_stream_window_size(Some(WINDOW_BYTES))
+        .initial_connection_window_size(Some(WINDOW_BYTES * 2))
+        .max_frame_size(Some(FRAME_BYTES))
+}
+
+/// containerd sends messages up to 16 MiB; accept (and send) up to our limit.
+fn limits<S: MessageLimits>(svc: S) -> S {
+    svc.with_limits(MAX_MESSAGE_BYTES)
+}
+
+pub trait MessageLimits {
+    fn with_limits(self, n: usize) -> Self;
+}
+
+impl<T> MessageLimits for StoreServer<T> {
+    fn with_limits(self, n: usize) -> Self {
+        self.max_decoding_message_size(n).max_encoding_message_size(n)
+    }
+}
+
+impl<T> MessageLimits for ContentServer<T> {
+    fn with_limits(self, n: usize) -> Self {
+        self.max_decoding_message_size(n).max_encoding_message_size(n)
+    }
+}
+
+/// A shutdown signal every listener can wait on.
+#[derive(Clone)]
+struct Stop(tokio::sync::watch::Sender<bool>);
+
+fn new_stop() -> Stop {
+    Stop(tokio::sync::watch::channel(false).0)
+}
+
+impl Stop {
+    fn fire(&self) {
+        let _ = self.0.send(true);
+    }
+    fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.subscribe();
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.

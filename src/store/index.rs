@@ -14,7 +14,7 @@
 use super::codec::{put_varint, Reader};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, Options, DB};
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, Options, DB};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -33,15 +33,24 @@ pub const META_CHUNK_SIZES: &[u8] = b"chunk_sizes";
 pub const META_COUNTERS: &[u8] = b"counters";
 pub const FORMAT_VERSION: &str = "strata-1";
 
+const MEMTABLE_BUDGET: usize = 32 << 20;
+const BLOCK_CACHE_BYTES: usize = 16 << 20;
+
 pub fn open(path: &Path) -> Result<DB> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
     opts.set_max_background_jobs(2);
     opts.set_keep_log_file_num(3);
+    // Bounded memory: all column families share one block cache and one memtable
+    // budget (RocksDB's defaults are 64 MiB of memtable per family).
+    opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
+    let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
     let cfs = ALL_CFS.iter().map(|name| {
         let mut o = Options::default();
+        o.set_write_buffer_size(MEMTABLE_BUDGET / 4);
         let mut t = BlockBasedOptions::default();
+        t.set_block_cache(&cache);
         // Most chunk lookups during ingest are for new chunks: a bloom filter
         // answers "absent" without touching disk.
         t.set_bloom_filter(10.0, false);

@@ -16,9 +16,13 @@ use crate::split::{Layout, Sink, Splitter};
 use super::hasher::BackgroundSha256;
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::mpsc::{sync_channel, SyncSender};
+use parking_lot::Mutex;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+
+/// Threads compressing one ingest's new blocks.
+const COMPRESSORS: usize = 2;
 
 #[derive(Debug, Clone, Default)]
 pub struct IngestOptions {
@@ -81,8 +85,8 @@ impl Store {
         let inner = self.inner.clone();
         let writer = inner.packs.lease()?;
         let level = inner.cfg.zstd_level;
-        // Two blocks in flight: enough to keep both cores busy, bounded memory.
-        let (tx, rx) = sync_channel::<BlockBuilder>(2);
+        // A block queued per compressor: both cores stay busy, memory stays bounded.
+        let (tx, rx) = sync_channel::<BlockBuilder>(COMPRESSORS);
         let handle = std::thread::Builder::new()
             .name("strata-pack-writer".into())
             .spawn(move || write_blocks(writer, level, rx))
@@ -106,27 +110,42 @@ impl Store {
     }
 }
 
-fn write_blocks(mut writer: PackWriter, level: i32, rx: std::sync::mpsc::Receiver<BlockBuilder>) -> WriterDone {
+/// Compresses and appends blocks on `COMPRESSORS` threads: block order in a
+/// pack does not matter (each chunk's location is recorded), so the threads
+/// only share the append.
+fn write_blocks(writer: PackWriter, level: i32, rx: Receiver<BlockBuilder>) -> WriterDone {
     let start_len = writer.len;
-    let mut locs = Vec::new();
-    let mut run = || -> Result<()> {
-        let mut comp = zstd::bulk::Compressor::new(level).map_err(|e| Error::Internal(format!("zstd: {e}")))?;
-        for block in rx.iter() {
-            let rec = pack::encode_block(&block, &mut comp)?;
-            let off = writer.append(&rec)?;
-            let mut in_block = 0u32;
-            for (hash, len) in block.entries {
-                locs.push((
-                    hash,
-                    ChunkLoc { pack: writer.id, block_offset: off, block_len: rec.len() as u32, offset_in_block: in_block, len },
-                ));
-                in_block += len;
-            }
-        }
-        Ok(())
-    };
-    let result = run();
+    let shared = Mutex::new((writer, Vec::new()));
+    let rx = Mutex::new(rx);
+    let results: Vec<Result<()>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..COMPRESSORS).map(|_| s.spawn(|| compress_blocks(&rx, &shared, level))).collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err(Error::Internal("a compression thread panicked".into()))))
+            .collect()
+    });
+    let (writer, locs) = shared.into_inner();
+    let result = results.into_iter().collect::<Result<Vec<()>>>().map(|_| ());
     WriterDone { writer, start_len, locs, result }
+}
+
+type Located = Vec<(Hash, ChunkLoc)>;
+
+fn compress_blocks(rx: &Mutex<Receiver<BlockBuilder>>, shared: &Mutex<(PackWriter, Located)>, level: i32) -> Result<()> {
+    let mut comp = zstd::bulk::Compressor::new(level).map_err(|e| Error::Internal(format!("zstd: {e}")))?;
+    loop {
+        let Ok(block) = rx.lock().recv() else { return Ok(()) };
+        let rec = pack::encode_block(&block, &mut comp)?;
+        let mut g = shared.lock();
+        let (writer, locs) = &mut *g;
+        let off = writer.append(&rec)?;
+        let mut in_block = 0u32;
+        for (hash, len) in block.entries {
+            let loc = ChunkLoc { pack: writer.id, block_offset: off, block_len: rec.len() as u32, offset_in_block: in_block, len };
+            locs.push((hash, loc));
+            in_block += len;
+        }
+    }
 }
 
 impl Sink for ChunkSink {
@@ -216,6 +235,13 @@ impl Ingest {
 
     pub fn bytes_received(&self) -> u64 {
         self.size
+    }
+
+    /// Sets what the commit checks and records, when known only at the end.
+    pub fn set_expected(&mut self, digest: Option<Digest>, size: Option<u64>, labels: BTreeMap<String, String>) {
+        self.opts.expected_digest = digest;
+        self.opts.expected_size = size;
+        self.opts.labels = labels;
     }
 
     /// Ends the push: checks what the client expected, then makes the blob

@@ -9,6 +9,7 @@
 pub mod cache;
 pub mod codec;
 mod delete;
+mod meta;
 mod hasher;
 pub mod index;
 mod ingest;
@@ -16,6 +17,7 @@ pub mod pack;
 pub mod packset;
 mod read;
 pub mod recipe;
+pub mod uploads;
 
 pub use index::{BlobMeta, Content, Counters};
 pub use ingest::{Ingest, IngestOptions, PushOutcome};
@@ -70,6 +72,8 @@ struct Inner {
     cfg: StoreConfig,
     /// The commit lock, and the figures it keeps exact.
     counters: Mutex<Counters>,
+    /// Upload refs being written by a stream (namespace \0 ref).
+    upload_locks: Mutex<std::collections::HashSet<Vec<u8>>>,
 }
 
 /// What a client sees of one blob.
@@ -190,6 +194,7 @@ impl Store {
                 cutter: Cutter::new(chunk_sizes),
                 cfg,
                 counters: Mutex::new(counters),
+                upload_locks: Mutex::new(Default::default()),
             }),
         })
     }

@@ -28,10 +28,10 @@ impl Daemon {
         let socket = dir.join("strata.sock");
         let (tx, rx) = oneshot::channel::<()>();
         let opts = ServeOptions {
-            data_dir: dir.to_path_buf(),
             socket: socket.clone(),
             store,
             shutdown_grace: Duration::from_secs(10),
+            ..ServeOptions::new(dir.to_path_buf())
         };
         let task = tokio::spawn(server::serve(opts, async {
             let _ = rx.await;
