@@ -25,11 +25,16 @@ fn layer(total: usize) -> Vec<u8> {
     let mut size = 0;
     while size < total {
         let n = 1000 + (i as usize * 7919) % 300_000;
-        let body = if i % 2 == 0 { noise(n, i) } else { b"line of text in a config file\n".repeat(n / 30) };
+        let body = if i % 2 == 0 {
+            noise(n, i)
+        } else {
+            b"line of text in a config file\n".repeat(n / 30)
+        };
         let mut h = tar::Header::new_gnu();
         h.set_size(body.len() as u64);
         h.set_mode(0o644);
-        b.append_data(&mut h, format!("usr/share/f{i}"), &body[..]).unwrap();
+        b.append_data(&mut h, format!("usr/share/f{i}"), &body[..])
+            .unwrap();
         size += body.len() + 512;
         i += 1;
     }
@@ -82,8 +87,12 @@ fn blocks(c: &mut Criterion) {
     let rec = encode_block(&block, &mut comp).unwrap();
     let mut g = c.benchmark_group("block");
     g.throughput(Throughput::Bytes(block.plain.len() as u64));
-    g.bench_function("encode zstd3", |b| b.iter(|| encode_block(&block, &mut comp).unwrap().len()));
-    g.bench_function("decode+verify", |b| b.iter(|| decode_block(&rec, &|| "bench".into()).unwrap().plain.len()));
+    g.bench_function("encode zstd3", |b| {
+        b.iter(|| encode_block(&block, &mut comp).unwrap().len())
+    });
+    g.bench_function("decode+verify", |b| {
+        b.iter(|| decode_block(&rec, &|| "bench".into()).unwrap().plain.len())
+    });
     g.finish();
 }
 

@@ -26,7 +26,10 @@ pub enum Error {
     #[error("{0}")]
     Cancelled(String),
     #[error("i/o error: {context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
     #[error("index error: {0}")]
     Index(#[from] rocksdb::Error),
     #[error("{0}")]
@@ -39,8 +42,13 @@ impl Error {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         let context = context.into();
         // ENOSPC and EDQUOT are the user's to fix by freeing space, not ours.
-        if matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
-            return Error::ResourceExhausted(format!("{context}: no space left on the data directory's disk ({source})"));
+        if matches!(
+            source.raw_os_error(),
+            Some(libc::ENOSPC) | Some(libc::EDQUOT)
+        ) {
+            return Error::ResourceExhausted(format!(
+                "{context}: no space left on the data directory's disk ({source})"
+            ));
         }
         Error::Io { context, source }
     }

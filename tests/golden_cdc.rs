@@ -10,7 +10,9 @@ fn corpus(n: usize) -> Vec<u8> {
     let mut x: u64 = 0x5eed;
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         if (x >> 60) == 0 {
             out.extend_from_slice(b"the quick brown fox jumps over the lazy dog; ");
         } else {
@@ -40,10 +42,12 @@ fn cut_lengths(data: &[u8], sizes: ChunkSizes, piece: usize) -> Vec<usize> {
 }
 
 const GOLDEN_DEFAULT: &[usize] = &[
-    28627, 86138, 72890, 191960, 152046, 219788, 154544, 226918, 104239, 106730, 187651, 134466, 105399, 121732,
-    118381, 85643,
+    28627, 86138, 72890, 191960, 152046, 219788, 154544, 226918, 104239, 106730, 187651, 134466,
+    105399, 121732, 118381, 85643,
 ];
-const GOLDEN_SMALL: &[usize] = &[7236, 4531, 5256, 1746, 4198, 4534, 1126, 5340, 5007, 4451, 11195, 7761, 3155];
+const GOLDEN_SMALL: &[usize] = &[
+    7236, 4531, 5256, 1746, 4198, 4534, 1126, 5340, 5007, 4451, 11195, 7761, 3155,
+];
 
 #[test]
 fn default_sizes_cut_at_the_golden_points() {
@@ -66,7 +70,11 @@ fn boundaries_do_not_depend_on_how_the_stream_is_split() {
     let data = corpus(3 << 20);
     let whole = cut_lengths(&data, ChunkSizes::default(), data.len());
     for piece in [1usize << 10, 65_537, 300_000] {
-        assert_eq!(cut_lengths(&data, ChunkSizes::default(), piece), whole, "piece {piece}");
+        assert_eq!(
+            cut_lengths(&data, ChunkSizes::default(), piece),
+            whole,
+            "piece {piece}"
+        );
     }
     assert_eq!(whole.iter().sum::<usize>(), data.len());
 }
@@ -75,6 +83,8 @@ fn boundaries_do_not_depend_on_how_the_stream_is_split() {
 fn streaming_cuts_match_the_crates_own_v2020_iterator() {
     let data = corpus(3 << 20);
     let ours = cut_lengths(&data, ChunkSizes::default(), 70_000);
-    let theirs: Vec<usize> = fastcdc::v2020::FastCDC::new(&data, 16 << 10, 64 << 10, 256 << 10).map(|c| c.length).collect();
+    let theirs: Vec<usize> = fastcdc::v2020::FastCDC::new(&data, 16 << 10, 64 << 10, 256 << 10)
+        .map(|c| c.length)
+        .collect();
     assert_eq!(ours, theirs);
 }

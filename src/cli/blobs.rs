@@ -56,7 +56,12 @@ pub struct StatsArgs {
 
 pub async fn cat(a: CatArgs, socket: &Path) -> anyhow::Result<()> {
     let mut c = client::connect(socket).await?;
-    let req = pb::ReadRequest { namespace: a.namespace, digest: a.digest, offset: a.offset, length: a.length };
+    let req = pb::ReadRequest {
+        namespace: a.namespace,
+        digest: a.digest,
+        offset: a.offset,
+        length: a.length,
+    };
     let mut stream = c.read(req).await.map_err(status_err)?.into_inner();
     let mut out = std::io::stdout().lock();
     while let Some(msg) = stream.message().await.map_err(status_err)? {
@@ -81,7 +86,14 @@ fn info_json(b: &pb::BlobInfo) -> serde_json::Value {
 
 pub async fn stat(a: StatArgs, socket: &Path) -> anyhow::Result<()> {
     let mut c = client::connect(socket).await?;
-    let b = c.stat(pb::StatRequest { namespace: a.namespace, digest: a.digest }).await.map_err(status_err)?.into_inner();
+    let b = c
+        .stat(pb::StatRequest {
+            namespace: a.namespace,
+            digest: a.digest,
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner();
     if a.json {
         print_json(&info_json(&b));
     } else {
@@ -103,13 +115,27 @@ pub async fn stat(a: StatArgs, socket: &Path) -> anyhow::Result<()> {
 
 pub async fn ls(a: LsArgs, socket: &Path) -> anyhow::Result<()> {
     let mut c = client::connect(socket).await?;
-    let req = pb::ListRequest { namespace: a.namespace, label_filters: a.labels };
+    let req = pb::ListRequest {
+        namespace: a.namespace,
+        label_filters: a.labels,
+    };
     let blobs = c.list(req).await.map_err(status_err)?.into_inner().blobs;
     if a.json {
-        print_json(&serde_json::Value::Array(blobs.iter().map(info_json).collect()));
+        print_json(&serde_json::Value::Array(
+            blobs.iter().map(info_json).collect(),
+        ));
     } else {
         for b in &blobs {
-            println!("{}  {}  {}", b.digest, b.size, if b.media_type.is_empty() { "-" } else { &b.media_type });
+            println!(
+                "{}  {}  {}",
+                b.digest,
+                b.size,
+                if b.media_type.is_empty() {
+                    "-"
+                } else {
+                    &b.media_type
+                }
+            );
         }
     }
     Ok(())
@@ -120,14 +146,24 @@ pub async fn rm(a: RmArgs, socket: &Path) -> anyhow::Result<()> {
     let mut out = Vec::new();
     for d in &a.digests {
         let r = c
-            .delete(pb::DeleteRequest { namespace: a.namespace.clone(), digest: d.clone() })
+            .delete(pb::DeleteRequest {
+                namespace: a.namespace.clone(),
+                digest: d.clone(),
+            })
             .await
             .map_err(status_err)?
             .into_inner();
         if a.json {
             out.push(serde_json::json!({"digest": d, "content_released": r.content_released}));
         } else {
-            println!("{d}  removed{}", if r.content_released { "" } else { " (content still held by another namespace)" });
+            println!(
+                "{d}  removed{}",
+                if r.content_released {
+                    ""
+                } else {
+                    " (content still held by another namespace)"
+                }
+            );
         }
     }
     if a.json {
@@ -138,7 +174,11 @@ pub async fn rm(a: RmArgs, socket: &Path) -> anyhow::Result<()> {
 
 pub async fn stats(a: StatsArgs, socket: &Path) -> anyhow::Result<()> {
     let mut c = client::connect(socket).await?;
-    let s = c.stats(pb::StatsRequest {}).await.map_err(status_err)?.into_inner();
+    let s = c
+        .stats(pb::StatsRequest {})
+        .await
+        .map_err(status_err)?
+        .into_inner();
     if a.json {
         print_json(&serde_json::json!({
             "blobs": s.blobs, "contents": s.contents, "logical_bytes": s.logical_bytes,
@@ -148,11 +188,23 @@ pub async fn stats(a: StatsArgs, socket: &Path) -> anyhow::Result<()> {
             "dedup_ratio": s.dedup_ratio, "compression_ratio": s.compression_ratio,
         }));
     } else {
-        println!("blobs:               {} ({} distinct contents)", s.blobs, s.contents);
+        println!(
+            "blobs:               {} ({} distinct contents)",
+            s.blobs, s.contents
+        );
         println!("logical bytes:       {}", s.logical_bytes);
-        println!("unique plain bytes:  {} (chunks {} + literals {})", s.unique_plain_bytes, s.chunk_plain_bytes, s.literal_bytes);
-        println!("bytes on disk:       {} (packs {} + index {})", s.bytes_on_disk, s.pack_bytes, s.index_bytes);
-        println!("chunks:              {} ({} unreferenced)", s.chunks, s.unreferenced_chunks);
+        println!(
+            "unique plain bytes:  {} (chunks {} + literals {})",
+            s.unique_plain_bytes, s.chunk_plain_bytes, s.literal_bytes
+        );
+        println!(
+            "bytes on disk:       {} (packs {} + index {})",
+            s.bytes_on_disk, s.pack_bytes, s.index_bytes
+        );
+        println!(
+            "chunks:              {} ({} unreferenced)",
+            s.chunks, s.unreferenced_chunks
+        );
         println!("dedup ratio:         {:.2}", s.dedup_ratio);
         println!("compression ratio:   {:.2}", s.compression_ratio);
     }

@@ -46,14 +46,18 @@ pub enum Command {
 }
 
 pub fn socket_path(cli_socket: &Option<PathBuf>) -> PathBuf {
-    cli_socket.clone().unwrap_or_else(|| config::default_socket(&config::default_data_dir()))
+    cli_socket
+        .clone()
+        .unwrap_or_else(|| config::default_socket(&config::default_data_dir()))
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args, cli.socket),
         other => {
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             let socket = socket_path(&cli.socket);
             rt.block_on(async move {
                 match other {

@@ -34,7 +34,9 @@ const PIECE: usize = 1 << 20;
 pub async fn run(args: PushArgs, socket: &Path) -> anyhow::Result<()> {
     let mut labels = std::collections::HashMap::new();
     for l in &args.labels {
-        let (k, v) = l.split_once('=').with_context(|| format!("label {l:?} is not KEY=VALUE"))?;
+        let (k, v) = l
+            .split_once('=')
+            .with_context(|| format!("label {l:?} is not KEY=VALUE"))?;
         labels.insert(k.to_string(), v.to_string());
     }
     let mut client = client::connect(socket).await?;
@@ -47,7 +49,9 @@ pub async fn run(args: PushArgs, socket: &Path) -> anyhow::Result<()> {
             labels: labels.clone(),
             expected_size: 0,
         };
-        let r = push_one(&mut client, file, start).await.with_context(|| format!("pushing {}", file.display()))?;
+        let r = push_one(&mut client, file, start)
+            .await
+            .with_context(|| format!("pushing {}", file.display()))?;
         if args.json {
             results.push(serde_json::json!({
                 "file": file.display().to_string(),
@@ -79,7 +83,10 @@ async fn push_one(
     };
     let bar = progress_bar(len, file);
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::PushRequest>(4);
-    tx.send(pb::PushRequest { msg: Some(pb::push_request::Msg::Start(start)) }).await?;
+    tx.send(pb::PushRequest {
+        msg: Some(pb::push_request::Msg::Start(start)),
+    })
+    .await?;
     let bar2 = bar.clone();
     let reading = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         loop {
@@ -90,13 +97,17 @@ async fn push_one(
             }
             buf.truncate(n);
             bar2.inc(n as u64);
-            let msg = pb::PushRequest { msg: Some(pb::push_request::Msg::Data(buf.into())) };
+            let msg = pb::PushRequest {
+                msg: Some(pb::push_request::Msg::Data(buf.into())),
+            };
             if tx.blocking_send(msg).is_err() {
                 return Ok(()); // the call ended early; its status says why
             }
         }
     });
-    let resp = client.push(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+    let resp = client
+        .push(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await;
     let read_result = reading.await?;
     bar.finish_and_clear();
     let resp = resp.map_err(status_err)?.into_inner();
@@ -127,8 +138,10 @@ fn progress_bar(len: Option<u64>, file: &Path) -> ProgressBar {
                 .expect("template")
                 .progress_chars("=> "),
         ),
-        None => ProgressBar::new_spinner()
-            .with_style(ProgressStyle::with_template("{msg} {spinner} {bytes} {bytes_per_sec}").expect("template")),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{msg} {spinner} {bytes} {bytes_per_sec}")
+                .expect("template"),
+        ),
     };
     bar.set_message(file.display().to_string());
     bar

@@ -21,7 +21,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1024, value_name = "KIB")]
     pub block_kib: usize,
     /// Decoded-block cache for reads, in MiB
-    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    #[arg(long, default_value_t = 32, value_name = "MIB")]
     pub cache_mib: usize,
     /// Seconds requests in flight may run on after SIGTERM/SIGINT
     #[arg(long, default_value_t = 30, value_name = "SECS")]
@@ -40,14 +40,22 @@ pub struct ServeArgs {
 
 /// "90s", "30m", "24h", "2d", or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, ""), |i| s.split_at(i));
-    let n: u64 = num.parse().map_err(|_| format!("duration {s:?}: expected a number with s, m, h or d"))?;
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("duration {s:?}: expected a number with s, m, h or d"))?;
     let secs = match unit {
         "" | "s" => n,
         "m" => n * 60,
         "h" => n * 3600,
         "d" => n * 86400,
-        _ => return Err(format!("duration {s:?}: unknown unit {unit:?} (use s, m, h or d)")),
+        _ => {
+            return Err(format!(
+                "duration {s:?}: unknown unit {unit:?} (use s, m, h or d)"
+            ))
+        }
     };
     Ok(Duration::from_secs(secs))
 }
@@ -81,7 +89,9 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
         },
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(server::serve(opts, server::signals()))?;
     Ok(())
 }

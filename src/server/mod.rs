@@ -6,8 +6,8 @@ pub mod containerd;
 pub mod strata_api;
 
 use crate::config::{DEFAULT_NAMESPACE, FRAME_BYTES, MAX_MESSAGE_BYTES, WINDOW_BYTES};
-use crate::proto::containerd::services::content::v1::content_server::ContentServer;
 use crate::error::{Error, Result};
+use crate::proto::containerd::services::content::v1::content_server::ContentServer;
 use crate::proto::strata::v1::store_server::StoreServer;
 use crate::store::{Store, StoreConfig};
 use std::future::Future;
@@ -52,21 +52,30 @@ impl ServeOptions {
 pub async fn bind_socket(path: &Path) -> Result<UnixListener> {
     if path.exists() {
         if tokio::net::UnixStream::connect(path).await.is_ok() {
-            return Err(Error::Unavailable(format!("another daemon is already listening on {}", path.display())));
+            return Err(Error::Unavailable(format!(
+                "another daemon is already listening on {}",
+                path.display()
+            )));
         }
-        std::fs::remove_file(path).map_err(|e| Error::io(format!("removing stale socket {}", path.display()), e))?;
+        std::fs::remove_file(path)
+            .map_err(|e| Error::io(format!("removing stale socket {}", path.display()), e))?;
     }
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
     }
-    let l = UnixListener::bind(path).map_err(|e| Error::io(format!("binding {}", path.display()), e))?;
+    let l = UnixListener::bind(path)
+        .map_err(|e| Error::io(format!("binding {}", path.display()), e))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .map_err(|e| Error::io(format!("setting the mode of {}", path.display()), e))?;
     Ok(l)
 }
 
 /// Runs the daemon until `shutdown` completes.
-pub async fn serve(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+pub async fn serve(
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let store = {
         let (dir, cfg) = (opts.data_dir.clone(), opts.store.clone());
         tokio::task::spawn_blocking(move || Store::open(&dir, cfg))
@@ -78,17 +87,27 @@ pub async fn serve(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send
     let listener = bind_socket(&opts.socket).await?;
     tracing::info!(socket = %opts.socket.display(), data_dir = %opts.data_dir.display(), "strata serving strata.v1 and the containerd content API");
     let router = builder()
-        .add_service(limits(StoreServer::new(strata_api::StrataService::new(store.clone()))))
-        .add_service(limits(ContentServer::new(containerd::ContentService::new(store.clone(), DEFAULT_NAMESPACE.into()))));
-    servers.push(tokio::spawn(router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop.wait())));
+        .add_service(limits(StoreServer::new(strata_api::StrataService::new(
+            store.clone(),
+        ))))
+        .add_service(limits(ContentServer::new(containerd::ContentService::new(
+            store.clone(),
+            DEFAULT_NAMESPACE.into(),
+        ))));
+    servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
+        UnixListenerStream::new(listener),
+        stop.wait(),
+    )));
     if let Some(path) = &opts.containerd_socket {
         let listener = bind_socket(path).await?;
         tracing::info!(socket = %path.display(), namespace = %opts.containerd_namespace, "serving containerd's content API for a proxy plugin");
-        let router = builder().add_service(limits(ContentServer::new(containerd::ContentService::new(
-            store.clone(),
-            opts.containerd_namespace.clone(),
-        ))));
-        servers.push(tokio::spawn(router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop.wait())));
+        let router = builder().add_service(limits(ContentServer::new(
+            containerd::ContentService::new(store.clone(), opts.containerd_namespace.clone()),
+        )));
+        servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
+            UnixListenerStream::new(listener),
+            stop.wait(),
+        )));
     }
     let expiry = opts.upload_expiry;
     let janitor = {
@@ -98,7 +117,9 @@ pub async fn serve(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send
             loop {
                 tick.tick().await;
                 let store = store.clone();
-                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.expire_uploads(expiry)).await {
+                if let Ok(Err(e)) =
+                    tokio::task::spawn_blocking(move || store.expire_uploads(expiry)).await
+                {
                     tracing::error!(error = %e, "expiring stale uploads failed");
                 }
             }
@@ -150,13 +171,15 @@ pub trait MessageLimits {
 
 impl<T> MessageLimits for StoreServer<T> {
     fn with_limits(self, n: usize) -> Self {
-        self.max_decoding_message_size(n).max_encoding_message_size(n)
+        self.max_decoding_message_size(n)
+            .max_encoding_message_size(n)
     }
 }
 
 impl<T> MessageLimits for ContentServer<T> {
     fn with_limits(self, n: usize) -> Self {
-        self.max_decoding_message_size(n).max_encoding_message_size(n)
+        self.max_decoding_message_size(n)
+            .max_encoding_message_size(n)
     }
 }
 

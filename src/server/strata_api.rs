@@ -55,7 +55,11 @@ pub enum IngestMsg {
 /// Feeds an ingest from a channel on a blocking thread. The ingest commits on
 /// `End`; if the channel closes first (client gone), it is dropped, which
 /// leaves nothing behind.
-pub fn run_ingest(store: &Store, opts: IngestOptions, mut rx: mpsc::Receiver<IngestMsg>) -> Result<crate::store::PushOutcome, Error> {
+pub fn run_ingest(
+    store: &Store,
+    opts: IngestOptions,
+    mut rx: mpsc::Receiver<IngestMsg>,
+) -> Result<crate::store::PushOutcome, Error> {
     let mut ingest = store.begin_ingest(opts)?;
     while let Some(msg) = rx.blocking_recv() {
         match msg {
@@ -63,17 +67,32 @@ pub fn run_ingest(store: &Store, opts: IngestOptions, mut rx: mpsc::Receiver<Ing
             IngestMsg::End => return ingest.commit(),
         }
     }
-    Err(Error::Cancelled("the client went away before finishing the push; nothing was stored".into()))
+    Err(Error::Cancelled(
+        "the client went away before finishing the push; nothing was stored".into(),
+    ))
 }
 
 #[tonic::async_trait]
 impl StoreApi for StrataService {
-    async fn push(&self, request: Request<Streaming<pb::PushRequest>>) -> Result<Response<pb::PushResponse>, Status> {
+    async fn push(
+        &self,
+        request: Request<Streaming<pb::PushRequest>>,
+    ) -> Result<Response<pb::PushResponse>, Status> {
         let mut stream = request.into_inner();
         let start = match stream.message().await? {
-            Some(pb::PushRequest { msg: Some(pb::push_request::Msg::Start(s)) }) => s,
-            Some(_) => return Err(Status::invalid_argument("the first push message must carry `start`, not data")),
-            None => return Err(Status::invalid_argument("empty push: the first message must carry `start`")),
+            Some(pb::PushRequest {
+                msg: Some(pb::push_request::Msg::Start(s)),
+            }) => s,
+            Some(_) => {
+                return Err(Status::invalid_argument(
+                    "the first push message must carry `start`, not data",
+                ))
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "empty push: the first message must carry `start`",
+                ))
+            }
         };
         let expected_digest = match start.expected_digest.as_str() {
             "" => None,
@@ -93,12 +112,18 @@ impl StoreApi for StrataService {
         let feed = async {
             loop {
                 match stream.message().await? {
-                    Some(pb::PushRequest { msg: Some(pb::push_request::Msg::Data(d)) }) => {
+                    Some(pb::PushRequest {
+                        msg: Some(pb::push_request::Msg::Data(d)),
+                    }) => {
                         if tx.send(IngestMsg::Data(d)).await.is_err() {
                             return Ok(()); // the ingest failed; its error is the answer
                         }
                     }
-                    Some(_) => return Err(Status::invalid_argument("`start` may only be sent once, first")),
+                    Some(_) => {
+                        return Err(Status::invalid_argument(
+                            "`start` may only be sent once, first",
+                        ))
+                    }
                     None => {
                         let _ = tx.send(IngestMsg::End).await;
                         return Ok(());
@@ -113,7 +138,9 @@ impl StoreApi for StrataService {
             return Err(status);
         }
         drop(tx);
-        let outcome = worker.await.map_err(|e| Status::internal(format!("ingest task failed: {e}")))??;
+        let outcome = worker
+            .await
+            .map_err(|e| Status::internal(format!("ingest task failed: {e}")))??;
         Ok(Response::new(pb::PushResponse {
             digest: outcome.digest.map(|d| d.to_string()).unwrap_or_default(),
             size: outcome.size,
@@ -128,7 +155,10 @@ impl StoreApi for StrataService {
 
     type ReadStream = Pin<Box<dyn Stream<Item = Result<pb::ReadResponse, Status>> + Send>>;
 
-    async fn read(&self, request: Request<pb::ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
+    async fn read(
+        &self,
+        request: Request<pb::ReadRequest>,
+    ) -> Result<Response<Self::ReadStream>, Status> {
         let r = request.into_inner();
         let digest = Digest::parse(&r.digest)?;
         let ns = ns_or_default(r.namespace);
@@ -145,21 +175,25 @@ impl StoreApi for StrataService {
         tokio::task::spawn_blocking(move || {
             let mut buf = Vec::with_capacity(READ_MESSAGE_BYTES);
             let send = |buf: &mut Vec<u8>| {
-                let data = Bytes::from(std::mem::replace(buf, Vec::with_capacity(READ_MESSAGE_BYTES)));
+                let data = Bytes::from(std::mem::replace(
+                    buf,
+                    Vec::with_capacity(READ_MESSAGE_BYTES),
+                ));
                 tx.blocking_send(Ok(pb::ReadResponse { data })).is_ok()
             };
-            let result = store.read_range(&digest, &info.content, r.offset, r.length, &mut |piece| {
-                let mut piece = piece;
-                while !piece.is_empty() {
-                    let take = (READ_MESSAGE_BYTES - buf.len()).min(piece.len());
-                    buf.extend_from_slice(&piece[..take]);
-                    piece = &piece[take..];
-                    if buf.len() == READ_MESSAGE_BYTES && !send(&mut buf) {
-                        return Ok(false);
+            let result =
+                store.read_range(&digest, &info.content, r.offset, r.length, &mut |piece| {
+                    let mut piece = piece;
+                    while !piece.is_empty() {
+                        let take = (READ_MESSAGE_BYTES - buf.len()).min(piece.len());
+                        buf.extend_from_slice(&piece[..take]);
+                        piece = &piece[take..];
+                        if buf.len() == READ_MESSAGE_BYTES && !send(&mut buf) {
+                            return Ok(false);
+                        }
                     }
-                }
-                Ok(true)
-            });
+                    Ok(true)
+                });
             match result {
                 Ok(()) if !buf.is_empty() => {
                     send(&mut buf);
@@ -171,38 +205,61 @@ impl StoreApi for StrataService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
-    async fn stat(&self, request: Request<pb::StatRequest>) -> Result<Response<pb::BlobInfo>, Status> {
+    async fn stat(
+        &self,
+        request: Request<pb::StatRequest>,
+    ) -> Result<Response<pb::BlobInfo>, Status> {
         let r = request.into_inner();
         let digest = Digest::parse(&r.digest)?;
         let info = self.store.stat(&ns_or_default(r.namespace), &digest)?;
         Ok(Response::new(blob_info_pb(&info)))
     }
 
-    async fn list(&self, request: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+    async fn list(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
         let r = request.into_inner();
         let store = self.store.clone();
-        let blobs = tokio::task::spawn_blocking(move || store.list(&ns_or_default(r.namespace), &r.label_filters))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??;
-        Ok(Response::new(pb::ListResponse { blobs: blobs.iter().map(blob_info_pb).collect() }))
+        let blobs = tokio::task::spawn_blocking(move || {
+            store.list(&ns_or_default(r.namespace), &r.label_filters)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(pb::ListResponse {
+            blobs: blobs.iter().map(blob_info_pb).collect(),
+        }))
     }
 
-    async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
         let r = request.into_inner();
         let digest = Digest::parse(&r.digest)?;
         let store = self.store.clone();
-        let released = tokio::task::spawn_blocking(move || store.delete(&ns_or_default(r.namespace), &digest))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??;
-        Ok(Response::new(pb::DeleteResponse { content_released: released }))
+        let released =
+            tokio::task::spawn_blocking(move || store.delete(&ns_or_default(r.namespace), &digest))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(pb::DeleteResponse {
+            content_released: released,
+        }))
     }
 
-    async fn stats(&self, _request: Request<pb::StatsRequest>) -> Result<Response<pb::StatsResponse>, Status> {
+    async fn stats(
+        &self,
+        _request: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
         let store = self.store.clone();
-        let s = tokio::task::spawn_blocking(move || store.stats()).await.map_err(|e| Status::internal(e.to_string()))??;
+        let s = tokio::task::spawn_blocking(move || store.stats())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
         let c = s.counters;
         Ok(Response::new(pb::StatsResponse {
             blobs: c.blobs,

@@ -18,7 +18,11 @@ pub struct ChunkSizes {
 
 impl Default for ChunkSizes {
     fn default() -> Self {
-        ChunkSizes { min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024 }
+        ChunkSizes {
+            min: 16 * 1024,
+            avg: 64 * 1024,
+            max: 256 * 1024,
+        }
     }
 }
 
@@ -27,7 +31,9 @@ impl ChunkSizes {
     pub fn parse(s: &str) -> Result<Self, String> {
         let parts: Vec<&str> = s.split('/').collect();
         if parts.len() != 3 {
-            return Err(format!("chunk sizes {s:?}: expected MIN/AVG/MAX, e.g. 16K/64K/256K"));
+            return Err(format!(
+                "chunk sizes {s:?}: expected MIN/AVG/MAX, e.g. 16K/64K/256K"
+            ));
         }
         let n = |p: &str| -> Result<u32, String> {
             let (num, mul) = match p.as_bytes().last() {
@@ -40,7 +46,11 @@ impl ChunkSizes {
                 .and_then(|v| v.checked_mul(mul))
                 .ok_or_else(|| format!("chunk size {p:?} is not a number"))
         };
-        let cs = ChunkSizes { min: n(parts[0])?, avg: n(parts[1])?, max: n(parts[2])? };
+        let cs = ChunkSizes {
+            min: n(parts[0])?,
+            avg: n(parts[1])?,
+            max: n(parts[2])?,
+        };
         cs.validate()?;
         Ok(cs)
     }
@@ -79,7 +89,11 @@ pub struct Cutter {
 impl Cutter {
     pub fn new(sizes: ChunkSizes) -> Self {
         let bits = v2020::logarithm2(sizes.avg) as usize;
-        Cutter { sizes, mask_s: MASKS[bits + 1], mask_l: MASKS[bits - 1] }
+        Cutter {
+            sizes,
+            mask_s: MASKS[bits + 1],
+            mask_l: MASKS[bits - 1],
+        }
     }
 
     pub fn sizes(&self) -> ChunkSizes {
@@ -113,7 +127,10 @@ pub struct StreamChunker {
 impl StreamChunker {
     pub fn new(cutter: Cutter) -> Self {
         let cap = cutter.sizes.max as usize;
-        StreamChunker { cutter, buf: Vec::with_capacity(cap) }
+        StreamChunker {
+            cutter,
+            buf: Vec::with_capacity(cap),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -125,7 +142,11 @@ impl StreamChunker {
     /// Chunks are cut straight from `data` where possible; only a chunk that
     /// straddles two calls is assembled in the buffer, so at most `max` bytes
     /// are copied per call.
-    pub fn push<E>(&mut self, data: &[u8], emit: &mut impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+    pub fn push<E>(
+        &mut self,
+        data: &[u8],
+        emit: &mut impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         let max = self.cutter.sizes.max as usize;
         let mut data = data;
         while !data.is_empty() {
@@ -167,7 +188,11 @@ impl StreamChunker {
     }
 
     /// Emits chunks while at least `keep` bytes are buffered from the chunk start.
-    fn drain<E>(&mut self, keep: usize, emit: &mut impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+    fn drain<E>(
+        &mut self,
+        keep: usize,
+        emit: &mut impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         let mut pos = 0;
         while self.buf.len() - pos >= keep && pos < self.buf.len() {
             let n = self.cutter.first_cut(&self.buf[pos..]);

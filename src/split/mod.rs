@@ -44,9 +44,17 @@ enum State {
     Start,
     Header,
     /// Extension blocks of an old GNU sparse header, then a body of `body` bytes.
-    SparseExt { body: u64 },
-    Body { remaining: u64, kind: BodyKind, size: u64 },
-    Padding { remaining: u64 },
+    SparseExt {
+        body: u64,
+    },
+    Body {
+        remaining: u64,
+        kind: BodyKind,
+        size: u64,
+    },
+    Padding {
+        remaining: u64,
+    },
     /// After the end-of-archive marker, or when the stream is not (or no longer) a tar.
     Raw,
 }
@@ -92,7 +100,11 @@ impl Splitter {
                         self.on_block(sink)?;
                     }
                 }
-                State::Body { remaining, kind, size } => {
+                State::Body {
+                    remaining,
+                    kind,
+                    size,
+                } => {
                     let take = remaining.min(data.len() as u64) as usize;
                     let (now, rest) = data.split_at(take);
                     data = rest;
@@ -105,7 +117,11 @@ impl Splitter {
                         BodyKind::Meta => sink.literal(now)?,
                     }
                     let remaining = remaining - take as u64;
-                    self.state = State::Body { remaining, kind, size };
+                    self.state = State::Body {
+                        remaining,
+                        kind,
+                        size,
+                    };
                     if remaining == 0 {
                         self.end_body(kind, size, sink)?;
                     }
@@ -115,7 +131,11 @@ impl Splitter {
                     sink.literal(&data[..take])?;
                     data = &data[take..];
                     let remaining = remaining - take as u64;
-                    self.state = if remaining == 0 { State::Header } else { State::Padding { remaining } };
+                    self.state = if remaining == 0 {
+                        State::Header
+                    } else {
+                        State::Padding { remaining }
+                    };
                 }
                 State::Raw => {
                     self.chunker.push(data, &mut |c| sink.chunk(c))?;
@@ -156,7 +176,11 @@ impl Splitter {
             self.block.clear();
             return Ok(());
         }
-        let header = if tar::is_zero_block(block) { None } else { tar::parse_header(block) };
+        let header = if tar::is_zero_block(block) {
+            None
+        } else {
+            tar::parse_header(block)
+        };
         let Some(h) = header else {
             // End-of-archive marker, or not a tar (any more): the rest is plain data.
             let block = std::mem::take(&mut self.block);
@@ -185,15 +209,29 @@ impl Splitter {
         self.start_body(size, kind, sink)
     }
 
-    fn start_body<S: Sink>(&mut self, size: u64, kind: BodyKind, sink: &mut S) -> Result<(), S::Error> {
-        self.state = State::Body { remaining: size, kind, size };
+    fn start_body<S: Sink>(
+        &mut self,
+        size: u64,
+        kind: BodyKind,
+        sink: &mut S,
+    ) -> Result<(), S::Error> {
+        self.state = State::Body {
+            remaining: size,
+            kind,
+            size,
+        };
         if size == 0 {
             self.end_body(kind, 0, sink)?;
         }
         Ok(())
     }
 
-    fn end_body<S: Sink>(&mut self, kind: BodyKind, size: u64, sink: &mut S) -> Result<(), S::Error> {
+    fn end_body<S: Sink>(
+        &mut self,
+        kind: BodyKind,
+        size: u64,
+        sink: &mut S,
+    ) -> Result<(), S::Error> {
         match kind {
             BodyKind::Data => self.chunker.finish(&mut |c| sink.chunk(c))?,
             BodyKind::Pax => {
@@ -203,7 +241,11 @@ impl Splitter {
             BodyKind::Meta => {}
         }
         let pad = tar::padding(size);
-        self.state = if pad == 0 { State::Header } else { State::Padding { remaining: pad } };
+        self.state = if pad == 0 {
+            State::Header
+        } else {
+            State::Padding { remaining: pad }
+        };
         Ok(())
     }
 }

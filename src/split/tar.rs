@@ -35,7 +35,11 @@ pub fn parse_header(b: &[u8; BLOCK]) -> Option<Header> {
     }
     let size = parse_numeric(&b[124..136])?;
     let typeflag = b[156];
-    Some(Header { typeflag, size, sparse_extended: typeflag == b'S' && b[482] != 0 })
+    Some(Header {
+        typeflag,
+        size,
+        sparse_extended: typeflag == b'S' && b[482] != 0,
+    })
 }
 
 pub fn is_zero_block(b: &[u8]) -> bool {
@@ -44,7 +48,13 @@ pub fn is_zero_block(b: &[u8]) -> bool {
 
 /// The body that follows a header, with a PAX `size` override applied.
 pub fn body_of(h: &Header, pax_size: Option<u64>) -> (u64, BodyKind) {
-    let meta = |kind| if h.size <= MAX_META_BODY { (h.size, kind) } else { (h.size, BodyKind::Data) };
+    let meta = |kind| {
+        if h.size <= MAX_META_BODY {
+            (h.size, kind)
+        } else {
+            (h.size, BodyKind::Data)
+        }
+    };
     match h.typeflag {
         b'x' => meta(BodyKind::Pax),
         b'g' | b'L' | b'K' => meta(BodyKind::Meta),
@@ -61,7 +71,9 @@ pub fn padding(size: u64) -> u64 {
 }
 
 fn checksum_ok(b: &[u8; BLOCK]) -> bool {
-    let Some(stored) = parse_octal(&b[148..156]) else { return false };
+    let Some(stored) = parse_octal(&b[148..156]) else {
+        return false;
+    };
     let mut unsigned: u64 = 0;
     let mut signed: i64 = 0;
     for (i, &x) in b.iter().enumerate() {

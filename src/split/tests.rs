@@ -26,7 +26,11 @@ impl Sink for Rec {
 }
 
 fn split(data: &[u8], piece: usize) -> (Rec, Layout) {
-    let mut s = Splitter::new(Cutter::new(ChunkSizes { min: 256, avg: 1024, max: 4096 }));
+    let mut s = Splitter::new(Cutter::new(ChunkSizes {
+        min: 256,
+        avg: 1024,
+        max: 4096,
+    }));
     let mut r = Rec::default();
     for p in data.chunks(piece.max(1)) {
         s.feed(p, &mut r).unwrap();
@@ -62,7 +66,10 @@ fn tar_of(files: &[(&str, Vec<u8>)], mtime: u64) -> Vec<u8> {
 
 #[test]
 fn segments_rebuild_the_stream_for_any_piece_size() {
-    let data = tar_of(&[("a", noise(10_000, 1)), ("b", vec![]), ("c", noise(513, 2))], 7);
+    let data = tar_of(
+        &[("a", noise(10_000, 1)), ("b", vec![]), ("c", noise(513, 2))],
+        7,
+    );
     let (whole, layout) = split(&data, data.len());
     assert_eq!(layout, Layout::Tar);
     let joined: Vec<u8> = whole.segs.iter().flat_map(|(_, v)| v.clone()).collect();
@@ -76,7 +83,12 @@ fn segments_rebuild_the_stream_for_any_piece_size() {
 fn file_bodies_are_chunked_and_headers_are_literal() {
     let body = noise(20_000, 3);
     let (r, _) = split(&tar_of(&[("f", body.clone())], 1), 1000);
-    let chunked: Vec<u8> = r.segs.iter().filter(|s| s.0).flat_map(|(_, v)| v.clone()).collect();
+    let chunked: Vec<u8> = r
+        .segs
+        .iter()
+        .filter(|s| s.0)
+        .flat_map(|(_, v)| v.clone())
+        .collect();
     // Only the body and the end-of-archive zeros are chunked.
     assert_eq!(&chunked[..body.len()], &body[..]);
     assert!(chunked[body.len()..].iter().all(|&b| b == 0));
@@ -88,8 +100,15 @@ fn file_bodies_are_chunked_and_headers_are_literal() {
 fn same_body_gives_same_chunks_whatever_the_headers() {
     let body = noise(50_000, 4);
     let chunks = |mtime| {
-        let (r, _) = split(&tar_of(&[("x", noise(777, 9)), ("f", body.clone())], mtime), 333);
-        r.segs.into_iter().filter(|s| s.0).map(|s| s.1).collect::<Vec<_>>()
+        let (r, _) = split(
+            &tar_of(&[("x", noise(777, 9)), ("f", body.clone())], mtime),
+            333,
+        );
+        r.segs
+            .into_iter()
+            .filter(|s| s.0)
+            .map(|s| s.1)
+            .collect::<Vec<_>>()
     };
     let (a, b) = (chunks(1), chunks(2_000_000));
     assert_eq!(a, b);
@@ -135,4 +154,3 @@ fn pax_size_record_sets_the_body_length() {
     let first_chunk = r.segs.iter().find(|s| s.0).unwrap();
     assert_eq!(&first_chunk.1[..], &body[..first_chunk.1.len()]);
 }
-

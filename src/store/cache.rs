@@ -20,7 +20,14 @@ struct Inner {
 
 impl BlockCache {
     pub fn new(capacity: usize) -> Self {
-        BlockCache { inner: Mutex::new(Inner { map: HashMap::new(), bytes: 0, tick: 0 }), capacity }
+        BlockCache {
+            inner: Mutex::new(Inner {
+                map: HashMap::new(),
+                bytes: 0,
+                tick: 0,
+            }),
+            capacity,
+        }
     }
 
     pub fn get(&self, key: BlockKey) -> Option<Arc<Vec<u8>>> {
@@ -43,7 +50,11 @@ impl BlockCache {
         }
         // Evict least recently used; the map holds a few dozen blocks, so a scan is cheap.
         while g.bytes > self.capacity && g.map.len() > 1 {
-            let (&victim, _) = g.map.iter().min_by_key(|(_, (_, t))| *t).expect("non-empty");
+            let (&victim, _) = g
+                .map
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .expect("non-empty");
             if let Some((v, _)) = g.map.remove(&victim) {
                 g.bytes -= v.len();
             }
@@ -74,7 +85,10 @@ mod tests {
         c.insert((1, 2), Arc::new(vec![0; 100]));
         assert!(c.get((1, 0)).is_some());
         c.insert((1, 3), Arc::new(vec![0; 100]));
-        assert!(c.get((1, 1)).is_none(), "the least recently used block goes first");
+        assert!(
+            c.get((1, 1)).is_none(),
+            "the least recently used block goes first"
+        );
         assert!(c.get((1, 0)).is_some() && c.get((1, 3)).is_some());
         c.forget_pack(1);
         assert!(c.get((1, 0)).is_none());

@@ -23,7 +23,10 @@ impl<'a> Reader<'a> {
     }
 
     fn bad(&self) -> Error {
-        Error::DataLoss(format!("index record ({}) is truncated or malformed", self.what))
+        Error::DataLoss(format!(
+            "index record ({}) is truncated or malformed",
+            self.what
+        ))
     }
 
     pub fn varint(&mut self) -> Result<u64> {
@@ -89,7 +92,9 @@ mod tests {
             assert_eq!(r.varint().unwrap(), v);
         }
         assert!(r.is_empty());
-        assert!(Reader::new(&buf[..buf.len() - 1], "test").bytes(buf.len()).is_err());
+        assert!(Reader::new(&buf[..buf.len() - 1], "test")
+            .bytes(buf.len())
+            .is_err());
         assert!(Reader::new(&[0x80], "test").varint().is_err());
     }
 }

@@ -18,12 +18,16 @@ impl Store {
         let mut c = *counters;
         let bkey = index::blob_key(ns, digest);
         let Some(meta) = db.get_cf(cf(db, CF_BLOBS), &bkey)? else {
-            return Err(Error::NotFound(format!("blob {digest} not found in namespace {ns:?}")));
+            return Err(Error::NotFound(format!(
+                "blob {digest} not found in namespace {ns:?}"
+            )));
         };
         BlobMeta::decode(&meta)?;
-        let mut content = self
-            .content(digest)?
-            .ok_or_else(|| Error::DataLoss(format!("blob {digest} is recorded but its recipe is missing")))?;
+        let mut content = self.content(digest)?.ok_or_else(|| {
+            Error::DataLoss(format!(
+                "blob {digest} is recorded but its recipe is missing"
+            ))
+        })?;
         let mut batch = rocksdb::WriteBatch::default();
         batch.delete_cf(cf(db, CF_BLOBS), &bkey);
         c.blobs -= 1;
@@ -34,9 +38,9 @@ impl Store {
             let mut refs: HashMap<[u8; 32], u64> = HashMap::new();
             for page in 0..content.page_starts.len() as u32 {
                 let key = page_key(digest, page);
-                let stored = db
-                    .get_pinned_cf(cf(db, CF_RECIPES), key)?
-                    .ok_or_else(|| Error::DataLoss(format!("recipe page {page} of {digest} is missing")))?;
+                let stored = db.get_pinned_cf(cf(db, CF_RECIPES), key)?.ok_or_else(|| {
+                    Error::DataLoss(format!("recipe page {page} of {digest} is missing"))
+                })?;
                 for seg in decode_page(&stored)? {
                     if let Segment::Chunk { hash, .. } = seg {
                         *refs.entry(hash).or_default() += 1;
@@ -55,7 +59,12 @@ impl Store {
                     .unwrap_or(0);
                 let n = refs[*h];
                 if old < n {
-                    tracing::error!(chunk = hex::encode(h), old, n, "refcount lower than the references being released");
+                    tracing::error!(
+                        chunk = hex::encode(h),
+                        old,
+                        n,
+                        "refcount lower than the references being released"
+                    );
                 }
                 let new = old.saturating_sub(n);
                 if new == 0 {

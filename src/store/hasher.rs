@@ -16,14 +16,19 @@ impl BackgroundSha256 {
     pub fn new() -> std::io::Result<Self> {
         // A few pieces of slack keep both threads busy; memory stays bounded.
         let (tx, rx) = sync_channel::<Bytes>(8);
-        let handle = std::thread::Builder::new().name("strata-sha256".into()).spawn(move || {
-            let mut h = Sha256::new();
-            for b in rx.iter() {
-                h.update(&b);
-            }
-            h.finalize().into()
-        })?;
-        Ok(BackgroundSha256 { tx: Some(tx), handle: Some(handle) })
+        let handle = std::thread::Builder::new()
+            .name("strata-sha256".into())
+            .spawn(move || {
+                let mut h = Sha256::new();
+                for b in rx.iter() {
+                    h.update(&b);
+                }
+                h.finalize().into()
+            })?;
+        Ok(BackgroundSha256 {
+            tx: Some(tx),
+            handle: Some(handle),
+        })
     }
 
     pub fn update(&mut self, data: Bytes) {
@@ -33,7 +38,13 @@ impl BackgroundSha256 {
 
     pub fn finish(mut self) -> Digest {
         drop(self.tx.take());
-        Digest(self.handle.take().expect("joined once").join().expect("the sha256 thread does not panic"))
+        Digest(
+            self.handle
+                .take()
+                .expect("joined once")
+                .join()
+                .expect("the sha256 thread does not panic"),
+        )
     }
 }
 

@@ -26,7 +26,15 @@ pub const CF_REFCOUNTS: &str = "refcounts";
 pub const CF_PACKS: &str = "packs";
 pub const CF_META: &str = "meta";
 pub const CF_INGESTS: &str = "ingests";
-const ALL_CFS: [&str; 7] = [CF_BLOBS, CF_RECIPES, CF_CHUNKS, CF_REFCOUNTS, CF_PACKS, CF_META, CF_INGESTS];
+const ALL_CFS: [&str; 7] = [
+    CF_BLOBS,
+    CF_RECIPES,
+    CF_CHUNKS,
+    CF_REFCOUNTS,
+    CF_PACKS,
+    CF_META,
+    CF_INGESTS,
+];
 
 pub const META_FORMAT: &[u8] = b"format";
 pub const META_CHUNK_SIZES: &[u8] = b"chunk_sizes";
@@ -108,7 +116,8 @@ impl BlobMeta {
         serde_json::to_vec(self).expect("BlobMeta serialises")
     }
     pub fn decode(b: &[u8]) -> Result<Self> {
-        serde_json::from_slice(b).map_err(|e| Error::DataLoss(format!("blob record is malformed: {e}")))
+        serde_json::from_slice(b)
+            .map_err(|e| Error::DataLoss(format!("blob record is malformed: {e}")))
     }
 }
 
@@ -130,7 +139,13 @@ pub struct Content {
 impl Content {
     pub fn encode(&self) -> Vec<u8> {
         let mut b = vec![1u8, self.layout];
-        for v in [self.size, self.holders as u64, self.chunk_refs, self.literal_bytes, self.recipe_bytes] {
+        for v in [
+            self.size,
+            self.holders as u64,
+            self.chunk_refs,
+            self.literal_bytes,
+            self.recipe_bytes,
+        ] {
             put_varint(&mut b, v);
         }
         put_varint(&mut b, self.page_starts.len() as u64);
@@ -145,7 +160,9 @@ impl Content {
     pub fn decode(b: &[u8]) -> Result<Self> {
         let mut r = Reader::new(b, "content");
         if r.u8()? != 1 {
-            return Err(Error::DataLoss("content record has an unknown version".into()));
+            return Err(Error::DataLoss(
+                "content record has an unknown version".into(),
+            ));
         }
         let layout = r.u8()?;
         let size = r.varint()?;
@@ -160,7 +177,15 @@ impl Content {
             prev += r.varint()?;
             page_starts.push(prev);
         }
-        Ok(Content { size, layout, holders, chunk_refs, literal_bytes, recipe_bytes, page_starts })
+        Ok(Content {
+            size,
+            layout,
+            holders,
+            chunk_refs,
+            literal_bytes,
+            recipe_bytes,
+            page_starts,
+        })
     }
 
     pub fn layout_name(&self) -> &'static str {
@@ -237,7 +262,16 @@ mod tests {
             page_starts: vec![0, 100, 1 << 32],
         };
         assert_eq!(Content::decode(&c.encode()).unwrap(), c);
-        let n = Counters { blobs: 1, logical_bytes: 2, contents: 3, chunks: 4, chunk_plain_bytes: 5, literal_bytes: 6, unreferenced_chunks: 7, pack_bytes: 8 };
+        let n = Counters {
+            blobs: 1,
+            logical_bytes: 2,
+            contents: 3,
+            chunks: 4,
+            chunk_plain_bytes: 5,
+            literal_bytes: 6,
+            unreferenced_chunks: 7,
+            pack_bytes: 8,
+        };
         assert_eq!(Counters::decode(&n.encode()).unwrap(), n);
     }
 }

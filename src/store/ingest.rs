@@ -6,17 +6,19 @@
 //! commit the pack is fsynced and one WriteBatch makes the blob visible. An
 //! ingest dropped before commit cuts its bytes off the pack again.
 
-use super::index::{self, cf, BlobMeta, Content, CF_BLOBS, CF_CHUNKS, CF_META, CF_PACKS, CF_RECIPES, CF_REFCOUNTS};
+use super::hasher::BackgroundSha256;
+use super::index::{
+    self, cf, BlobMeta, Content, CF_BLOBS, CF_CHUNKS, CF_META, CF_PACKS, CF_RECIPES, CF_REFCOUNTS,
+};
 use super::pack::{self, BlockBuilder, ChunkLoc, Hash, PackWriter};
 use super::recipe::{Recipe, RecipeBuilder};
 use super::{now_secs, validate_namespace, Inner, Store};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::split::{Layout, Sink, Splitter};
-use super::hasher::BackgroundSha256;
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap};
 use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -94,7 +96,9 @@ impl Store {
         Ok(Ingest {
             store: self.clone(),
             opts,
-            sha: Some(BackgroundSha256::new().map_err(|e| Error::io("starting a hashing thread", e))?),
+            sha: Some(
+                BackgroundSha256::new().map_err(|e| Error::io("starting a hashing thread", e))?,
+            ),
             size: 0,
             splitter: Splitter::new(inner.cutter.clone()),
             sink: ChunkSink {
@@ -102,7 +106,10 @@ impl Store {
                 recipe: RecipeBuilder::default(),
                 seen: HashMap::new(),
                 block: BlockBuilder::default(),
-                writer: Some(WriterThread { tx: Some(tx), handle }),
+                writer: Some(WriterThread {
+                    tx: Some(tx),
+                    handle,
+                }),
                 new_chunks: 0,
                 reused_chunks: 0,
             },
@@ -118,30 +125,54 @@ fn write_blocks(writer: PackWriter, level: i32, rx: Receiver<BlockBuilder>) -> W
     let shared = Mutex::new((writer, Vec::new()));
     let rx = Mutex::new(rx);
     let results: Vec<Result<()>> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..COMPRESSORS).map(|_| s.spawn(|| compress_blocks(&rx, &shared, level))).collect();
+        let workers: Vec<_> = (0..COMPRESSORS)
+            .map(|_| s.spawn(|| compress_blocks(&rx, &shared, level)))
+            .collect();
         workers
             .into_iter()
-            .map(|w| w.join().unwrap_or_else(|_| Err(Error::Internal("a compression thread panicked".into()))))
+            .map(|w| {
+                w.join().unwrap_or_else(|_| {
+                    Err(Error::Internal("a compression thread panicked".into()))
+                })
+            })
             .collect()
     });
     let (writer, locs) = shared.into_inner();
     let result = results.into_iter().collect::<Result<Vec<()>>>().map(|_| ());
-    WriterDone { writer, start_len, locs, result }
+    WriterDone {
+        writer,
+        start_len,
+        locs,
+        result,
+    }
 }
 
 type Located = Vec<(Hash, ChunkLoc)>;
 
-fn compress_blocks(rx: &Mutex<Receiver<BlockBuilder>>, shared: &Mutex<(PackWriter, Located)>, level: i32) -> Result<()> {
-    let mut comp = zstd::bulk::Compressor::new(level).map_err(|e| Error::Internal(format!("zstd: {e}")))?;
+fn compress_blocks(
+    rx: &Mutex<Receiver<BlockBuilder>>,
+    shared: &Mutex<(PackWriter, Located)>,
+    level: i32,
+) -> Result<()> {
+    let mut comp =
+        zstd::bulk::Compressor::new(level).map_err(|e| Error::Internal(format!("zstd: {e}")))?;
     loop {
-        let Ok(block) = rx.lock().recv() else { return Ok(()) };
+        let Ok(block) = rx.lock().recv() else {
+            return Ok(());
+        };
         let rec = pack::encode_block(&block, &mut comp)?;
         let mut g = shared.lock();
         let (writer, locs) = &mut *g;
         let off = writer.append(&rec)?;
         let mut in_block = 0u32;
         for (hash, len) in block.entries {
-            let loc = ChunkLoc { pack: writer.id, block_offset: off, block_len: rec.len() as u32, offset_in_block: in_block, len };
+            let loc = ChunkLoc {
+                pack: writer.id,
+                block_offset: off,
+                block_len: rec.len() as u32,
+                offset_in_block: in_block,
+                len,
+            };
             locs.push((hash, loc));
             in_block += len;
         }
@@ -184,21 +215,33 @@ impl ChunkSink {
     fn send_block(&mut self) -> Result<()> {
         let block = std::mem::take(&mut self.block);
         let w = self.writer.as_ref().expect("writer running until finish");
-        if w.tx.as_ref().expect("sender open until finish").send(block).is_ok() {
+        if w.tx
+            .as_ref()
+            .expect("sender open until finish")
+            .send(block)
+            .is_ok()
+        {
             return Ok(());
         }
         // The writer stopped on an error: report it and give its pack back clean.
         let mut done = self.finish_writer()?;
         let result = std::mem::replace(&mut done.result, Ok(()));
         self.discard(done);
-        Err(result.err().unwrap_or_else(|| Error::Internal("the pack writer stopped".into())))
+        Err(result
+            .err()
+            .unwrap_or_else(|| Error::Internal("the pack writer stopped".into())))
     }
 
     /// Stops the writer thread and takes back its pack.
     fn finish_writer(&mut self) -> Result<WriterDone> {
-        let mut w = self.writer.take().ok_or_else(|| Error::Internal("pack writer already finished".into()))?;
+        let mut w = self
+            .writer
+            .take()
+            .ok_or_else(|| Error::Internal("pack writer already finished".into()))?;
         drop(w.tx.take());
-        w.handle.join().map_err(|_| Error::Internal("the pack writer thread panicked".into()))
+        w.handle
+            .join()
+            .map_err(|_| Error::Internal("the pack writer thread panicked".into()))
     }
 
     /// Cuts this ingest's bytes off the pack and returns it to the pool.
@@ -229,7 +272,10 @@ impl Ingest {
     /// Takes a piece of the blob without copying it.
     pub fn write_bytes(&mut self, data: Bytes) -> Result<()> {
         self.size += data.len() as u64;
-        self.sha.as_mut().expect("hasher runs until commit").update(data.clone());
+        self.sha
+            .as_mut()
+            .expect("hasher runs until commit")
+            .update(data.clone());
         self.splitter.feed(&data, &mut self.sink)
     }
 
@@ -238,7 +284,12 @@ impl Ingest {
     }
 
     /// Sets what the commit checks and records, when known only at the end.
-    pub fn set_expected(&mut self, digest: Option<Digest>, size: Option<u64>, labels: BTreeMap<String, String>) {
+    pub fn set_expected(
+        &mut self,
+        digest: Option<Digest>,
+        size: Option<u64>,
+        labels: BTreeMap<String, String>,
+    ) {
         self.opts.expected_digest = digest;
         self.opts.expected_size = size;
         self.opts.labels = labels;
@@ -257,14 +308,18 @@ impl Ingest {
             return Err(e);
         }
         let digest = self.sha.take().expect("hasher runs until commit").finish();
-        let check = self.check_expected(&digest).and_then(|_| done.writer.sync());
+        let check = self
+            .check_expected(&digest)
+            .and_then(|_| done.writer.sync());
         if let Err(e) = check {
             self.sink.discard(done);
             return Err(e);
         }
         let recipe = std::mem::take(&mut self.sink.recipe).finish();
         let sink = &self.sink;
-        let result = self.store.commit_content(&self.opts, digest, self.size, layout, recipe, &sink.seen, &done);
+        let result = self.store.commit_content(
+            &self.opts, digest, self.size, layout, recipe, &sink.seen, &done,
+        );
         match result {
             Ok(mut outcome) => {
                 if outcome.already_stored {
@@ -272,8 +327,17 @@ impl Ingest {
                 } else {
                     sink.inner.packs.release(done.writer);
                 }
-                outcome.new_chunks = if outcome.already_stored { 0 } else { sink.new_chunks };
-                outcome.reused_chunks = sink.reused_chunks + if outcome.already_stored { sink.new_chunks } else { 0 };
+                outcome.new_chunks = if outcome.already_stored {
+                    0
+                } else {
+                    sink.new_chunks
+                };
+                outcome.reused_chunks = sink.reused_chunks
+                    + if outcome.already_stored {
+                        sink.new_chunks
+                    } else {
+                        0
+                    };
                 tracing::info!(
                     %digest, size = self.size, layout = layout.as_str(), entries = self.splitter.entries(),
                     new_chunks = outcome.new_chunks, reused = outcome.reused_chunks, added = outcome.bytes_added,
@@ -327,7 +391,10 @@ impl Store {
         let mut batch = rocksdb::WriteBatch::default();
         let now = now_secs();
         let bkey = index::blob_key(&opts.namespace, &digest);
-        let old_meta = db.get_cf(cf(db, CF_BLOBS), &bkey)?.map(|v| BlobMeta::decode(&v)).transpose()?;
+        let old_meta = db
+            .get_cf(cf(db, CF_BLOBS), &bkey)?
+            .map(|v| BlobMeta::decode(&v))
+            .transpose()?;
         let meta = BlobMeta {
             media_type: opts.media_type.clone(),
             labels: opts.labels.clone(),
@@ -335,7 +402,12 @@ impl Store {
             updated_at: now,
         };
         batch.put_cf(cf(db, CF_BLOBS), &bkey, meta.encode());
-        let mut outcome = PushOutcome { digest: Some(digest), size, plain_bytes: size, ..Default::default() };
+        let mut outcome = PushOutcome {
+            digest: Some(digest),
+            size,
+            plain_bytes: size,
+            ..Default::default()
+        };
 
         if let Some(mut content) = self.content(&digest)? {
             outcome.already_stored = true;
@@ -363,7 +435,11 @@ impl Store {
             for (h, old) in hashes.iter().zip(olds) {
                 let old = match old? {
                     Some(v) => {
-                        let n = u64::from_le_bytes(v[..].try_into().map_err(|_| Error::DataLoss("bad refcount".into()))?);
+                        let n = u64::from_le_bytes(
+                            v[..]
+                                .try_into()
+                                .map_err(|_| Error::DataLoss("bad refcount".into()))?,
+                        );
                         if n == 0 {
                             c.unreferenced_chunks -= 1;
                         }
@@ -392,7 +468,11 @@ impl Store {
             };
             batch.put_cf(cf(db, CF_RECIPES), digest.0, content.encode());
             let written = done.writer.len - done.start_len;
-            batch.put_cf(cf(db, CF_PACKS), done.writer.id.to_be_bytes(), done.writer.len.to_le_bytes());
+            batch.put_cf(
+                cf(db, CF_PACKS),
+                done.writer.id.to_be_bytes(),
+                done.writer.len.to_le_bytes(),
+            );
             c.pack_bytes += written;
             c.contents += 1;
             c.literal_bytes += content.literal_bytes;

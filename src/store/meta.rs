@@ -8,14 +8,21 @@ use crate::error::{Error, Result};
 
 impl Store {
     /// Applies `f` to a blob's record (labels, media type); `updated_at` becomes now.
-    pub fn update_meta(&self, ns: &str, digest: &Digest, f: impl FnOnce(&mut BlobMeta) -> Result<()>) -> Result<BlobInfo> {
+    pub fn update_meta(
+        &self,
+        ns: &str,
+        digest: &Digest,
+        f: impl FnOnce(&mut BlobMeta) -> Result<()>,
+    ) -> Result<BlobInfo> {
         validate_namespace(ns)?;
         let db = self.db();
         // The commit lock: a concurrent delete must not be undone by this write.
         let _commit = self.inner.counters.lock();
         let bkey = index::blob_key(ns, digest);
         let Some(v) = db.get_cf(cf(db, CF_BLOBS), &bkey)? else {
-            return Err(Error::NotFound(format!("blob {digest} not found in namespace {ns:?}")));
+            return Err(Error::NotFound(format!(
+                "blob {digest} not found in namespace {ns:?}"
+            )));
         };
         let mut meta = BlobMeta::decode(&v)?;
         f(&mut meta)?;
@@ -23,8 +30,15 @@ impl Store {
         let mut wo = rocksdb::WriteOptions::default();
         wo.set_sync(true);
         db.put_cf_opt(cf(db, CF_BLOBS), &bkey, meta.encode(), &wo)?;
-        let content = self.content(digest)?.ok_or_else(|| Error::DataLoss(format!("recipe of {digest} missing")))?;
-        Ok(BlobInfo { namespace: ns.to_string(), digest: *digest, content, meta })
+        let content = self
+            .content(digest)?
+            .ok_or_else(|| Error::DataLoss(format!("recipe of {digest} missing")))?;
+        Ok(BlobInfo {
+            namespace: ns.to_string(),
+            digest: *digest,
+            content,
+            meta,
+        })
     }
 
     /// Records content that is already stored (in any namespace) as a blob of
@@ -33,13 +47,19 @@ impl Store {
         validate_namespace(ns)?;
         let db = self.db();
         let mut counters = self.inner.counters.lock();
-        let Some(mut content) = self.content(digest)? else { return Ok(false) };
+        let Some(mut content) = self.content(digest)? else {
+            return Ok(false);
+        };
         let bkey = index::blob_key(ns, digest);
         if db.get_cf(cf(db, CF_BLOBS), &bkey)?.is_some() {
             return Ok(true);
         }
         let now = now_secs();
-        let meta = BlobMeta { created_at: now, updated_at: now, ..Default::default() };
+        let meta = BlobMeta {
+            created_at: now,
+            updated_at: now,
+            ..Default::default()
+        };
         content.holders += 1;
         let mut c = *counters;
         c.blobs += 1;

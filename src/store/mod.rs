@@ -9,10 +9,10 @@
 pub mod cache;
 pub mod codec;
 mod delete;
-mod meta;
 mod hasher;
 pub mod index;
 mod ingest;
+mod meta;
 pub mod pack;
 pub mod packset;
 mod read;
@@ -52,7 +52,7 @@ impl Default for StoreConfig {
             zstd_level: 3,
             block_bytes: 1 << 20,
             max_pack_bytes: 1 << 30,
-            cache_bytes: 64 << 20,
+            cache_bytes: 32 << 20,
         }
     }
 }
@@ -124,7 +124,9 @@ pub fn now_secs() -> i64 {
 pub fn validate_namespace(ns: &str) -> Result<()> {
     let ok = !ns.is_empty()
         && ns.len() <= 76
-        && ns.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
+        && ns
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
         && ns.as_bytes()[0].is_ascii_alphanumeric();
     if ok {
         Ok(())
@@ -139,11 +141,15 @@ impl Store {
     pub fn open(dir: &Path, cfg: StoreConfig) -> Result<Store> {
         cfg.chunk_sizes.validate().map_err(Error::InvalidArgument)?;
         if !(1..=22).contains(&cfg.zstd_level) {
-            return Err(Error::InvalidArgument(format!("zstd level {} is outside 1..=22", cfg.zstd_level)));
+            return Err(Error::InvalidArgument(format!(
+                "zstd level {} is outside 1..=22",
+                cfg.zstd_level
+            )));
         }
         for sub in ["", "index", "packs", "ingest"] {
             let p = dir.join(sub);
-            std::fs::create_dir_all(&p).map_err(|e| Error::io(format!("creating {}", p.display()), e))?;
+            std::fs::create_dir_all(&p)
+                .map_err(|e| Error::io(format!("creating {}", p.display()), e))?;
         }
         let db = index::open(&dir.join("index"))?;
         let meta = cf(&db, CF_META);
@@ -179,8 +185,16 @@ impl Store {
         let mut committed = HashMap::new();
         for item in db.iterator_cf(cf(&db, CF_PACKS), rocksdb::IteratorMode::Start) {
             let (k, v) = item?;
-            let id = u32::from_be_bytes(k[..].try_into().map_err(|_| Error::DataLoss("bad pack key".into()))?);
-            let len = u64::from_le_bytes(v[..].try_into().map_err(|_| Error::DataLoss("bad pack length".into()))?);
+            let id = u32::from_be_bytes(
+                k[..]
+                    .try_into()
+                    .map_err(|_| Error::DataLoss("bad pack key".into()))?,
+            );
+            let len = u64::from_le_bytes(
+                v[..]
+                    .try_into()
+                    .map_err(|_| Error::DataLoss("bad pack length".into()))?,
+            );
             committed.insert(id, len);
         }
         let packs = PackSet::open(&dir.join("packs"), cfg.max_pack_bytes, &committed)?;
@@ -221,11 +235,21 @@ impl Store {
     pub fn stat(&self, ns: &str, digest: &Digest) -> Result<BlobInfo> {
         validate_namespace(ns)?;
         let not_found = || Error::NotFound(format!("blob {digest} not found in namespace {ns:?}"));
-        let meta = self.db().get_cf(cf(self.db(), CF_BLOBS), index::blob_key(ns, digest))?.ok_or_else(not_found)?;
-        let content = self
-            .content(digest)?
-            .ok_or_else(|| Error::DataLoss(format!("blob {digest} is recorded but its recipe is missing")))?;
-        Ok(BlobInfo { namespace: ns.to_string(), digest: *digest, content, meta: BlobMeta::decode(&meta)? })
+        let meta = self
+            .db()
+            .get_cf(cf(self.db(), CF_BLOBS), index::blob_key(ns, digest))?
+            .ok_or_else(not_found)?;
+        let content = self.content(digest)?.ok_or_else(|| {
+            Error::DataLoss(format!(
+                "blob {digest} is recorded but its recipe is missing"
+            ))
+        })?;
+        Ok(BlobInfo {
+            namespace: ns.to_string(),
+            digest: *digest,
+            content,
+            meta: BlobMeta::decode(&meta)?,
+        })
     }
 
     /// Blobs of a namespace whose labels pass every filter ("key" or "key=value").
@@ -246,9 +270,20 @@ impl Store {
             if !label_filters.iter().all(|f| label_matches(&meta.labels, f)) {
                 continue;
             }
-            let digest = Digest(k[prefix.len()..].try_into().map_err(|_| Error::DataLoss("bad blob key".into()))?);
-            let content = self.content(&digest)?.ok_or_else(|| Error::DataLoss(format!("recipe of {digest} missing")))?;
-            out.push(BlobInfo { namespace: ns.to_string(), digest, content, meta });
+            let digest = Digest(
+                k[prefix.len()..]
+                    .try_into()
+                    .map_err(|_| Error::DataLoss("bad blob key".into()))?,
+            );
+            let content = self
+                .content(&digest)?
+                .ok_or_else(|| Error::DataLoss(format!("recipe of {digest} missing")))?;
+            out.push(BlobInfo {
+                namespace: ns.to_string(),
+                digest,
+                content,
+                meta,
+            });
         }
         Ok(out)
     }
@@ -258,7 +293,12 @@ impl Store {
         let index_bytes = dir_bytes(&self.inner.dir.join("index"));
         let pack_file_bytes = dir_bytes(&self.inner.dir.join("packs"));
         let bytes_on_disk = dir_bytes(&self.inner.dir);
-        Ok(Stats { counters, bytes_on_disk, index_bytes, pack_file_bytes })
+        Ok(Stats {
+            counters,
+            bytes_on_disk,
+            index_bytes,
+            pack_file_bytes,
+        })
     }
 }
 
@@ -271,7 +311,9 @@ fn label_matches(labels: &BTreeMap<String, String>, filter: &str) -> bool {
 
 /// Bytes of regular files under a directory (the socket and such count nothing).
 pub fn dir_bytes(p: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(p) else { return 0 };
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return 0;
+    };
     rd.flatten()
         .map(|e| match e.file_type() {
             Ok(t) if t.is_dir() => dir_bytes(&e.path()),

@@ -47,7 +47,9 @@ impl ChunkLoc {
 
     pub fn decode(b: &[u8]) -> Result<Self> {
         if b.len() != Self::ENCODED_LEN {
-            return Err(Error::DataLoss("chunk location record has the wrong length".into()));
+            return Err(Error::DataLoss(
+                "chunk location record has the wrong length".into(),
+            ));
         }
         let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
         Ok(ChunkLoc {
@@ -83,7 +85,10 @@ impl BlockBuilder {
 }
 
 /// Encodes a block record; `compressor` is reused across blocks.
-pub fn encode_block(block: &BlockBuilder, compressor: &mut zstd::bulk::Compressor<'_>) -> Result<Vec<u8>> {
+pub fn encode_block(
+    block: &BlockBuilder,
+    compressor: &mut zstd::bulk::Compressor<'_>,
+) -> Result<Vec<u8>> {
     let payload = compressor
         .compress(&block.plain)
         .map_err(|e| Error::Internal(format!("zstd compression failed: {e}")))?;
@@ -123,7 +128,11 @@ impl RecordHeader {
             return None;
         }
         let u = |i: usize| u32::from_le_bytes(h[i..i + 4].try_into().unwrap());
-        let rh = RecordHeader { entries: u(8), plain_len: u(12), comp_len: u(16) };
+        let rh = RecordHeader {
+            entries: u(8),
+            plain_len: u(12),
+            comp_len: u(16),
+        };
         (rh.plain_len <= MAX_BLOCK_PLAIN && rh.entries <= rh.plain_len.max(1)).then_some(rh)
     }
 
@@ -141,7 +150,8 @@ pub struct DecodedBlock {
 /// Checks a record's checksum, decompresses it and verifies every chunk hash.
 pub fn decode_block(rec: &[u8], what: &dyn Fn() -> String) -> Result<DecodedBlock> {
     let bad = |why: &str| Error::DataLoss(format!("{}: {why}", what()));
-    let h = RecordHeader::parse(rec).ok_or_else(|| bad("not a block record (bad magic or header)"))?;
+    let h =
+        RecordHeader::parse(rec).ok_or_else(|| bad("not a block record (bad magic or header)"))?;
     if rec.len() as u64 != h.record_len() {
         return Err(bad("record length does not match its header"));
     }
@@ -162,7 +172,8 @@ pub fn decode_block(rec: &[u8], what: &dyn Fn() -> String) -> Result<DecodedBloc
         return Err(bad("chunk lengths do not add up to the block length"));
     }
     let payload = &rec[HEADER_LEN + n * ENTRY_LEN..];
-    let plain = zstd::bulk::decompress(payload, h.plain_len as usize).map_err(|e| bad(&format!("zstd: {e}")))?;
+    let plain = zstd::bulk::decompress(payload, h.plain_len as usize)
+        .map_err(|e| bad(&format!("zstd: {e}")))?;
     if plain.len() != h.plain_len as usize {
         return Err(bad("decompressed length differs"));
     }
@@ -170,7 +181,10 @@ pub fn decode_block(rec: &[u8], what: &dyn Fn() -> String) -> Result<DecodedBloc
     for (hash, len) in &entries {
         let data = &plain[off..off + *len as usize];
         if blake3::hash(data).as_bytes() != hash {
-            return Err(bad(&format!("chunk {} does not hash to its name", hex::encode(hash))));
+            return Err(bad(&format!(
+                "chunk {} does not hash to its name",
+                hex::encode(hash)
+            )));
         }
         off += *len as usize;
     }
@@ -230,13 +244,17 @@ impl PackWriter {
     }
 
     pub fn sync(&self) -> Result<()> {
-        self.file.sync_data().map_err(|e| Error::io(format!("syncing pack {}", self.id), e))
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io(format!("syncing pack {}", self.id), e))
     }
 
     /// Drops everything after `len` (bytes of an ingest that did not commit).
     pub fn truncate(&mut self, len: u64) -> Result<()> {
         if self.len != len {
-            self.file.set_len(len).map_err(|e| Error::io(format!("truncating pack {}", self.id), e))?;
+            self.file
+                .set_len(len)
+                .map_err(|e| Error::io(format!("truncating pack {}", self.id), e))?;
             self.len = len;
         }
         Ok(())
@@ -273,13 +291,22 @@ mod tests {
         for i in [0, 10, 21, 30, rec.len() - 1] {
             let mut bad = rec.clone();
             bad[i] ^= 0x10;
-            assert!(matches!(decode_block(&bad, &|| "t".into()), Err(Error::DataLoss(_))), "byte {i}");
+            assert!(
+                matches!(decode_block(&bad, &|| "t".into()), Err(Error::DataLoss(_))),
+                "byte {i}"
+            );
         }
     }
 
     #[test]
     fn chunk_locations_encode() {
-        let l = ChunkLoc { pack: 7, block_offset: 1 << 40, block_len: 99, offset_in_block: 5, len: 1 };
+        let l = ChunkLoc {
+            pack: 7,
+            block_offset: 1 << 40,
+            block_len: 99,
+            offset_in_block: 5,
+            len: 1,
+        };
         assert_eq!(ChunkLoc::decode(&l.encode()).unwrap(), l);
     }
 }

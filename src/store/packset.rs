@@ -23,29 +23,46 @@ impl PackSet {
     /// the index knows it; anything past it was written by an ingest that never
     /// committed, and is cut off here.
     pub fn open(dir: &Path, max_pack_bytes: u64, committed: &HashMap<u32, u64>) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let mut max_id = 0u32;
         let mut writers = Vec::new();
-        let entries = std::fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("listing packs", e))?;
-            let Some(id) = entry.file_name().to_str().and_then(pack::parse_pack_name) else { continue };
+            let Some(id) = entry.file_name().to_str().and_then(pack::parse_pack_name) else {
+                continue;
+            };
             max_id = max_id.max(id);
-            let len = entry.metadata().map_err(|e| Error::io("reading pack size", e))?.len();
+            let len = entry
+                .metadata()
+                .map_err(|e| Error::io("reading pack size", e))?
+                .len();
             let keep = committed.get(&id).copied().unwrap_or(0);
             if len < keep {
                 // The index says more is durable than the file holds: verify reports it.
-                tracing::error!(pack = id, len, committed = keep, "pack is shorter than its committed length");
+                tracing::error!(
+                    pack = id,
+                    len,
+                    committed = keep,
+                    "pack is shorter than its committed length"
+                );
                 continue;
             }
             if keep == 0 {
-                std::fs::remove_file(entry.path()).map_err(|e| Error::io("removing an uncommitted pack", e))?;
+                std::fs::remove_file(entry.path())
+                    .map_err(|e| Error::io("removing an uncommitted pack", e))?;
                 tracing::info!(pack = id, bytes = len, "removed a pack no commit refers to");
                 continue;
             }
             let mut w = PackWriter::open(dir, id, len)?;
             if len > keep {
-                tracing::info!(pack = id, bytes = len - keep, "trimmed uncommitted bytes from a pack");
+                tracing::info!(
+                    pack = id,
+                    bytes = len - keep,
+                    "trimmed uncommitted bytes from a pack"
+                );
                 w.truncate(keep)?;
             }
             if keep < max_pack_bytes {
@@ -94,7 +111,9 @@ impl PackSet {
             return Ok(f.clone());
         }
         let path = pack::pack_path(&self.dir, id);
-        let f = Arc::new(File::open(&path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?);
+        let f = Arc::new(
+            File::open(&path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?,
+        );
         self.readers.lock().insert(id, f.clone());
         Ok(f)
     }
@@ -104,7 +123,9 @@ impl PackSet {
         let mut buf = vec![0u8; len];
         f.read_exact_at(&mut buf, offset).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                Error::DataLoss(format!("pack {id} ends before the record at offset {offset}"))
+                Error::DataLoss(format!(
+                    "pack {id} ends before the record at offset {offset}"
+                ))
             } else {
                 Error::io(format!("reading pack {id}"), e)
             }

@@ -26,11 +26,18 @@ impl Store {
                 content.size
             )));
         }
-        let end = if length == 0 { content.size } else { offset.saturating_add(length).min(content.size) };
+        let end = if length == 0 {
+            content.size
+        } else {
+            offset.saturating_add(length).min(content.size)
+        };
         if offset == end {
             return Ok(());
         }
-        let first_page = content.page_starts.partition_point(|&s| s <= offset).saturating_sub(1);
+        let first_page = content
+            .page_starts
+            .partition_point(|&s| s <= offset)
+            .saturating_sub(1);
         for page in first_page..content.page_starts.len() {
             let mut pos = content.page_starts[page];
             if pos >= end {
@@ -39,7 +46,9 @@ impl Store {
             let stored = self
                 .db()
                 .get_pinned_cf(cf(self.db(), CF_RECIPES), page_key(digest, page as u32))?
-                .ok_or_else(|| Error::DataLoss(format!("recipe page {page} of {digest} is missing")))?;
+                .ok_or_else(|| {
+                    Error::DataLoss(format!("recipe page {page} of {digest} is missing"))
+                })?;
             for seg in decode_page(&stored)? {
                 let seg_end = pos + seg.len();
                 if seg_end > offset && pos < end {
@@ -64,28 +73,53 @@ impl Store {
             }
         }
         // Pages ended before the range did: the recipe is shorter than its size.
-        Err(Error::DataLoss(format!("the recipe of {digest} ends before its recorded size")))
+        Err(Error::DataLoss(format!(
+            "the recipe of {digest} ends before its recorded size"
+        )))
     }
 
     /// The decoded block that holds a chunk, and the chunk's place in it.
-    fn chunk_block(&self, hash: &pack::Hash, len: u32, digest: &Digest) -> Result<(Arc<Vec<u8>>, ChunkLoc)> {
+    fn chunk_block(
+        &self,
+        hash: &pack::Hash,
+        len: u32,
+        digest: &Digest,
+    ) -> Result<(Arc<Vec<u8>>, ChunkLoc)> {
         let loc = self
             .db()
             .get_pinned_cf(cf(self.db(), CF_CHUNKS), hash)?
-            .ok_or_else(|| Error::DataLoss(format!("chunk {} of {digest} is missing from the index", hex::encode(hash))))
+            .ok_or_else(|| {
+                Error::DataLoss(format!(
+                    "chunk {} of {digest} is missing from the index",
+                    hex::encode(hash)
+                ))
+            })
             .and_then(|v| ChunkLoc::decode(&v))?;
         if loc.len != len || loc.offset_in_block.checked_add(len).is_none() {
-            return Err(Error::DataLoss(format!("chunk {} has a different length in the index", hex::encode(hash))));
+            return Err(Error::DataLoss(format!(
+                "chunk {} has a different length in the index",
+                hex::encode(hash)
+            )));
         }
         let inner = &self.inner;
         if let Some(b) = inner.cache.get(loc.block_key()) {
             return Ok((b, loc));
         }
-        let rec = inner.packs.read_at(loc.pack, loc.block_offset, loc.block_len as usize)?;
-        let what = || format!("block at pack {} offset {} (holding chunks of {digest})", loc.pack, loc.block_offset);
+        let rec = inner
+            .packs
+            .read_at(loc.pack, loc.block_offset, loc.block_len as usize)?;
+        let what = || {
+            format!(
+                "block at pack {} offset {} (holding chunks of {digest})",
+                loc.pack, loc.block_offset
+            )
+        };
         let decoded = pack::decode_block(&rec, &what)?;
         if (loc.offset_in_block + len) as usize > decoded.plain.len() {
-            return Err(Error::DataLoss(format!("{}: chunk lies outside the block", what())));
+            return Err(Error::DataLoss(format!(
+                "{}: chunk lies outside the block",
+                what()
+            )));
         }
         let block = Arc::new(decoded.plain);
         inner.cache.insert(loc.block_key(), block.clone());

@@ -88,7 +88,8 @@ impl RecipeBuilder {
             }
         }
         enc.extend_from_slice(&self.cur_literal);
-        let page = zstd::bulk::compress(&enc, PAGE_ZSTD_LEVEL).expect("zstd compression of a recipe page");
+        let page =
+            zstd::bulk::compress(&enc, PAGE_ZSTD_LEVEL).expect("zstd compression of a recipe page");
         self.pages.push(page);
         self.page_starts.push(self.cur_start);
         self.cur.clear();
@@ -131,12 +132,18 @@ pub fn decode_page(stored: &[u8]) -> Result<Vec<Segment>> {
     let mut r = Reader::new(&enc, "recipe page");
     let n = r.varint()? as usize;
     if n > PAGE_MAX_SEGMENTS * 4 {
-        return Err(Error::DataLoss("recipe page claims too many segments".into()));
+        return Err(Error::DataLoss(
+            "recipe page claims too many segments".into(),
+        ));
     }
     let mut heads = Vec::with_capacity(n);
     for _ in 0..n {
         let v = r.varint()?;
-        let hash = if v & 1 == 1 { Some(r.array::<32>()?) } else { None };
+        let hash = if v & 1 == 1 {
+            Some(r.array::<32>()?)
+        } else {
+            None
+        };
         heads.push((v >> 1, hash));
     }
     let mut segs = Vec::with_capacity(n);
@@ -144,7 +151,8 @@ pub fn decode_page(stored: &[u8]) -> Result<Vec<Segment>> {
         segs.push(match hash {
             Some(hash) => Segment::Chunk {
                 hash,
-                len: u32::try_from(len).map_err(|_| Error::DataLoss("recipe chunk length too large".into()))?,
+                len: u32::try_from(len)
+                    .map_err(|_| Error::DataLoss("recipe chunk length too large".into()))?,
             },
             None => Segment::Literal(r.bytes(len as usize)?.to_vec()),
         });
@@ -171,7 +179,10 @@ mod tests {
             let mut lit = vec![i as u8; 100];
             lit.extend_from_slice(&[1, 2, 3]);
             expect.push(Segment::Literal(lit));
-            expect.push(Segment::Chunk { hash: h, len: i + 1 });
+            expect.push(Segment::Chunk {
+                hash: h,
+                len: i + 1,
+            });
         }
         let size = b.size();
         let r = b.finish();

@@ -42,7 +42,10 @@ pub struct UploadStatus {
 }
 
 pub fn now_nanos() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }
 
 fn key(ns: &str, reference: &str) -> Vec<u8> {
@@ -66,7 +69,10 @@ pub struct Upload {
 
 impl Store {
     fn upload_path(&self, key: &[u8]) -> PathBuf {
-        self.inner.dir.join("ingest").join(format!("{}.part", blake3::hash(key).to_hex()))
+        self.inner
+            .dir
+            .join("ingest")
+            .join(format!("{}.part", blake3::hash(key).to_hex()))
     }
 
     fn load_upload(&self, key: &[u8]) -> Result<Option<UploadRecord>> {
@@ -88,11 +94,15 @@ impl Store {
     pub fn open_upload(&self, ns: &str, reference: &str, total: i64) -> Result<Upload> {
         validate_namespace(ns)?;
         if reference.is_empty() {
-            return Err(Error::InvalidArgument("first message must have a reference".into()));
+            return Err(Error::InvalidArgument(
+                "first message must have a reference".into(),
+            ));
         }
         let k = key(ns, reference);
         if !self.inner.upload_locks.lock().insert(k.clone()) {
-            return Err(Error::Unavailable(format!("ref {reference} locked: another stream is writing it")));
+            return Err(Error::Unavailable(format!(
+                "ref {reference} locked: another stream is writing it"
+            )));
         }
         let mut up = match self.open_upload_locked(ns, reference, &k) {
             Ok(up) => up,
@@ -154,8 +164,12 @@ impl Store {
     pub fn upload_status(&self, ns: &str, reference: &str) -> Result<UploadStatus> {
         validate_namespace(ns)?;
         let k = key(ns, reference);
-        let record = self.load_upload(&k)?.ok_or_else(|| Error::NotFound(format!("no upload with ref {reference:?}")))?;
-        let offset = std::fs::metadata(self.upload_path(&k)).map(|m| m.len()).unwrap_or(0);
+        let record = self
+            .load_upload(&k)?
+            .ok_or_else(|| Error::NotFound(format!("no upload with ref {reference:?}")))?;
+        let offset = std::fs::metadata(self.upload_path(&k))
+            .map(|m| m.len())
+            .unwrap_or(0);
         Ok(UploadStatus { record, offset })
     }
 
@@ -172,9 +186,11 @@ impl Store {
             if !k.starts_with(&prefix) {
                 break;
             }
-            let record: UploadRecord =
-                serde_json::from_slice(&v).map_err(|e| Error::DataLoss(format!("upload record is malformed: {e}")))?;
-            let offset = std::fs::metadata(self.upload_path(&k)).map(|m| m.len()).unwrap_or(0);
+            let record: UploadRecord = serde_json::from_slice(&v)
+                .map_err(|e| Error::DataLoss(format!("upload record is malformed: {e}")))?;
+            let offset = std::fs::metadata(self.upload_path(&k))
+                .map(|m| m.len())
+                .unwrap_or(0);
             out.push(UploadStatus { record, offset });
         }
         Ok(out)
@@ -185,7 +201,9 @@ impl Store {
         validate_namespace(ns)?;
         let k = key(ns, reference);
         if self.inner.upload_locks.lock().contains(&k) {
-            return Err(Error::Unavailable(format!("ref {reference} locked: another stream is writing it")));
+            return Err(Error::Unavailable(format!(
+                "ref {reference} locked: another stream is writing it"
+            )));
         }
         if self.load_upload(&k)?.is_none() {
             return Err(Error::NotFound(format!("no upload with ref {reference:?}")));
@@ -206,9 +224,14 @@ impl Store {
     pub fn expire_uploads(&self, max_age: Duration) -> Result<usize> {
         let cutoff = now_nanos() - max_age.as_nanos() as i64;
         let mut stale = Vec::new();
-        for item in self.db().iterator_cf(cf(self.db(), CF_INGESTS), rocksdb::IteratorMode::Start) {
+        for item in self
+            .db()
+            .iterator_cf(cf(self.db(), CF_INGESTS), rocksdb::IteratorMode::Start)
+        {
             let (k, v) = item?;
-            let updated = serde_json::from_slice::<UploadRecord>(&v).map(|r| r.updated_at).unwrap_or(0);
+            let updated = serde_json::from_slice::<UploadRecord>(&v)
+                .map(|r| r.updated_at)
+                .unwrap_or(0);
             if updated < cutoff && !self.inner.upload_locks.lock().contains(&k[..]) {
                 stale.push(k.to_vec());
             }
@@ -234,7 +257,10 @@ impl Upload {
     }
 
     fn new_ingest(&self) -> Result<Ingest> {
-        self.store.begin_ingest(IngestOptions { namespace: self.record.namespace.clone(), ..Default::default() })
+        self.store.begin_ingest(IngestOptions {
+            namespace: self.record.namespace.clone(),
+            ..Default::default()
+        })
     }
 
     /// Reads the bytes already on disk (a resumed upload) into the running
@@ -247,7 +273,9 @@ impl Upload {
         let mut buf = vec![0u8; 1 << 20];
         let mut n_total = 0u64;
         loop {
-            let n = f.read(&mut buf).map_err(|e| Error::io("reading an upload file", e))?;
+            let n = f
+                .read(&mut buf)
+                .map_err(|e| Error::io("reading an upload file", e))?;
             if n == 0 {
                 break;
             }
@@ -290,7 +318,9 @@ impl Upload {
 
     /// Drops every byte written so far.
     pub fn truncate(&mut self) -> Result<()> {
-        self.file.set_len(0).map_err(|e| Error::io("truncating an upload file", e))?;
+        self.file
+            .set_len(0)
+            .map_err(|e| Error::io("truncating an upload file", e))?;
         self.offset = 0;
         self.sha = Sha256::new();
         self.live = None;
@@ -321,7 +351,12 @@ impl Upload {
     /// Commits the upload as a blob of its namespace. Size and digest mismatches
     /// leave the upload in place to be resumed; a blob already present in the
     /// namespace is `AlreadyExists` and the upload is removed.
-    pub fn commit(&mut self, total: i64, expected: Option<Digest>, labels: BTreeMap<String, String>) -> Result<PushOutcome> {
+    pub fn commit(
+        &mut self,
+        total: i64,
+        expected: Option<Digest>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<PushOutcome> {
         if total > 0 && total as u64 != self.offset {
             return Err(Error::FailedPrecondition(format!(
                 "unexpected commit size {}, expected {total}",
@@ -331,24 +366,31 @@ impl Upload {
         let digest = self.digest();
         if let Some(want) = expected {
             if want != digest {
-                return Err(Error::FailedPrecondition(format!("unexpected commit digest {digest}, expected {want}")));
+                return Err(Error::FailedPrecondition(format!(
+                    "unexpected commit digest {digest}, expected {want}"
+                )));
             }
         }
         let ns = self.record.namespace.clone();
         if self.store.stat(&ns, &digest).is_ok() {
             self.store.remove_upload(&self.key)?;
             self.live = None;
-            return Err(Error::AlreadyExists(format!("content {digest} already exists")));
+            return Err(Error::AlreadyExists(format!(
+                "content {digest} already exists"
+            )));
         }
         let mut ingest = match self.live.take() {
             Some(i) => i,
             None => {
                 self.file.sync_data().ok();
-                let mut f = File::open(&self.path).map_err(|e| Error::io("reopening an upload file", e))?;
+                let mut f =
+                    File::open(&self.path).map_err(|e| Error::io("reopening an upload file", e))?;
                 let mut ingest = self.new_ingest()?;
                 let mut buf = vec![0u8; 1 << 20];
                 loop {
-                    let n = f.read(&mut buf).map_err(|e| Error::io("reading an upload file", e))?;
+                    let n = f
+                        .read(&mut buf)
+                        .map_err(|e| Error::io("reading an upload file", e))?;
                     if n == 0 {
                         break;
                     }

@@ -45,11 +45,18 @@ impl Daemon {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        Daemon { dir: dir.to_path_buf(), socket, stop: Some(tx), task: Some(task) }
+        Daemon {
+            dir: dir.to_path_buf(),
+            socket,
+            stop: Some(tx),
+            task: Some(task),
+        }
     }
 
     pub async fn client(&self) -> Client {
-        strata::client::connect(&self.socket).await.expect("connect")
+        strata::client::connect(&self.socket)
+            .await
+            .expect("connect")
     }
 
     /// Shuts the daemon down cleanly, as SIGTERM would.
@@ -70,20 +77,41 @@ pub fn start_msg(ns: &str, expected: &str) -> pb::PushRequest {
 }
 
 /// Pushes `data` in pieces of `piece` bytes.
-pub async fn push_as(c: &mut Client, ns: &str, expected: &str, data: &[u8], piece: usize) -> Result<pb::PushResponse, tonic::Status> {
+pub async fn push_as(
+    c: &mut Client,
+    ns: &str,
+    expected: &str,
+    data: &[u8],
+    piece: usize,
+) -> Result<pb::PushResponse, tonic::Status> {
     let mut msgs = vec![start_msg(ns, expected)];
     for p in data.chunks(piece.max(1)) {
-        msgs.push(pb::PushRequest { msg: Some(pb::push_request::Msg::Data(p.to_vec().into())) });
+        msgs.push(pb::PushRequest {
+            msg: Some(pb::push_request::Msg::Data(p.to_vec().into())),
+        });
     }
-    c.push(tokio_stream::iter(msgs)).await.map(|r| r.into_inner())
+    c.push(tokio_stream::iter(msgs))
+        .await
+        .map(|r| r.into_inner())
 }
 
 pub async fn push(c: &mut Client, data: &[u8]) -> pb::PushResponse {
     push_as(c, "", "", data, 64 * 1024).await.expect("push")
 }
 
-pub async fn read_range(c: &mut Client, ns: &str, digest: &str, offset: u64, length: u64) -> Result<Vec<u8>, tonic::Status> {
-    let req = pb::ReadRequest { namespace: ns.into(), digest: digest.into(), offset, length };
+pub async fn read_range(
+    c: &mut Client,
+    ns: &str,
+    digest: &str,
+    offset: u64,
+    length: u64,
+) -> Result<Vec<u8>, tonic::Status> {
+    let req = pb::ReadRequest {
+        namespace: ns.into(),
+        digest: digest.into(),
+        offset,
+        length,
+    };
     let mut s = c.read(req).await?.into_inner();
     let mut out = Vec::new();
     while let Some(m) = s.message().await? {
@@ -131,5 +159,9 @@ pub fn tar_of(files: &[(&str, &[u8])], mtime: u64) -> Vec<u8> {
 }
 
 pub fn pack_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir.join("packs")).unwrap().flatten().map(|e| e.metadata().unwrap().len()).sum()
+    std::fs::read_dir(dir.join("packs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
 }

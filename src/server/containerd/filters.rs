@@ -36,7 +36,10 @@ impl Filters {
             if f.trim().is_empty() {
                 continue;
             }
-            any.push(parse_one(f).map_err(|why| Error::InvalidArgument(format!("filter {f:?}: {why}")))?);
+            any.push(
+                parse_one(f)
+                    .map_err(|why| Error::InvalidArgument(format!("filter {f:?}: {why}")))?,
+            );
         }
         Ok(Filters { any })
     }
@@ -88,7 +91,8 @@ impl Cursor<'_> {
             let c = self.peek().ok_or("quoted string not terminated")?;
             self.i += 1;
             if c == q {
-                return String::from_utf8(out).map_err(|_| "quoted string is not UTF-8".to_string());
+                return String::from_utf8(out)
+                    .map_err(|_| "quoted string is not UTF-8".to_string());
             }
             if c != b'\\' {
                 out.push(c);
@@ -119,7 +123,10 @@ fn is_quote(c: u8) -> bool {
 }
 
 fn parse_one(f: &str) -> Result<Vec<Selector>, String> {
-    let mut c = Cursor { s: f.as_bytes(), i: 0 };
+    let mut c = Cursor {
+        s: f.as_bytes(),
+        i: 0,
+    };
     let mut all = Vec::new();
     loop {
         c.skip_spaces();
@@ -150,7 +157,9 @@ fn parse_one(f: &str) -> Result<Vec<Selector>, String> {
                 match op.as_str() {
                     "==" => Op::Equal(value),
                     "!=" => Op::NotEqual(value),
-                    "~=" => Op::Matches(Regex::new(&value).map_err(|e| format!("bad regexp: {e}"))?),
+                    "~=" => {
+                        Op::Matches(Regex::new(&value).map_err(|e| format!("bad regexp: {e}"))?)
+                    }
                     other => return Err(format!("unknown operator {other:?} (use ==, != or ~=)")),
                 }
             }
@@ -171,16 +180,24 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn info_field<'a>(digest: &'a str, labels: &'a HashMap<String, String>) -> impl Fn(&[String]) -> Option<&'a str> {
+    fn info_field<'a>(
+        digest: &'a str,
+        labels: &'a HashMap<String, String>,
+    ) -> impl Fn(&[String]) -> Option<&'a str> {
         move |p: &[String]| match p {
             [f] if f == "digest" => Some(digest),
-            [l, rest @ ..] if l == "labels" && !rest.is_empty() => labels.get(&rest.join(".")).map(|s| s.as_str()),
+            [l, rest @ ..] if l == "labels" && !rest.is_empty() => {
+                labels.get(&rest.join(".")).map(|s| s.as_str())
+            }
             _ => None,
         }
     }
 
     fn m(filters: &[&str], digest: &str, labels: &[(&str, &str)]) -> bool {
-        let labels: HashMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let labels: HashMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let f = Filters::parse(&filters.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         f.matches(info_field(digest, &labels))
     }
@@ -192,20 +209,36 @@ mod tests {
         assert!(!m(&["digest!=sha256:a"], "sha256:a", &[]));
         assert!(m(&["digest~=^sha256:[a-f]$"], "sha256:a", &[]));
         assert!(m(&[r#"labels."a.b"==x"#], "d", &[("a.b", "x")]));
-        assert!(m(&["labels.a.b==x"], "d", &[("a.b", "x")]), "unquoted dots join the path");
+        assert!(
+            m(&["labels.a.b==x"], "d", &[("a.b", "x")]),
+            "unquoted dots join the path"
+        );
         assert!(m(&["labels.k"], "d", &[("k", "")]));
         assert!(!m(&["labels.k"], "d", &[]));
         assert!(m(&["labels.k==1,digest==d"], "d", &[("k", "1")]));
         assert!(!m(&["labels.k==1,digest==e"], "d", &[("k", "1")]));
-        assert!(m(&["labels.k==2", "digest==d"], "d", &[("k", "1")]), "several filters are ORed");
-        assert!(m(&[r#"labels."containerd.io/gc.root""#], "d", &[("containerd.io/gc.root", "x")]));
+        assert!(
+            m(&["labels.k==2", "digest==d"], "d", &[("k", "1")]),
+            "several filters are ORed"
+        );
+        assert!(m(
+            &[r#"labels."containerd.io/gc.root""#],
+            "d",
+            &[("containerd.io/gc.root", "x")]
+        ));
         assert!(m(&["labels.k~=/^a\\/b$/"], "d", &[("k", "a/b")]));
     }
 
     #[test]
     fn bad_filters_are_invalid_argument() {
         for bad in ["==x", "labels.k===x", "labels.\"open", "digest~=(", "a b"] {
-            assert!(matches!(Filters::parse(&[bad.to_string()]), Err(Error::InvalidArgument(_))), "{bad}");
+            assert!(
+                matches!(
+                    Filters::parse(&[bad.to_string()]),
+                    Err(Error::InvalidArgument(_))
+                ),
+                "{bad}"
+            );
         }
     }
 }

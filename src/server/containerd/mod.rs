@@ -36,13 +36,18 @@ pub struct ContentService {
 
 impl ContentService {
     pub fn new(store: Store, default_namespace: String) -> Self {
-        ContentService { store, default_namespace }
+        ContentService {
+            store,
+            default_namespace,
+        }
     }
 
     fn namespace<T>(&self, req: &Request<T>) -> Result<String, Status> {
         match req.metadata().get("containerd-namespace") {
             Some(v) => {
-                let ns = v.to_str().map_err(|_| Status::invalid_argument("containerd-namespace is not text"))?;
+                let ns = v
+                    .to_str()
+                    .map_err(|_| Status::invalid_argument("containerd-namespace is not text"))?;
                 validate_namespace(ns)?;
                 Ok(ns.to_string())
             }
@@ -52,11 +57,17 @@ impl ContentService {
 }
 
 pub fn timestamp_secs(s: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: s, nanos: 0 }
+    prost_types::Timestamp {
+        seconds: s,
+        nanos: 0,
+    }
 }
 
 pub fn timestamp_nanos(n: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: n.div_euclid(1_000_000_000), nanos: n.rem_euclid(1_000_000_000) as i32 }
+    prost_types::Timestamp {
+        seconds: n.div_euclid(1_000_000_000),
+        nanos: n.rem_euclid(1_000_000_000) as i32,
+    }
 }
 
 fn info_pb(b: &BlobInfo) -> pb::Info {
@@ -93,23 +104,38 @@ fn check_label(k: &str, v: &str) -> Result<(), Status> {
     Ok(())
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Error> + Send + 'static) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Status::internal(format!("task failed: {e}")))?.map_err(Status::from)
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("task failed: {e}")))?
+        .map_err(Status::from)
 }
 
 #[tonic::async_trait]
 impl Content for ContentService {
-    async fn info(&self, request: Request<pb::InfoRequest>) -> Result<Response<pb::InfoResponse>, Status> {
+    async fn info(
+        &self,
+        request: Request<pb::InfoRequest>,
+    ) -> Result<Response<pb::InfoResponse>, Status> {
         let ns = self.namespace(&request)?;
         let digest = Digest::parse(&request.into_inner().digest)?;
         let info = self.store.stat(&ns, &digest)?;
-        Ok(Response::new(pb::InfoResponse { info: Some(info_pb(&info)) }))
+        Ok(Response::new(pb::InfoResponse {
+            info: Some(info_pb(&info)),
+        }))
     }
 
-    async fn update(&self, request: Request<pb::UpdateRequest>) -> Result<Response<pb::UpdateResponse>, Status> {
+    async fn update(
+        &self,
+        request: Request<pb::UpdateRequest>,
+    ) -> Result<Response<pb::UpdateResponse>, Status> {
         let ns = self.namespace(&request)?;
         let r = request.into_inner();
-        let info = r.info.ok_or_else(|| Status::invalid_argument("update needs info"))?;
+        let info = r
+            .info
+            .ok_or_else(|| Status::invalid_argument("update needs info"))?;
         let digest = Digest::parse(&info.digest)?;
         let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
         for (k, v) in &info.labels {
@@ -121,9 +147,14 @@ impl Content for ContentService {
             if p == "labels" {
                 replace_all = true;
             } else if let Some(key) = p.strip_prefix("labels.") {
-                ops.push((key.to_string(), info.labels.get(key).filter(|v| !v.is_empty()).cloned()));
+                ops.push((
+                    key.to_string(),
+                    info.labels.get(key).filter(|v| !v.is_empty()).cloned(),
+                ));
             } else {
-                return Err(Status::invalid_argument(format!("cannot update {p:?} field on content info {digest}")));
+                return Err(Status::invalid_argument(format!(
+                    "cannot update {p:?} field on content info {digest}"
+                )));
             }
         }
         let store = self.store.clone();
@@ -143,12 +174,17 @@ impl Content for ContentService {
             })
         })
         .await?;
-        Ok(Response::new(pb::UpdateResponse { info: Some(info_pb(&updated)) }))
+        Ok(Response::new(pb::UpdateResponse {
+            info: Some(info_pb(&updated)),
+        }))
     }
 
     type ListStream = Pin<Box<dyn Stream<Item = Result<pb::ListContentResponse, Status>> + Send>>;
 
-    async fn list(&self, request: Request<pb::ListContentRequest>) -> Result<Response<Self::ListStream>, Status> {
+    async fn list(
+        &self,
+        request: Request<pb::ListContentRequest>,
+    ) -> Result<Response<Self::ListStream>, Status> {
         let ns = self.namespace(&request)?;
         let filters = Filters::parse(&request.into_inner().filters)?;
         let store = self.store.clone();
@@ -159,17 +195,24 @@ impl Content for ContentService {
             .filter(|i| {
                 filters.matches(|path: &[String]| match path {
                     [f] if f == "digest" => Some(i.digest.as_str()),
-                    [l, key @ ..] if l == "labels" && !key.is_empty() => i.labels.get(&key.join(".")).map(|s| s.as_str()),
+                    [l, key @ ..] if l == "labels" && !key.is_empty() => {
+                        i.labels.get(&key.join(".")).map(|s| s.as_str())
+                    }
                     _ => None,
                 })
             })
             .collect();
-        let batches: Vec<Result<pb::ListContentResponse, Status>> =
-            infos.chunks(LIST_BATCH).map(|c| Ok(pb::ListContentResponse { info: c.to_vec() })).collect();
+        let batches: Vec<Result<pb::ListContentResponse, Status>> = infos
+            .chunks(LIST_BATCH)
+            .map(|c| Ok(pb::ListContentResponse { info: c.to_vec() }))
+            .collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(batches))))
     }
 
-    async fn delete(&self, request: Request<pb::DeleteContentRequest>) -> Result<Response<()>, Status> {
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteContentRequest>,
+    ) -> Result<Response<()>, Status> {
         let ns = self.namespace(&request)?;
         let digest = Digest::parse(&request.into_inner().digest)?;
         let store = self.store.clone();
@@ -179,7 +222,10 @@ impl Content for ContentService {
 
     type ReadStream = Pin<Box<dyn Stream<Item = Result<pb::ReadContentResponse, Status>> + Send>>;
 
-    async fn read(&self, request: Request<pb::ReadContentRequest>) -> Result<Response<Self::ReadStream>, Status> {
+    async fn read(
+        &self,
+        request: Request<pb::ReadContentRequest>,
+    ) -> Result<Response<Self::ReadStream>, Status> {
         let ns = self.namespace(&request)?;
         let r = request.into_inner();
         let digest = Digest::parse(&r.digest)?;
@@ -187,31 +233,38 @@ impl Content for ContentService {
         let size = info.content.size;
         let offset = r.offset.max(0) as u64;
         if offset > size {
-            return Err(Status::out_of_range(format!("read past object length {size} at offset {offset}")));
+            return Err(Status::out_of_range(format!(
+                "read past object length {size} at offset {offset}"
+            )));
         }
         let length = if r.size <= 0 { 0 } else { r.size as u64 };
         let (tx, rx) = mpsc::channel::<Result<pb::ReadContentResponse, Status>>(4);
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
             let mut pos = offset;
-            let mut buf: Vec<u8> = Vec::with_capacity(READ_MESSAGE_BYTES.min(length.max(1) as usize));
+            let mut buf: Vec<u8> =
+                Vec::with_capacity(READ_MESSAGE_BYTES.min(length.max(1) as usize));
             let flush = |buf: &mut Vec<u8>, pos: &mut u64| {
                 let data = Bytes::from(std::mem::take(buf));
-                let msg = pb::ReadContentResponse { offset: *pos as i64, data };
+                let msg = pb::ReadContentResponse {
+                    offset: *pos as i64,
+                    data,
+                };
                 *pos += msg.data.len() as u64;
                 tx.blocking_send(Ok(msg)).is_ok()
             };
-            let result = store.read_range(&digest, &info.content, offset, length, &mut |mut piece| {
-                while !piece.is_empty() {
-                    let take = (READ_MESSAGE_BYTES - buf.len()).min(piece.len());
-                    buf.extend_from_slice(&piece[..take]);
-                    piece = &piece[take..];
-                    if buf.len() == READ_MESSAGE_BYTES && !flush(&mut buf, &mut pos) {
-                        return Ok(false);
+            let result =
+                store.read_range(&digest, &info.content, offset, length, &mut |mut piece| {
+                    while !piece.is_empty() {
+                        let take = (READ_MESSAGE_BYTES - buf.len()).min(piece.len());
+                        buf.extend_from_slice(&piece[..take]);
+                        piece = &piece[take..];
+                        if buf.len() == READ_MESSAGE_BYTES && !flush(&mut buf, &mut pos) {
+                            return Ok(false);
+                        }
                     }
-                }
-                Ok(true)
-            });
+                    Ok(true)
+                });
             match result {
                 Ok(()) if !buf.is_empty() => {
                     flush(&mut buf, &mut pos);
@@ -226,13 +279,21 @@ impl Content for ContentService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn status(&self, request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         let ns = self.namespace(&request)?;
         let s = self.store.upload_status(&ns, &request.into_inner().r#ref)?;
-        Ok(Response::new(pb::StatusResponse { status: Some(status_pb(&s)) }))
+        Ok(Response::new(pb::StatusResponse {
+            status: Some(status_pb(&s)),
+        }))
     }
 
-    async fn list_statuses(&self, request: Request<pb::ListStatusesRequest>) -> Result<Response<pb::ListStatusesResponse>, Status> {
+    async fn list_statuses(
+        &self,
+        request: Request<pb::ListStatusesRequest>,
+    ) -> Result<Response<pb::ListStatusesResponse>, Status> {
         let ns = self.namespace(&request)?;
         let filters = Filters::parse(&request.into_inner().filters)?;
         let statuses = self
@@ -252,7 +313,10 @@ impl Content for ContentService {
 
     type WriteStream = Pin<Box<dyn Stream<Item = Result<pb::WriteContentResponse, Status>> + Send>>;
 
-    async fn write(&self, request: Request<Streaming<pb::WriteContentRequest>>) -> Result<Response<Self::WriteStream>, Status> {
+    async fn write(
+        &self,
+        request: Request<Streaming<pb::WriteContentRequest>>,
+    ) -> Result<Response<Self::WriteStream>, Status> {
         let ns = self.namespace(&request)?;
         let rx = write::spawn(self.store.clone(), ns, request.into_inner());
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

@@ -18,7 +18,11 @@ use tonic::{Status, Streaming};
 type Reply = Result<pb::WriteContentResponse, Status>;
 
 /// Starts the worker for one Write stream; returns the stream of replies.
-pub fn spawn(store: Store, ns: String, mut inbound: Streaming<pb::WriteContentRequest>) -> mpsc::Receiver<Reply> {
+pub fn spawn(
+    store: Store,
+    ns: String,
+    mut inbound: Streaming<pb::WriteContentRequest>,
+) -> mpsc::Receiver<Reply> {
     let (out_tx, out_rx) = mpsc::channel::<Reply>(2);
     let (req_tx, req_rx) = mpsc::channel::<pb::WriteContentRequest>(2);
     let worker = tokio::task::spawn_blocking(move || run(store, ns, req_rx, out_tx));
@@ -35,7 +39,12 @@ pub fn spawn(store: Store, ns: String, mut inbound: Streaming<pb::WriteContentRe
     out_rx
 }
 
-fn run(store: Store, ns: String, mut rx: mpsc::Receiver<pb::WriteContentRequest>, out: mpsc::Sender<Reply>) {
+fn run(
+    store: Store,
+    ns: String,
+    mut rx: mpsc::Receiver<pb::WriteContentRequest>,
+    out: mpsc::Sender<Reply>,
+) {
     let mut upload: Option<Upload> = None;
     while let Some(req) = rx.blocking_recv() {
         match handle(&store, &ns, &mut upload, req) {
@@ -45,7 +54,10 @@ fn run(store: Store, ns: String, mut rx: mpsc::Receiver<pb::WriteContentRequest>
                 }
             }
             Err(e) => {
-                if !matches!(e, Error::AlreadyExists(_) | Error::OutOfRange(_) | Error::FailedPrecondition(_)) {
+                if !matches!(
+                    e,
+                    Error::AlreadyExists(_) | Error::OutOfRange(_) | Error::FailedPrecondition(_)
+                ) {
                     tracing::warn!(error = %e, "write stream failed");
                 }
                 let _ = out.blocking_send(Err(e.into()));
@@ -66,7 +78,12 @@ fn reply(up: &Upload, action: i32) -> pb::WriteContentResponse {
     }
 }
 
-fn handle(store: &Store, ns: &str, slot: &mut Option<Upload>, req: pb::WriteContentRequest) -> Result<(pb::WriteContentResponse, bool), Error> {
+fn handle(
+    store: &Store,
+    ns: &str,
+    slot: &mut Option<Upload>,
+    req: pb::WriteContentRequest,
+) -> Result<(pb::WriteContentResponse, bool), Error> {
     let action = WriteAction::try_from(req.action)
         .map_err(|_| Error::InvalidArgument(format!("unknown write action {}", req.action)))?;
     if slot.is_none() {
@@ -81,7 +98,9 @@ fn handle(store: &Store, ns: &str, slot: &mut Option<Upload>, req: pb::WriteCont
             let reference = up.record.reference.clone();
             *slot = None;
             store.abort_upload(ns, &reference)?;
-            return Err(Error::AlreadyExists(format!("content {expected} already exists")));
+            return Err(Error::AlreadyExists(format!(
+                "content {expected} already exists"
+            )));
         }
         up.set_expected(&req.expected)?;
     }
@@ -93,7 +112,10 @@ fn handle(store: &Store, ns: &str, slot: &mut Option<Upload>, req: pb::WriteCont
         WriteAction::Write | WriteAction::Commit => {
             let cur = up.offset();
             if req.offset > 0 && req.offset as u64 != cur {
-                return Err(Error::OutOfRange(format!("write @{} must occur at current offset {cur}", req.offset)));
+                return Err(Error::OutOfRange(format!(
+                    "write @{} must occur at current offset {cur}",
+                    req.offset
+                )));
             }
             if req.offset == 0 && cur > 0 {
                 up.truncate()?;
