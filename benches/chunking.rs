@@ -25,7 +25,7 @@ fn layer(total: usize) -> Vec<u8> {
     let mut size = 0;
     while size < total {
         let n = 1000 + (i as usize * 7919) % 300_000;
-        let body = if i % 2 == 0 {
+        let body = if i.is_multiple_of(2) {
             noise(n, i)
         } else {
             b"line of text in a config file\n".repeat(n / 30)

@@ -151,14 +151,14 @@ impl Splitter {
     pub fn finish<S: Sink>(&mut self, sink: &mut S) -> Result<Layout, S::Error> {
         if !self.block.is_empty() {
             let block = std::mem::take(&mut self.block);
-            self.to_raw();
+            self.switch_to_raw();
             self.chunker.push(&block, &mut |c| sink.chunk(c))?;
         }
         self.chunker.finish(&mut |c| sink.chunk(c))?;
         Ok(self.layout.unwrap_or(Layout::Raw))
     }
 
-    fn to_raw(&mut self) {
+    fn switch_to_raw(&mut self) {
         self.layout = Some(match self.layout {
             None | Some(Layout::Raw) => Layout::Raw,
             Some(Layout::Tar) | Some(Layout::TarThenRaw) => Layout::TarThenRaw,
@@ -187,7 +187,7 @@ impl Splitter {
             if self.state == State::Header && tar::is_zero_block(&block) {
                 self.state = State::Raw;
             } else {
-                self.to_raw();
+                self.switch_to_raw();
             }
             return self.chunker.push(&block, &mut |c| sink.chunk(c));
         };

@@ -92,7 +92,7 @@ fn file_bodies_are_chunked_and_headers_are_literal() {
     // Only the body and the end-of-archive zeros are chunked.
     assert_eq!(&chunked[..body.len()], &body[..]);
     assert!(chunked[body.len()..].iter().all(|&b| b == 0));
-    assert_eq!(r.segs[0].0, false);
+    assert!(!r.segs[0].0);
     assert_eq!(r.segs[0].1.len(), 512);
 }
 
