@@ -89,7 +89,11 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
         },
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
     };
+    // One async worker: request handling is light (heavy work runs on blocking
+    // threads), and containerd's many small Info+Read calls pay for every
+    // cross-thread wakeup a second worker would add.
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()?;
     rt.block_on(server::serve(opts, server::signals()))?;

@@ -25,10 +25,11 @@ pub use ingest::{Ingest, IngestOptions, PushOutcome};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::split::{ChunkSizes, Cutter};
-use cache::BlockCache;
+use cache::Lru;
 use index::{cf, CF_BLOBS, CF_META, CF_PACKS, CF_RECIPES};
 use packset::PackSet;
 use parking_lot::Mutex;
+use recipe::Segment;
 use rocksdb::DB;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -67,7 +68,10 @@ struct Inner {
     dir: PathBuf,
     db: DB,
     packs: PackSet,
-    cache: BlockCache,
+    /// Decoded blocks by (pack, offset).
+    blocks: Lru<(u32, u64), Vec<u8>>,
+    /// Decoded recipe pages by (content digest, page).
+    pages: Lru<(Digest, u32), Vec<Segment>>,
     cutter: Cutter,
     cfg: StoreConfig,
     /// The commit lock, and the figures it keeps exact.
@@ -112,6 +116,9 @@ fn ratio(a: u64, b: u64) -> f64 {
         a as f64 / b as f64
     }
 }
+
+/// Decoded recipe pages kept for ranged reads (weights count segments, not chunk bytes).
+const PAGE_CACHE_BYTES: usize = 8 << 20;
 
 pub fn now_secs() -> i64 {
     std::time::SystemTime::now()
@@ -204,7 +211,10 @@ impl Store {
                 dir: dir.to_path_buf(),
                 db,
                 packs,
-                cache: BlockCache::new(cfg.cache_bytes),
+                blocks: Lru::new(cfg.cache_bytes, |b| b.len()),
+                pages: Lru::new(PAGE_CACHE_BYTES, |p| {
+                    p.iter().map(|s| s.len().min(64) as usize + 48).sum()
+                }),
                 cutter: Cutter::new(chunk_sizes),
                 cfg,
                 counters: Mutex::new(counters),

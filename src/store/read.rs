@@ -20,6 +20,33 @@ impl Store {
         length: u64,
         out: &mut dyn FnMut(&[u8]) -> Result<bool>,
     ) -> Result<()> {
+        self.read_range_with(digest, content, offset, length, false, out)
+            .map(|_| ())
+    }
+
+    /// Like `read_range`, but only from the caches: returns false, having
+    /// written some prefix or nothing, when a page or block would have to come
+    /// from disk. Lets a caller serve small reads without a thread hand-off.
+    pub fn read_range_cached(
+        &self,
+        digest: &Digest,
+        content: &Content,
+        offset: u64,
+        length: u64,
+        out: &mut dyn FnMut(&[u8]) -> Result<bool>,
+    ) -> Result<bool> {
+        self.read_range_with(digest, content, offset, length, true, out)
+    }
+
+    fn read_range_with(
+        &self,
+        digest: &Digest,
+        content: &Content,
+        offset: u64,
+        length: u64,
+        cached_only: bool,
+        out: &mut dyn FnMut(&[u8]) -> Result<bool>,
+    ) -> Result<bool> {
         if offset > content.size {
             return Err(Error::OutOfRange(format!(
                 "offset {offset} is past the end of {digest} ({} bytes)",
@@ -32,7 +59,7 @@ impl Store {
             offset.saturating_add(length).min(content.size)
         };
         if offset == end {
-            return Ok(());
+            return Ok(true);
         }
         let first_page = content
             .page_starts
@@ -43,32 +70,33 @@ impl Store {
             if pos >= end {
                 break;
             }
-            let stored = self
-                .db()
-                .get_pinned_cf(cf(self.db(), CF_RECIPES), page_key(digest, page as u32))?
-                .ok_or_else(|| {
-                    Error::DataLoss(format!("recipe page {page} of {digest} is missing"))
-                })?;
-            for seg in decode_page(&stored)? {
+            let Some(segs) = self.page(digest, page as u32, cached_only)? else {
+                return Ok(false);
+            };
+            for seg in segs.iter() {
                 let seg_end = pos + seg.len();
                 if seg_end > offset && pos < end {
                     let from = offset.saturating_sub(pos) as usize;
                     let to = (end.min(seg_end) - pos) as usize;
-                    let keep_going = match &seg {
+                    let keep_going = match seg {
                         Segment::Literal(b) => out(&b[from..to])?,
                         Segment::Chunk { hash, len } => {
-                            let (block, loc) = self.chunk_block(hash, *len, digest)?;
+                            let Some((block, loc)) =
+                                self.chunk_block(hash, *len, digest, cached_only)?
+                            else {
+                                return Ok(false);
+                            };
                             let base = loc.offset_in_block as usize;
                             out(&block[base + from..base + to])?
                         }
                     };
                     if !keep_going {
-                        return Ok(());
+                        return Ok(true);
                     }
                 }
                 pos = seg_end;
                 if pos >= end {
-                    return Ok(());
+                    return Ok(true);
                 }
             }
         }
@@ -78,13 +106,36 @@ impl Store {
         )))
     }
 
+    /// A decoded recipe page, from the cache when it is there.
+    fn page(
+        &self,
+        digest: &Digest,
+        page: u32,
+        cached_only: bool,
+    ) -> Result<Option<Arc<Vec<Segment>>>> {
+        if let Some(p) = self.inner.pages.get(&(*digest, page)) {
+            return Ok(Some(p));
+        }
+        if cached_only {
+            return Ok(None);
+        }
+        let stored = self
+            .db()
+            .get_pinned_cf(cf(self.db(), CF_RECIPES), page_key(digest, page))?
+            .ok_or_else(|| Error::DataLoss(format!("recipe page {page} of {digest} is missing")))?;
+        let segs = Arc::new(decode_page(&stored)?);
+        self.inner.pages.insert((*digest, page), segs.clone());
+        Ok(Some(segs))
+    }
+
     /// The decoded block that holds a chunk, and the chunk's place in it.
     fn chunk_block(
         &self,
         hash: &pack::Hash,
         len: u32,
         digest: &Digest,
-    ) -> Result<(Arc<Vec<u8>>, ChunkLoc)> {
+        cached_only: bool,
+    ) -> Result<Option<(Arc<Vec<u8>>, ChunkLoc)>> {
         let loc = self
             .db()
             .get_pinned_cf(cf(self.db(), CF_CHUNKS), hash)?
@@ -102,8 +153,11 @@ impl Store {
             )));
         }
         let inner = &self.inner;
-        if let Some(b) = inner.cache.get(loc.block_key()) {
-            return Ok((b, loc));
+        if let Some(b) = inner.blocks.get(&loc.block_key()) {
+            return Ok(Some((b, loc)));
+        }
+        if cached_only {
+            return Ok(None);
         }
         let rec = inner
             .packs
@@ -122,7 +176,7 @@ impl Store {
             )));
         }
         let block = Arc::new(decoded.plain);
-        inner.cache.insert(loc.block_key(), block.clone());
-        Ok((block, loc))
+        inner.blocks.insert(loc.block_key(), block.clone());
+        Ok(Some((block, loc)))
     }
 }
