@@ -3,6 +3,7 @@
 mod blobs;
 mod push;
 mod serve;
+mod verify;
 
 use crate::config;
 use clap::{Parser, Subcommand};
@@ -43,6 +44,8 @@ pub enum Command {
     Rm(blobs::RmArgs),
     /// Store-wide figures: blobs, bytes, dedup and compression ratios
     Stats(blobs::StatsArgs),
+    /// Check every invariant of the store; exits 1 and names the affected blobs on any fault
+    Verify(verify::VerifyArgs),
 }
 
 pub fn socket_path(cli_socket: &Option<PathBuf>) -> PathBuf {
@@ -54,6 +57,7 @@ pub fn socket_path(cli_socket: &Option<PathBuf>) -> PathBuf {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args, cli.socket),
+        Command::Verify(args) if args.data_dir.is_some() => verify::offline(args),
         other => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -67,6 +71,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     Command::Ls(a) => blobs::ls(a, &socket).await,
                     Command::Rm(a) => blobs::rm(a, &socket).await,
                     Command::Stats(a) => blobs::stats(a, &socket).await,
+                    Command::Verify(a) => verify::online(a, &socket).await,
                     Command::Serve(_) => unreachable!(),
                 }
             })

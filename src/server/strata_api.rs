@@ -277,4 +277,38 @@ impl StoreApi for StrataService {
             unreferenced_chunks: c.unreferenced_chunks,
         }))
     }
+
+    async fn verify(
+        &self,
+        request: Request<pb::VerifyRequest>,
+    ) -> Result<Response<pb::VerifyResponse>, Status> {
+        let deep = request.into_inner().deep;
+        let store = self.store.clone();
+        let r = tokio::task::spawn_blocking(move || store.verify(deep))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(verify_pb(&r)))
+    }
+}
+
+pub fn verify_pb(r: &crate::store::verify::VerifyReport) -> pb::VerifyResponse {
+    pb::VerifyResponse {
+        ok: r.ok(),
+        problems: r
+            .problems
+            .iter()
+            .map(|p| pb::Problem {
+                kind: p.kind.clone(),
+                detail: p.detail.clone(),
+                blobs: p.blobs.clone(),
+            })
+            .collect(),
+        packs: r.packs,
+        records: r.records,
+        pack_bytes: r.pack_bytes,
+        chunks: r.chunks,
+        contents: r.contents,
+        blobs: r.blobs,
+        deep_checked: r.deep_checked,
+    }
 }

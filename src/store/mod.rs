@@ -18,6 +18,7 @@ pub mod packset;
 mod read;
 pub mod recipe;
 pub mod uploads;
+pub mod verify;
 
 pub use index::{BlobMeta, Content, Counters};
 pub use ingest::{Ingest, IngestOptions, PushOutcome};

@@ -1,0 +1,402 @@
+//! `strata verify`: checks the invariants of DESIGN.md against one consistent
+//! snapshot of the index, and says exactly what is wrong and which blobs it
+//! touches.
+//!
+//! 1. every pack record up to its committed length has a good checksum, and
+//!    every chunk in it hashes to its name;
+//! 2. every chunk location in the index holds that chunk;
+//! 3. every recipe's chunks exist, and its pages add up to its size;
+//! 4. every chunk's refcount equals the recipe references to it;
+//! 5. blob records, holders and the store's counters agree;
+//! 6. with `deep`, every content rebuilt hashes to its digest.
+
+use super::index::{
+    cf, Content, Counters, CF_BLOBS, CF_CHUNKS, CF_PACKS, CF_RECIPES, CF_REFCOUNTS,
+};
+use super::pack::{self, ChunkLoc, Hash, RecordHeader, HEADER_LEN};
+use super::recipe::{decode_page, Segment};
+use super::Store;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use sha2::{Digest as _, Sha256};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Problem {
+    /// What kind of fault: pack, chunk, recipe, refcount, blob, counters, digest.
+    pub kind: String,
+    pub detail: String,
+    /// Blobs whose bytes the fault touches, as "namespace/digest".
+    pub blobs: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct VerifyReport {
+    pub packs: u64,
+    pub records: u64,
+    pub pack_bytes: u64,
+    pub chunks: u64,
+    pub contents: u64,
+    pub blobs: u64,
+    pub deep_checked: u64,
+    pub problems: Vec<Problem>,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl Store {
+    pub fn verify(&self, deep: bool) -> Result<VerifyReport> {
+        let db = self.db();
+        // Under the commit lock, the snapshot and the counters agree.
+        let (snap, kept) = {
+            let c = self.inner.counters.lock();
+            (db.snapshot(), *c)
+        };
+        let mut r = VerifyReport::default();
+        let mut problems: Vec<(String, String, Vec<Hash>, Vec<Digest>)> = Vec::new();
+
+        // 1. Pack records, scanned without the index's help.
+        let mut good: HashMap<(u32, u64), HashMap<Hash, (u32, u32)>> = HashMap::new();
+        for item in snap.iterator_cf(cf(db, CF_PACKS), rocksdb::IteratorMode::Start) {
+            let (k, v) = item?;
+            let id = u32::from_be_bytes(
+                k[..]
+                    .try_into()
+                    .map_err(|_| Error::DataLoss("bad pack key".into()))?,
+            );
+            let committed = u64::from_le_bytes(
+                v[..]
+                    .try_into()
+                    .map_err(|_| Error::DataLoss("bad pack length".into()))?,
+            );
+            r.packs += 1;
+            r.pack_bytes += committed;
+            let mut off = 0u64;
+            while off < committed {
+                let what = || format!("pack {id} record at offset {off}");
+                let head = match self.inner.packs.read_at(id, off, HEADER_LEN) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        problems.push(("pack".into(), format!("{}: {e}", what()), vec![], vec![]));
+                        break;
+                    }
+                };
+                let Some(h) = RecordHeader::parse(&head) else {
+                    problems.push((
+                        "pack".into(),
+                        format!(
+                            "{}: not a record header; the rest of the pack is unreadable",
+                            what()
+                        ),
+                        vec![],
+                        vec![],
+                    ));
+                    break;
+                };
+                let len = h.record_len();
+                if off + len > committed {
+                    problems.push((
+                        "pack".into(),
+                        format!(
+                            "{}: record runs past the committed length {committed}",
+                            what()
+                        ),
+                        vec![],
+                        vec![],
+                    ));
+                    break;
+                }
+                r.records += 1;
+                match self
+                    .inner
+                    .packs
+                    .read_at(id, off, len as usize)
+                    .and_then(|rec| pack::decode_block(&rec, &what))
+                {
+                    Ok(b) => {
+                        let mut at = 0u32;
+                        let entries = good.entry((id, off)).or_default();
+                        for (hash, clen) in b.entries {
+                            entries.insert(hash, (at, clen));
+                            at += clen;
+                        }
+                    }
+                    Err(e) => problems.push(("pack".into(), e.to_string(), vec![], vec![])),
+                }
+                off += len;
+            }
+        }
+
+        // 2. Chunk locations.
+        let mut chunk_len: HashMap<Hash, u32> = HashMap::new();
+        let mut bad_chunks: HashSet<Hash> = HashSet::new();
+        for item in snap.iterator_cf(cf(db, CF_CHUNKS), rocksdb::IteratorMode::Start) {
+            let (k, v) = item?;
+            let hash: Hash = k[..]
+                .try_into()
+                .map_err(|_| Error::DataLoss("bad chunk key".into()))?;
+            r.chunks += 1;
+            let loc = ChunkLoc::decode(&v)?;
+            chunk_len.insert(hash, loc.len);
+            let held = good
+                .get(&(loc.pack, loc.block_offset))
+                .and_then(|b| b.get(&hash));
+            if held != Some(&(loc.offset_in_block, loc.len)) {
+                bad_chunks.insert(hash);
+                problems.push((
+                    "chunk".into(),
+                    format!(
+                        "chunk {} is not readable at pack {} offset {} (damaged record, or wrong location)",
+                        hex::encode(hash),
+                        loc.pack,
+                        loc.block_offset
+                    ),
+                    vec![hash],
+                    vec![],
+                ));
+            }
+        }
+
+        // 3. Recipes, counting references.
+        let mut refs: HashMap<Hash, u64> = HashMap::new();
+        let mut contents: BTreeMap<Digest, Content> = BTreeMap::new();
+        let mut users: HashMap<Hash, Vec<Digest>> = HashMap::new();
+        for item in snap.iterator_cf(cf(db, CF_RECIPES), rocksdb::IteratorMode::Start) {
+            let (k, v) = item?;
+            if k.len() != 32 {
+                continue; // a page; read through its content below
+            }
+            let digest = Digest(k[..].try_into().expect("32 bytes"));
+            let content = Content::decode(&v)?;
+            let mut total = 0u64;
+            for page in 0..content.page_starts.len() as u32 {
+                let segs = snap
+                    .get_pinned_cf(cf(db, CF_RECIPES), super::index::page_key(&digest, page))?
+                    .ok_or_else(|| {
+                        Error::DataLoss(format!("recipe page {page} of {digest} is missing"))
+                    })
+                    .and_then(|p| decode_page(&p));
+                let segs = match segs {
+                    Ok(s) => s,
+                    Err(e) => {
+                        problems.push((
+                            "recipe".into(),
+                            format!("{digest}: {e}"),
+                            vec![],
+                            vec![digest],
+                        ));
+                        continue;
+                    }
+                };
+                if content.page_starts[page as usize] != total {
+                    problems.push((
+                        "recipe".into(),
+                        format!("{digest}: page {page} starts at the wrong offset"),
+                        vec![],
+                        vec![digest],
+                    ));
+                }
+                for s in segs {
+                    total += s.len();
+                    if let Segment::Chunk { hash, len } = s {
+                        *refs.entry(hash).or_default() += 1;
+                        let u = users.entry(hash).or_default();
+                        if u.last() != Some(&digest) {
+                            u.push(digest);
+                        }
+                        match chunk_len.get(&hash) {
+                            None => problems.push(("recipe".into(), format!("{digest} refers to chunk {} which is not in the index", hex::encode(hash)), vec![hash], vec![digest])),
+                            Some(&l) if l != len => problems.push(("recipe".into(), format!("{digest} refers to chunk {} with length {len}, the index says {l}", hex::encode(hash)), vec![hash], vec![digest])),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            if total != content.size {
+                problems.push((
+                    "recipe".into(),
+                    format!(
+                        "{digest}: the recipe rebuilds {total} bytes, the blob has {}",
+                        content.size
+                    ),
+                    vec![],
+                    vec![digest],
+                ));
+            }
+            contents.insert(digest, content);
+        }
+        r.contents = contents.len() as u64;
+
+        // 4. Refcounts against the references counted.
+        let mut seen_rc = HashSet::new();
+        let mut unreferenced = 0u64;
+        for item in snap.iterator_cf(cf(db, CF_REFCOUNTS), rocksdb::IteratorMode::Start) {
+            let (k, v) = item?;
+            let hash: Hash = k[..]
+                .try_into()
+                .map_err(|_| Error::DataLoss("bad refcount key".into()))?;
+            let n = u64::from_le_bytes(
+                v[..]
+                    .try_into()
+                    .map_err(|_| Error::DataLoss("bad refcount".into()))?,
+            );
+            seen_rc.insert(hash);
+            if n == 0 {
+                unreferenced += 1;
+            }
+            let want = refs.get(&hash).copied().unwrap_or(0);
+            if n != want {
+                problems.push((
+                    "refcount".into(),
+                    format!(
+                        "chunk {} has refcount {n}, recipes reference it {want} times",
+                        hex::encode(hash)
+                    ),
+                    vec![hash],
+                    vec![],
+                ));
+            }
+            if !chunk_len.contains_key(&hash) {
+                problems.push((
+                    "refcount".into(),
+                    format!(
+                        "refcount for chunk {} which is not in the index",
+                        hex::encode(hash)
+                    ),
+                    vec![],
+                    vec![],
+                ));
+            }
+        }
+        for (hash, n) in &refs {
+            if !seen_rc.contains(hash) {
+                problems.push((
+                    "refcount".into(),
+                    format!(
+                        "chunk {} is referenced {n} times but has no refcount",
+                        hex::encode(hash)
+                    ),
+                    vec![*hash],
+                    vec![],
+                ));
+            }
+        }
+
+        // 5. Blob records, holders, counters.
+        let mut holders: HashMap<Digest, u32> = HashMap::new();
+        let mut names: HashMap<Digest, Vec<String>> = HashMap::new();
+        let mut logical = 0u64;
+        for item in snap.iterator_cf(cf(db, CF_BLOBS), rocksdb::IteratorMode::Start) {
+            let (k, _) = item?;
+            r.blobs += 1;
+            let split = k.len().saturating_sub(33);
+            let (ns, d) = (
+                String::from_utf8_lossy(&k[..split]).to_string(),
+                &k[split + 1..],
+            );
+            let digest = Digest(
+                d.try_into()
+                    .map_err(|_| Error::DataLoss("bad blob key".into()))?,
+            );
+            *holders.entry(digest).or_default() += 1;
+            names
+                .entry(digest)
+                .or_default()
+                .push(format!("{ns}/{digest}"));
+            match contents.get(&digest) {
+                Some(c) => logical += c.size,
+                None => problems.push((
+                    "blob".into(),
+                    format!("{ns}/{digest} has no recipe"),
+                    vec![],
+                    vec![],
+                )),
+            }
+        }
+        for (d, c) in &contents {
+            let h = holders.get(d).copied().unwrap_or(0);
+            if h != c.holders {
+                problems.push((
+                    "blob".into(),
+                    format!("{d}: {h} namespaces hold it, its record says {}", c.holders),
+                    vec![],
+                    vec![*d],
+                ));
+            }
+        }
+        let counted = Counters {
+            blobs: r.blobs,
+            logical_bytes: logical,
+            contents: r.contents,
+            chunks: r.chunks,
+            chunk_plain_bytes: chunk_len.values().map(|&l| l as u64).sum(),
+            literal_bytes: contents.values().map(|c| c.literal_bytes).sum(),
+            unreferenced_chunks: unreferenced,
+            pack_bytes: kept.pack_bytes,
+        };
+        if counted != kept {
+            problems.push((
+                "counters".into(),
+                format!("store counters {kept:?} differ from the index {counted:?}"),
+                vec![],
+                vec![],
+            ));
+        }
+
+        // 6. Deep: rebuild every content and hash it.
+        if deep {
+            for (d, c) in &contents {
+                let mut sha = Sha256::new();
+                let res = self.read_range(d, c, 0, 0, &mut |p| {
+                    sha.update(p);
+                    Ok(true)
+                });
+                r.deep_checked += 1;
+                match res {
+                    Ok(()) if Digest(sha.finalize().into()) == *d => {}
+                    Ok(()) => problems.push((
+                        "digest".into(),
+                        format!("{d} rebuilds to different bytes"),
+                        vec![],
+                        vec![*d],
+                    )),
+                    Err(e) => problems.push((
+                        "digest".into(),
+                        format!("{d} cannot be rebuilt: {e}"),
+                        vec![],
+                        vec![*d],
+                    )),
+                }
+            }
+        }
+
+        // Name the blobs each fault touches.
+        for (kind, detail, hashes, digests) in problems {
+            let mut ds: Vec<Digest> = digests;
+            for h in &hashes {
+                ds.extend(users.get(h).into_iter().flatten().copied());
+            }
+            ds.sort();
+            ds.dedup();
+            let blobs = ds
+                .iter()
+                .flat_map(|d| {
+                    names
+                        .get(d)
+                        .cloned()
+                        .unwrap_or_else(|| vec![format!("(no namespace)/{d}")])
+                })
+                .collect();
+            r.problems.push(Problem {
+                kind,
+                detail,
+                blobs,
+            });
+        }
+        Ok(r)
+    }
+}
