@@ -210,3 +210,42 @@ pub async fn stats(a: StatsArgs, socket: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn gc(a: GcArgs, socket: &Path) -> anyhow::Result<()> {
+    let mut c = client::connect(socket).await?;
+    let r = c
+        .gc(pb::GcRequest {})
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    if a.json {
+        print_json(&serde_json::json!({
+            "chunks_freed": r.chunks_freed, "chunk_bytes_freed": r.chunk_bytes_freed,
+            "packs_rewritten": r.packs_rewritten, "packs_removed": r.packs_removed,
+            "chunks_moved": r.chunks_moved, "pack_bytes_before": r.pack_bytes_before,
+            "pack_bytes_after": r.pack_bytes_after,
+        }));
+    } else {
+        println!(
+            "chunks freed:     {} ({} plain bytes)",
+            r.chunks_freed, r.chunk_bytes_freed
+        );
+        println!(
+            "packs rewritten:  {} ({} chunks moved), {} removed",
+            r.packs_rewritten, r.chunks_moved, r.packs_removed
+        );
+        println!(
+            "pack bytes:       {} -> {} ({} freed)",
+            r.pack_bytes_before,
+            r.pack_bytes_after,
+            r.pack_bytes_before.saturating_sub(r.pack_bytes_after)
+        );
+    }
+    Ok(())
+}

@@ -46,6 +46,8 @@ pub enum Command {
     Stats(blobs::StatsArgs),
     /// Check every invariant of the store; exits 1 and names the affected blobs on any fault
     Verify(verify::VerifyArgs),
+    /// Reclaim chunks no blob uses any more and rewrite packs with much garbage
+    Gc(blobs::GcArgs),
 }
 
 pub fn socket_path(cli_socket: &Option<PathBuf>) -> PathBuf {
@@ -72,6 +74,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     Command::Rm(a) => blobs::rm(a, &socket).await,
                     Command::Stats(a) => blobs::stats(a, &socket).await,
                     Command::Verify(a) => verify::online(a, &socket).await,
+                    Command::Gc(a) => blobs::gc(a, &socket).await,
                     Command::Serve(_) => unreachable!(),
                 }
             })

@@ -36,6 +36,12 @@ pub struct ServeArgs {
     /// Remove partial uploads untouched for this long (e.g. 24h, 90m, 3600s)
     #[arg(long, default_value = "24h", value_parser = parse_duration, value_name = "DURATION")]
     pub upload_expiry: Duration,
+    /// Collect garbage in the background at least this often while there is some
+    #[arg(long, default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
+    pub gc_interval: Duration,
+    /// ...and within a minute once this many chunks are unreferenced
+    #[arg(long, default_value_t = 10_000, value_name = "CHUNKS")]
+    pub gc_unreferenced: u64,
 }
 
 /// "90s", "30m", "24h", "2d", or plain seconds.
@@ -80,6 +86,8 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
         containerd_socket: args.containerd_socket,
         containerd_namespace: args.containerd_namespace,
         upload_expiry: args.upload_expiry,
+        gc_interval: args.gc_interval,
+        gc_unreferenced: args.gc_unreferenced,
         store: StoreConfig {
             chunk_sizes: args.chunk_sizes,
             zstd_level: args.zstd_level,

@@ -32,6 +32,10 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
     /// Partial uploads untouched this long are removed.
     pub upload_expiry: Duration,
+    /// Background garbage collection: at least this often while there is garbage...
+    pub gc_interval: Duration,
+    /// ...and sooner once this many chunks are unreferenced.
+    pub gc_unreferenced: u64,
 }
 
 impl ServeOptions {
@@ -44,6 +48,8 @@ impl ServeOptions {
             store: StoreConfig::default(),
             shutdown_grace: Duration::from_secs(30),
             upload_expiry: Duration::from_secs(24 * 3600),
+            gc_interval: Duration::from_secs(600),
+            gc_unreferenced: 10_000,
         }
     }
 }
@@ -125,10 +131,16 @@ pub async fn serve(
             }
         })
     };
+    let collector = tokio::spawn(collect_garbage(
+        store.clone(),
+        opts.gc_interval,
+        opts.gc_unreferenced,
+    ));
     shutdown.await;
     tracing::info!("shutting down: finishing requests in flight");
     stop.fire();
     janitor.abort();
+    collector.abort();
     let all = futures::future::join_all(servers);
     match tokio::time::timeout(opts.shutdown_grace, all).await {
         Ok(results) => {
@@ -149,6 +161,32 @@ pub async fn serve(
     drop(store);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Runs garbage collection in the background: every `interval` while there is
+/// garbage, and within a minute once `threshold` chunks are unreferenced.
+async fn collect_garbage(store: Store, interval: Duration, threshold: u64) {
+    let mut last = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(60).min(interval));
+    loop {
+        tick.tick().await;
+        let Ok(stats) = store.stats_counters() else {
+            continue;
+        };
+        let due = last.elapsed() >= interval && stats.unreferenced_chunks > 0;
+        if !(due || stats.unreferenced_chunks >= threshold) {
+            continue;
+        }
+        last = tokio::time::Instant::now();
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.gc(crate::store::gc::GcOptions::default()))
+            .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "background garbage collection failed"),
+            Err(e) => tracing::error!(error = %e, "background garbage collection panicked"),
+        }
+    }
 }
 
 fn builder() -> tonic::transport::Server {

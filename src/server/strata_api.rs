@@ -289,6 +289,30 @@ impl StoreApi for StrataService {
             .map_err(|e| Status::internal(e.to_string()))??;
         Ok(Response::new(verify_pb(&r)))
     }
+
+    async fn gc(
+        &self,
+        _request: Request<pb::GcRequest>,
+    ) -> Result<Response<pb::GcResponse>, Status> {
+        let store = self.store.clone();
+        let r =
+            tokio::task::spawn_blocking(move || store.gc(crate::store::gc::GcOptions::default()))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(gc_pb(&r)))
+    }
+}
+
+pub fn gc_pb(r: &crate::store::gc::GcReport) -> pb::GcResponse {
+    pb::GcResponse {
+        chunks_freed: r.chunks_freed,
+        chunk_bytes_freed: r.chunk_bytes_freed,
+        packs_rewritten: r.packs_rewritten,
+        packs_removed: r.packs_removed,
+        chunks_moved: r.chunks_moved,
+        pack_bytes_before: r.pack_bytes_before,
+        pack_bytes_after: r.pack_bytes_after,
+    }
 }
 
 pub fn verify_pb(r: &crate::store::verify::VerifyReport) -> pb::VerifyResponse {

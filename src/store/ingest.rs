@@ -57,6 +57,9 @@ pub struct Ingest {
 
 struct Seen {
     refs: u64,
+    /// Reused from the store: pinned against garbage collection until this
+    /// ingest ends (see gc.rs).
+    pinned: bool,
 }
 
 struct ChunkSink {
@@ -195,9 +198,21 @@ impl Sink for ChunkSink {
             self.reused_chunks += 1;
             return Ok(());
         }
+        // Pin first, then look: a chunk found here cannot be collected before
+        // this ingest commits or ends.
+        self.inner.pin(&hash);
         let db = &self.inner.db;
         let known = db.get_pinned_cf(cf(db, CF_CHUNKS), hash)?.is_some();
-        self.seen.insert(hash, Seen { refs: 1 });
+        if !known {
+            self.inner.unpin(&hash);
+        }
+        self.seen.insert(
+            hash,
+            Seen {
+                refs: 1,
+                pinned: known,
+            },
+        );
         if known {
             self.reused_chunks += 1;
             return Ok(());
@@ -259,6 +274,11 @@ impl Drop for Ingest {
         if self.sink.writer.is_some() {
             if let Ok(done) = self.sink.finish_writer() {
                 self.sink.discard(done);
+            }
+        }
+        for (hash, s) in &self.sink.seen {
+            if s.pinned {
+                self.sink.inner.unpin(hash);
             }
         }
     }

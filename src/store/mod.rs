@@ -9,6 +9,7 @@
 pub mod cache;
 pub mod codec;
 mod delete;
+pub mod gc;
 mod hasher;
 pub mod index;
 mod ingest;
@@ -77,6 +78,10 @@ struct Inner {
     cfg: StoreConfig,
     /// The commit lock, and the figures it keeps exact.
     counters: Mutex<Counters>,
+    /// Chunks that ingests in progress reuse: garbage collection skips them.
+    pins: Mutex<HashMap<pack::Hash, u32>>,
+    /// One garbage collection at a time.
+    gc_lock: Mutex<()>,
     /// Upload refs being written by a stream (namespace \0 ref).
     upload_locks: Mutex<std::collections::HashSet<Vec<u8>>>,
 }
@@ -142,6 +147,22 @@ pub fn validate_namespace(ns: &str) -> Result<()> {
         Err(Error::InvalidArgument(format!(
             "namespace {ns:?}: use 1-76 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )))
+    }
+}
+
+impl Inner {
+    fn pin(&self, h: &pack::Hash) {
+        *self.pins.lock().entry(*h).or_default() += 1;
+    }
+
+    fn unpin(&self, h: &pack::Hash) {
+        let mut p = self.pins.lock();
+        if let Some(n) = p.get_mut(h) {
+            *n -= 1;
+            if *n == 0 {
+                p.remove(h);
+            }
+        }
     }
 }
 
@@ -220,6 +241,8 @@ impl Store {
                 cfg,
                 counters: Mutex::new(counters),
                 upload_locks: Mutex::new(Default::default()),
+                pins: Mutex::new(HashMap::new()),
+                gc_lock: Mutex::new(()),
             }),
         })
     }
@@ -297,6 +320,11 @@ impl Store {
             });
         }
         Ok(out)
+    }
+
+    /// The store's counters alone (no disk walk): cheap.
+    pub fn stats_counters(&self) -> Result<Counters> {
+        Ok(*self.inner.counters.lock())
     }
 
     pub fn stats(&self) -> Result<Stats> {

@@ -14,6 +14,10 @@ pub struct PackSet {
     dir: PathBuf,
     max_pack_bytes: u64,
     free: Mutex<Vec<PackWriter>>,
+    /// Packs taken out of the pool by garbage collection: never leased again.
+    retired: Mutex<std::collections::HashSet<u32>>,
+    /// Packs an ingest is appending to.
+    leased: Mutex<std::collections::HashSet<u32>>,
     next_id: Mutex<u32>,
     readers: Mutex<HashMap<u32, Arc<File>>>,
 }
@@ -76,6 +80,8 @@ impl PackSet {
             dir: dir.to_path_buf(),
             max_pack_bytes,
             free: Mutex::new(writers),
+            retired: Mutex::new(Default::default()),
+            leased: Mutex::new(Default::default()),
             next_id: Mutex::new(max_id + 1),
             readers: Mutex::new(HashMap::new()),
         })
@@ -88,6 +94,7 @@ impl PackSet {
     /// Takes a writer for one ingest's exclusive use.
     pub fn lease(&self) -> Result<PackWriter> {
         if let Some(w) = self.free.lock().pop() {
+            self.leased.lock().insert(w.id);
             return Ok(w);
         }
         let id = {
@@ -96,14 +103,51 @@ impl PackSet {
             *n += 1;
             id
         };
-        PackWriter::create(&self.dir, id)
+        let w = PackWriter::create(&self.dir, id)?;
+        self.leased.lock().insert(id);
+        Ok(w)
     }
 
     /// Returns a writer; a full pack is retired from appending.
     pub fn release(&self, w: PackWriter) {
-        if w.len < self.max_pack_bytes {
+        self.leased.lock().remove(&w.id);
+        if w.len < self.max_pack_bytes && !self.retired.lock().contains(&w.id) {
             self.free.lock().push(w);
         }
+    }
+
+    /// Takes a pack out of use for appending, for a rewrite. False when an
+    /// ingest holds it right now.
+    pub fn retire(&self, id: u32) -> bool {
+        let mut free = self.free.lock();
+        if let Some(i) = free.iter().position(|w| w.id == id) {
+            free.swap_remove(i);
+            self.retired.lock().insert(id);
+            return true;
+        }
+        // Not in the pool: either leased by an ingest, or full (never leased again).
+        let leased = self.leased.lock().contains(&id);
+        if !leased {
+            self.retired.lock().insert(id);
+        }
+        !leased
+    }
+
+    /// Undoes `retire` after a failed rewrite.
+    pub fn unretire(&self, id: u32) {
+        self.retired.lock().remove(&id);
+    }
+
+    /// Removes a rewritten pack's file.
+    pub fn remove(&self, id: u32) -> Result<()> {
+        self.readers.lock().remove(&id);
+        let path = pack::pack_path(&self.dir, id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("removing {}", path.display()), e)),
+        }
+        pack::sync_dir(&self.dir)
     }
 
     fn reader(&self, id: u32) -> Result<Arc<File>> {

@@ -136,6 +136,20 @@ impl Store {
         digest: &Digest,
         cached_only: bool,
     ) -> Result<Option<(Arc<Vec<u8>>, ChunkLoc)>> {
+        match self.chunk_block_once(hash, len, digest, cached_only) {
+            // Garbage collection moved the chunk between lookup and read: look again.
+            Err(Error::Unavailable(_)) => self.chunk_block_once(hash, len, digest, cached_only),
+            other => other,
+        }
+    }
+
+    fn chunk_block_once(
+        &self,
+        hash: &pack::Hash,
+        len: u32,
+        digest: &Digest,
+        cached_only: bool,
+    ) -> Result<Option<(Arc<Vec<u8>>, ChunkLoc)>> {
         let loc = self
             .db()
             .get_pinned_cf(cf(self.db(), CF_CHUNKS), hash)?
