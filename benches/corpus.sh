@@ -110,7 +110,7 @@ if [ -z "${SKIP_PEERS:-}" ]; then
   G_BYTES=$(bytes_of "$G"); G_IN=$(mbps "$TOTAL" "$t0" "$t1"); G_OUT=$(mbps "$TOTAL" "$t1" "$t2")
 fi
 
-say "## Ingest, read-back and size (default settings: chunks 16K/64K/256K, 1 MiB blocks, zstd 3)"
+say "## Ingest, read-back and size (default settings: chunks 16K/64K/256K, 2 MiB blocks, zstd 3)"
 say ""
 say "exact on read-back: $ok of ${#LAYERS[@]} layers (sha256 of every byte read back)"
 say ""
@@ -145,8 +145,8 @@ if [ -z "${SKIP_SWEEP:-}" ]; then
     say "| $cs | $blk | $chunks | $(bytes_of "$dir") | $(secs "$a" "$b") |"
     rm -rf "$dir"
   }
-  for cs in 8K/32K/128K 16K/64K/256K 32K/128K/512K 64K/256K/1M; do sweep "$cs" 1024; done
-  for blk in 64 256 4096; do sweep 16K/64K/256K "$blk"; done
+  for cs in 8K/32K/128K 16K/64K/256K 32K/128K/512K 64K/256K/1M; do sweep "$cs" 2048; done
+  for blk in 64 256 1024 4096; do sweep 16K/64K/256K "$blk"; done
   say ""
 fi
 

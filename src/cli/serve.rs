@@ -18,7 +18,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "16K/64K/256K", value_parser = ChunkSizes::parse)]
     pub chunk_sizes: ChunkSizes,
     /// New chunks are compressed together in blocks of about this many KiB
-    #[arg(long, default_value_t = 1024, value_name = "KIB")]
+    #[arg(long, default_value_t = 2048, value_name = "KIB")]
     pub block_kib: usize,
     /// Decoded-block cache for reads, in MiB
     #[arg(long, default_value_t = 32, value_name = "MIB")]

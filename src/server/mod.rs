@@ -154,6 +154,13 @@ pub async fn serve(
         }
         Err(_) => tracing::warn!("requests still running after the grace period were abandoned"),
     }
+    // Workers of finished requests may still hold the store for a moment (a
+    // write stream saving its upload record); the index must be closed before
+    // this returns, so a restart in the same process can open it again.
+    let deadline = tokio::time::Instant::now() + opts.shutdown_grace;
+    while store.handles() > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let _ = std::fs::remove_file(&opts.socket);
     if let Some(p) = &opts.containerd_socket {
         let _ = std::fs::remove_file(p);

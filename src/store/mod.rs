@@ -53,7 +53,7 @@ impl Default for StoreConfig {
         StoreConfig {
             chunk_sizes: ChunkSizes::default(),
             zstd_level: 3,
-            block_bytes: 1 << 20,
+            block_bytes: 2 << 20,
             max_pack_bytes: 1 << 30,
             cache_bytes: 32 << 20,
         }
@@ -249,6 +249,11 @@ impl Store {
 
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// Live handles to this store (this one included).
+    pub fn handles(&self) -> usize {
+        Arc::strong_count(&self.inner)
     }
 
     pub fn chunk_sizes(&self) -> ChunkSizes {

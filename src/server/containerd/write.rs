@@ -28,7 +28,14 @@ pub fn spawn(
     let worker = tokio::task::spawn_blocking(move || run(store, ns, req_rx, out_tx));
     tokio::spawn(async move {
         // A broken stream just ends the worker; the upload stays for a resume.
-        while let Ok(Some(msg)) = inbound.message().await {
+        // Stop reading as soon as the worker is done (after COMMIT or an error),
+        // even if the client keeps its side open.
+        loop {
+            let msg = tokio::select! {
+                m = inbound.message() => m,
+                _ = req_tx.closed() => break,
+            };
+            let Ok(Some(msg)) = msg else { break };
             if req_tx.send(msg).await.is_err() {
                 break;
             }
