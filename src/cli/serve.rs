@@ -67,6 +67,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
+    bound_malloc();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -106,4 +107,16 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(server::serve(opts, server::signals()))?;
     Ok(())
+}
+
+/// Keeps the daemon's RSS near what it really uses. glibc gives each thread that
+/// allocates its own arena and keeps freed memory there; and after a large
+/// buffer is freed it raises its mmap threshold, so later blocks of a few MiB
+/// land in (and fragment) the heaps. Called before any thread exists.
+fn bound_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 512 * 1024);
+    }
 }

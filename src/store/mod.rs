@@ -123,7 +123,7 @@ fn ratio(a: u64, b: u64) -> f64 {
     }
 }
 
-/// Decoded recipe pages kept for ranged reads (weights count segments, not chunk bytes).
+/// Decoded recipe pages kept for ranged reads (weighed by their literal bytes and segments).
 const PAGE_CACHE_BYTES: usize = 8 << 20;
 
 pub fn now_secs() -> i64 {
@@ -235,7 +235,12 @@ impl Store {
                 packs,
                 blocks: Lru::new(cfg.cache_bytes, |b| b.len()),
                 pages: Lru::new(PAGE_CACHE_BYTES, |p| {
-                    p.iter().map(|s| s.len().min(64) as usize + 48).sum()
+                    p.iter()
+                        .map(|s| match s {
+                            Segment::Literal(b) => b.len() + 48,
+                            Segment::Chunk { .. } => 48,
+                        })
+                        .sum()
                 }),
                 cutter: Cutter::new(chunk_sizes),
                 cfg,
