@@ -128,3 +128,56 @@ async fn pushes_racing_the_collector_never_lose_a_chunk() {
     verify_deep(&mut c).await;
     d.stop().await;
 }
+
+/// Regression: one collection rewriting two packs must not append the first
+/// pack's live chunks to the second and then drop the second with a stale
+/// length (found by the crash test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewriting_several_packs_in_one_run_keeps_every_live_chunk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daemon::start(tmp.path()).await;
+    let mut c = d.client().await;
+    // Hold a push open so its ingest keeps pack 1 leased...
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::PushRequest>(4);
+    tx.send(start_msg("", "")).await.unwrap();
+    let x2 = noise(3_000_000, 11);
+    tx.send(pb::PushRequest {
+        msg: Some(pb::push_request::Msg::Data(x2[..1000].to_vec().into())),
+    })
+    .await
+    .unwrap();
+    let mut held = d.client().await;
+    let held = tokio::spawn(async move {
+        held.push(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // ...while y1 and y2 go to pack 2.
+    let (y1, y2) = (noise(3_000_000, 12), noise(3_000_000, 13));
+    let _ry1 = push_as(&mut c, "", "", &y1, 1 << 20).await.unwrap();
+    let ry2 = push_as(&mut c, "", "", &y2, 1 << 20).await.unwrap();
+    tx.send(pb::PushRequest {
+        msg: Some(pb::push_request::Msg::Data(x2[1000..].to_vec().into())),
+    })
+    .await
+    .unwrap();
+    drop(tx);
+    let rx2 = held.await.unwrap().unwrap().into_inner();
+    let x1 = noise(3_000_000, 14);
+    let rx1 = push_as(&mut c, "", "", &x1, 1 << 20).await.unwrap();
+    // Half of each pack becomes garbage; both are rewritten in one run.
+    delete(&mut c, &rx2.digest).await;
+    delete(&mut c, &ry2.digest).await;
+    let r = gc(&mut c).await;
+    assert!(r.packs_rewritten + r.packs_removed >= 2, "{r:?}");
+    assert_eq!(read_all(&mut c, &rx1.digest).await, x1);
+    assert_eq!(read_all(&mut c, &sha256_digest(&y1)).await, y1);
+    verify_deep(&mut c).await;
+    let s = stats(&mut c).await;
+    assert!(
+        s.pack_bytes >= 6_000_000,
+        "live data is 6 MB, packs hold {}",
+        s.pack_bytes
+    );
+    d.stop().await;
+}

@@ -55,17 +55,28 @@ impl Store {
             ..Default::default()
         };
         self.drop_dead_chunks(&mut r)?;
-        for (id, committed, live, total) in self.pack_liveness()? {
+        // Retire every pack to rewrite before leasing any destination, so no
+        // rewrite appends to a pack that is rewritten later in this run; packs
+        // an ingest holds right now wait for the next run.
+        let mut retired = Vec::new();
+        for (id, _, live, total) in self.pack_liveness()? {
             let garbage = total.saturating_sub(live);
-            if garbage == 0
-                || (live > 0 && (garbage as f64) < opts.rewrite_threshold * total as f64)
-            {
-                continue;
+            let worth = garbage > 0
+                && (live == 0 || garbage as f64 >= opts.rewrite_threshold * total as f64);
+            if worth && self.inner.packs.retire(id) {
+                retired.push(id);
             }
-            if !self.inner.packs.retire(id) {
-                continue; // an ingest is appending to it; next time
+        }
+        for (i, &id) in retired.iter().enumerate() {
+            // The length now, not when liveness was measured: a push may have
+            // committed to the pack before it was retired.
+            let committed = self.committed_len(id)?;
+            if let Err(e) = self.rewrite_pack(id, committed, &mut r) {
+                for &rest in &retired[i..] {
+                    self.inner.packs.unretire(rest);
+                }
+                return Err(e);
             }
-            self.rewrite_pack(id, committed, &mut r)?;
         }
         r.pack_bytes_after = self.inner.counters.lock().pack_bytes;
         if r.chunks_freed > 0 || r.packs_rewritten > 0 || r.packs_removed > 0 {
@@ -110,6 +121,18 @@ impl Store {
             *counters = c;
         }
         Ok(())
+    }
+
+    fn committed_len(&self, id: u32) -> Result<u64> {
+        let db = self.db();
+        match db.get_cf(cf(db, CF_PACKS), id.to_be_bytes())? {
+            Some(v) => Ok(u64::from_le_bytes(
+                v[..]
+                    .try_into()
+                    .map_err(|_| Error::DataLoss("bad pack length".into()))?,
+            )),
+            None => Ok(0),
+        }
     }
 
     /// (pack, committed length, live plain bytes, all plain bytes) per pack.

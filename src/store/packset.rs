@@ -155,9 +155,15 @@ impl PackSet {
             return Ok(f.clone());
         }
         let path = pack::pack_path(&self.dir, id);
-        let f = Arc::new(
-            File::open(&path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?,
-        );
+        let f = match File::open(&path) {
+            Ok(f) => Arc::new(f),
+            // Garbage collection removed it after moving its chunks: the
+            // caller looks the chunk up again.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::Unavailable(format!("pack {id} was rewritten")));
+            }
+            Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
+        };
         self.readers.lock().insert(id, f.clone());
         Ok(f)
     }
