@@ -4,7 +4,7 @@
 Files of 1 KiB to 256 MiB; their bodies mix random bytes with repeated text,
 so they neither compress to nothing nor dedup entirely. Deterministic per --seed.
 """
-import argparse, io, os, random, sys, tarfile
+import argparse, io, random, sys, tarfile
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
@@ -35,7 +35,7 @@ class Body(io.RawIOBase):
         if n == 0:
             return 0
         if self.rnd.random() < 0.5:
-            chunk = os.urandom(n)
+            chunk = self.rnd.randbytes(n)
         else:
             line = b"strata benchmark line of moderately compressible text %d\n" % self.rnd.getrandbits(20)
             chunk = (line * (n // len(line) + 1))[:n]

@@ -110,13 +110,16 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 /// Keeps the daemon's RSS near what it really uses. glibc gives each thread that
-/// allocates its own arena and keeps freed memory there; and after a large
-/// buffer is freed it raises its mmap threshold, so later blocks of a few MiB
-/// land in (and fragment) the heaps. Called before any thread exists.
+/// allocates its own arena and keeps freed memory there, and after a large
+/// buffer is freed it raises its mmap threshold up to 32 MiB, so buffers land
+/// in (and fragment) the heaps. Two arenas and a fixed 4 MiB threshold held the
+/// corpus run at 174 MiB instead of 240 (a 512 KiB threshold gave 96 MiB but
+/// cost a quarter of the throughput: see BENCHMARKS.md). Called before any
+/// thread exists.
 fn bound_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 512 * 1024);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 * 1024 * 1024);
     }
 }

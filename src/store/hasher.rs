@@ -3,7 +3,6 @@
 
 use crate::digest::Digest;
 use bytes::Bytes;
-use sha2::{Digest as _, Sha256};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::thread::JoinHandle;
 
@@ -19,11 +18,11 @@ impl BackgroundSha256 {
         let handle = std::thread::Builder::new()
             .name("strata-sha256".into())
             .spawn(move || {
-                let mut h = Sha256::new();
+                let mut h = ring::digest::Context::new(&ring::digest::SHA256);
                 for b in rx.iter() {
                     h.update(&b);
                 }
-                h.finalize().into()
+                h.finish().as_ref().try_into().expect("sha256 is 32 bytes")
             })?;
         Ok(BackgroundSha256 {
             tx: Some(tx),
