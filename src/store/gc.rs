@@ -147,16 +147,7 @@ impl Store {
         let mut out = Vec::new();
         for item in db.iterator_cf(cf(db, CF_PACKS), rocksdb::IteratorMode::Start) {
             let (k, v) = item?;
-            let id = u32::from_be_bytes(
-                k[..]
-                    .try_into()
-                    .map_err(|_| Error::DataLoss("bad pack key".into()))?,
-            );
-            let committed = u64::from_le_bytes(
-                v[..]
-                    .try_into()
-                    .map_err(|_| Error::DataLoss("bad pack length".into()))?,
-            );
+            let (id, committed) = super::index::decode_pack_entry(&k, &v)?;
             let mut total = 0u64;
             let mut off = 0u64;
             while off < committed {

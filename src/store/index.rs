@@ -102,6 +102,17 @@ pub fn page_key(d: &Digest, page: u32) -> [u8; 36] {
     k
 }
 
+/// A `packs` entry: pack id and committed (durable) length.
+pub fn decode_pack_entry(k: &[u8], v: &[u8]) -> Result<(u32, u64)> {
+    let id = k
+        .try_into()
+        .map_err(|_| Error::DataLoss("bad pack key".into()))?;
+    let len = v
+        .try_into()
+        .map_err(|_| Error::DataLoss("bad pack length".into()))?;
+    Ok((u32::from_be_bytes(id), u64::from_le_bytes(len)))
+}
+
 /// Per-namespace facts about a blob.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct BlobMeta {

@@ -214,16 +214,7 @@ impl Store {
         let mut committed = HashMap::new();
         for item in db.iterator_cf(cf(&db, CF_PACKS), rocksdb::IteratorMode::Start) {
             let (k, v) = item?;
-            let id = u32::from_be_bytes(
-                k[..]
-                    .try_into()
-                    .map_err(|_| Error::DataLoss("bad pack key".into()))?,
-            );
-            let len = u64::from_le_bytes(
-                v[..]
-                    .try_into()
-                    .map_err(|_| Error::DataLoss("bad pack length".into()))?,
-            );
+            let (id, len) = index::decode_pack_entry(&k, &v)?;
             committed.insert(id, len);
         }
         let packs = PackSet::open(&dir.join("packs"), cfg.max_pack_bytes, &committed)?;

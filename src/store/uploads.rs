@@ -269,20 +269,7 @@ impl Upload {
     fn catch_up(&mut self) -> Result<()> {
         let mut ingest = self.new_ingest()?;
         let mut sha = Sha256::new();
-        let mut f = &self.file;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut n_total = 0u64;
-        loop {
-            let n = f
-                .read(&mut buf)
-                .map_err(|e| Error::io("reading an upload file", e))?;
-            if n == 0 {
-                break;
-            }
-            sha.update(&buf[..n]);
-            ingest.write(&buf[..n])?;
-            n_total += n as u64;
-        }
+        let n_total = feed(&self.file, &mut ingest, Some(&mut sha))?;
         self.sha = sha;
         self.offset = n_total;
         self.live = Some(ingest);
@@ -383,19 +370,10 @@ impl Upload {
             Some(i) => i,
             None => {
                 self.file.sync_data().ok();
-                let mut f =
+                let f =
                     File::open(&self.path).map_err(|e| Error::io("reopening an upload file", e))?;
                 let mut ingest = self.new_ingest()?;
-                let mut buf = vec![0u8; 1 << 20];
-                loop {
-                    let n = f
-                        .read(&mut buf)
-                        .map_err(|e| Error::io("reading an upload file", e))?;
-                    if n == 0 {
-                        break;
-                    }
-                    ingest.write(&buf[..n])?;
-                }
+                feed(&f, &mut ingest, None)?;
                 ingest
             }
         };
@@ -403,6 +381,25 @@ impl Upload {
         let outcome = ingest.commit()?;
         self.store.remove_upload(&self.key)?;
         Ok(outcome)
+    }
+}
+
+/// Reads an upload file from its start into an ingest (and a running hash).
+fn feed(mut f: &File, ingest: &mut Ingest, mut sha: Option<&mut Sha256>) -> Result<u64> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| Error::io("reading an upload file", e))?;
+        if n == 0 {
+            return Ok(total);
+        }
+        if let Some(sha) = sha.as_deref_mut() {
+            sha.update(&buf[..n]);
+        }
+        ingest.write(&buf[..n])?;
+        total += n as u64;
     }
 }
 

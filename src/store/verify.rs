@@ -63,16 +63,7 @@ impl Store {
         let mut good: HashMap<(u32, u64), HashMap<Hash, (u32, u32)>> = HashMap::new();
         for item in snap.iterator_cf(cf(db, CF_PACKS), rocksdb::IteratorMode::Start) {
             let (k, v) = item?;
-            let id = u32::from_be_bytes(
-                k[..]
-                    .try_into()
-                    .map_err(|_| Error::DataLoss("bad pack key".into()))?,
-            );
-            let committed = u64::from_le_bytes(
-                v[..]
-                    .try_into()
-                    .map_err(|_| Error::DataLoss("bad pack length".into()))?,
-            );
+            let (id, committed) = super::index::decode_pack_entry(&k, &v)?;
             r.packs += 1;
             r.pack_bytes += committed;
             let mut off = 0u64;
