@@ -14,9 +14,10 @@ use std::path::PathBuf;
     name = "strata",
     version,
     about = "A content store for container image layers: stores every file's content once, gives every blob back byte for byte",
-    long_about = "strata stores container image blobs (layer tars, plain or compressed, manifests, configs). \
+    long_about = "strata stores container image blobs (layer tars, manifests, configs, anything). \
 It splits layer tars into file bodies, cuts bodies into content-defined chunks, keeps each distinct chunk \
-once (zstd-compressed) and rebuilds every blob exactly on read.\n\n\
+once (zstd-compressed) and rebuilds every blob exactly on read. Compressed layers (tar+gzip, tar+zstd) \
+are stored exactly too, for now chunked as plain data.\n\n\
 Run the daemon with `strata serve`; the other commands talk to it over its unix socket."
 )]
 pub struct Cli {
