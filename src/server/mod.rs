@@ -4,6 +4,7 @@
 
 pub mod containerd;
 pub mod strata_api;
+mod stream;
 
 use crate::config::{DEFAULT_NAMESPACE, FRAME_BYTES, MAX_MESSAGE_BYTES, WINDOW_BYTES};
 use crate::error::{Error, Result};

@@ -1,6 +1,6 @@
 //! The `strata.v1` gRPC service over the store.
 
-use crate::config::{DEFAULT_NAMESPACE, READ_MESSAGE_BYTES};
+use crate::config::DEFAULT_NAMESPACE;
 use crate::digest::Digest;
 use crate::error::Error;
 use crate::proto::strata::v1 as pb;
@@ -170,41 +170,14 @@ impl StoreApi for StrataService {
             ))
             .into());
         }
-        let (tx, rx) = mpsc::channel::<Result<pb::ReadResponse, Status>>(4);
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut buf = Vec::with_capacity(READ_MESSAGE_BYTES);
-            let send = |buf: &mut Vec<u8>| {
-                let data = Bytes::from(std::mem::replace(
-                    buf,
-                    Vec::with_capacity(READ_MESSAGE_BYTES),
-                ));
-                tx.blocking_send(Ok(pb::ReadResponse { data })).is_ok()
-            };
-            let result =
-                store.read_range(&digest, &info.content, r.offset, r.length, &mut |piece| {
-                    let mut piece = piece;
-                    while !piece.is_empty() {
-                        let take = (READ_MESSAGE_BYTES - buf.len()).min(piece.len());
-                        buf.extend_from_slice(&piece[..take]);
-                        piece = &piece[take..];
-                        if buf.len() == READ_MESSAGE_BYTES && !send(&mut buf) {
-                            return Ok(false);
-                        }
-                    }
-                    Ok(true)
-                });
-            match result {
-                Ok(()) if !buf.is_empty() => {
-                    send(&mut buf);
-                }
-                Ok(()) => {}
-                Err(e) => {
-                    tracing::error!(%digest, error = %e, "read failed");
-                    let _ = tx.blocking_send(Err(e.into()));
-                }
-            }
-        });
+        let rx = super::stream::stream_range(
+            self.store.clone(),
+            digest,
+            info.content,
+            r.offset,
+            r.length,
+            |_, data| pb::ReadResponse { data },
+        );
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

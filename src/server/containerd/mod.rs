@@ -10,17 +10,14 @@
 mod filters;
 mod write;
 
-use crate::config::READ_MESSAGE_BYTES;
 use crate::digest::Digest;
 use crate::error::Error;
 use crate::proto::containerd::services::content::v1 as pb;
 use crate::store::uploads::UploadStatus;
 use crate::store::{validate_namespace, BlobInfo, Store};
-use bytes::Bytes;
 use filters::Filters;
 use pb::content_server::Content;
 use std::pin::Pin;
-use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
@@ -271,44 +268,17 @@ impl Content for ContentService {
                 return Ok(Response::new(Box::pin(tokio_stream::iter(msgs))));
             }
         }
-        let (tx, rx) = mpsc::channel::<Result<pb::ReadContentResponse, Status>>(4);
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut pos = offset;
-            let mut buf: Vec<u8> =
-                Vec::with_capacity(READ_MESSAGE_BYTES.min(length.max(1) as usize));
-            let flush = |buf: &mut Vec<u8>, pos: &mut u64| {
-                let data = Bytes::from(std::mem::take(buf));
-                let msg = pb::ReadContentResponse {
-                    offset: *pos as i64,
-                    data,
-                };
-                *pos += msg.data.len() as u64;
-                tx.blocking_send(Ok(msg)).is_ok()
-            };
-            let result =
-                store.read_range(&digest, &info.content, offset, length, &mut |mut piece| {
-                    while !piece.is_empty() {
-                        let take = (READ_MESSAGE_BYTES - buf.len()).min(piece.len());
-                        buf.extend_from_slice(&piece[..take]);
-                        piece = &piece[take..];
-                        if buf.len() == READ_MESSAGE_BYTES && !flush(&mut buf, &mut pos) {
-                            return Ok(false);
-                        }
-                    }
-                    Ok(true)
-                });
-            match result {
-                Ok(()) if !buf.is_empty() => {
-                    flush(&mut buf, &mut pos);
-                }
-                Ok(()) => {}
-                Err(e) => {
-                    tracing::error!(%digest, error = %e, "read failed");
-                    let _ = tx.blocking_send(Err(e.into()));
-                }
-            }
-        });
+        let rx = crate::server::stream::stream_range(
+            self.store.clone(),
+            digest,
+            info.content,
+            offset,
+            length,
+            |pos, data| pb::ReadContentResponse {
+                offset: pos as i64,
+                data,
+            },
+        );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
