@@ -20,11 +20,6 @@ CORPUS=$(realpath "${1:?usage: benches/corpus.sh CORPUS_DIR [WORK_DIR]}")
 WORK=$(realpath -m "${2:-/var/tmp/strata-bench}")
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/strata-target}
-if [ -z "${STRATA:-}" ]; then
-  (cd "$ROOT" && cargo build --release --quiet)
-  STRATA=$CARGO_TARGET_DIR/release/strata
-fi
 for t in restic borg python3 sha256sum; do
   [ -n "${SKIP_PEERS:-}" ] && [ "$t" != python3 ] && [ "$t" != sha256sum ] && continue
   command -v "$t" >/dev/null || { echo "missing $t (apt-get install restic borgbackup)" >&2; exit 1; }
@@ -32,27 +27,15 @@ done
 
 rm -rf "$WORK"; mkdir -p "$WORK"
 REPORT=$WORK/report.md
+# shellcheck source=benches/common.sh
+. "$HERE/common.sh"
 # Distinct layer tars, in corpus order.
 mapfile -t LAYERS < <(awk -F'\t' 'NR>1 && !seen[$4]++ {print $4}' "$CORPUS/corpus.tsv" | sed "s|^|$CORPUS/|")
 TOTAL=0; for f in "${LAYERS[@]}"; do TOTAL=$((TOTAL + $(stat -c %s "$f"))); done
 
-now() { date +%s.%N; }
-mbps() { python3 -c "print(f'{$1/1e6/($3-$2):.0f}')"; }
-secs() { python3 -c "print(f'{$2-$1:.2f}')"; }
 bytes_of() { du -sb "$1" | cut -f1; }
 hwm_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
-say() { echo "$*" | tee -a "$REPORT"; }
 
-# strata_start DATA_DIR [serve args...]: starts a daemon, sets PID and STRATA_SOCKET.
-strata_start() {
-  local dir=$1; shift
-  "$STRATA" serve --data-dir "$dir" --socket "$dir/strata.sock" "$@" >"$dir.log" 2>&1 &
-  PID=$!
-  export STRATA_SOCKET=$dir/strata.sock
-  for _ in $(seq 200); do [ -S "$STRATA_SOCKET" ] && return 0; sleep 0.05; done
-  echo "daemon did not start; see $dir.log" >&2; exit 1
-}
-strata_stop() { kill -TERM "$PID"; wait "$PID" || true; }
 
 say "# corpus benchmark $(date -u +%Y-%m-%dT%H:%MZ)"
 say ""

@@ -52,6 +52,9 @@ disabled_plugins = ["io.containerd.content.v1.content", "io.containerd.grpc.v1.c
   path = "{d}/opt"
 [plugins."io.containerd.gc.v1.scheduler"]
   deletion_threshold = 1
+  # No collection at start-up: on a busy machine it could land after the
+  # test's ingests and take them (nothing roots them) before the test looks.
+  startup_delay = "1h"
 [proxy_plugins]
   [proxy_plugins.strata]
     type = "content"

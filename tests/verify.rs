@@ -122,6 +122,7 @@ async fn read_until_error(
         digest: digest.into(),
         offset,
         length,
+        ..Default::default()
     };
     let mut out = Vec::new();
     let mut s = match c.read(req).await {

@@ -16,6 +16,10 @@ pub struct CatArgs {
     /// Bytes to write (0: to the end)
     #[arg(long, default_value_t = 0)]
     pub length: u64,
+    /// Write the plain stream: the tar inside a gzip or zstd blob (offset and
+    /// length then count plain bytes)
+    #[arg(long)]
+    pub plain: bool,
 }
 
 #[derive(Args, Debug)]
@@ -61,6 +65,7 @@ pub async fn cat(a: CatArgs, socket: &Path) -> anyhow::Result<()> {
         digest: a.digest,
         offset: a.offset,
         length: a.length,
+        plain: a.plain,
     };
     let mut stream = c.read(req).await.map_err(status_err)?.into_inner();
     let mut out = std::io::stdout().lock();
@@ -81,6 +86,8 @@ fn info_json(b: &pb::BlobInfo) -> serde_json::Value {
         "namespace": b.namespace, "digest": b.digest, "size": b.size, "media_type": b.media_type,
         "labels": b.labels, "created_at": b.created_at, "updated_at": b.updated_at,
         "chunks": b.chunks, "literal_bytes": b.literal_bytes, "layout": b.layout,
+        "codec": b.codec, "strategy": b.strategy, "kept": b.kept, "diff_id": b.diff_id,
+        "plain_size": b.plain_size, "extra_bytes": b.extra_bytes,
     })
 }
 
@@ -104,6 +111,20 @@ pub async fn stat(a: StatArgs, socket: &Path) -> anyhow::Result<()> {
         println!("layout:        {}", b.layout);
         println!("chunks:        {}", b.chunks);
         println!("literal bytes: {}", b.literal_bytes);
+        if !b.codec.is_empty() {
+            println!("codec:         {}", b.codec);
+            println!("strategy:      {} ({})", b.strategy, b.kept);
+            println!(
+                "diff_id:       {}",
+                if b.diff_id.is_empty() {
+                    "-"
+                } else {
+                    &b.diff_id
+                }
+            );
+            println!("plain size:    {}", b.plain_size);
+            println!("extra bytes:   {}", b.extra_bytes);
+        }
         let mut labels: Vec<_> = b.labels.iter().collect();
         labels.sort();
         for (k, v) in labels {
@@ -186,6 +207,7 @@ pub async fn stats(a: StatsArgs, socket: &Path) -> anyhow::Result<()> {
             "literal_bytes": s.literal_bytes, "bytes_on_disk": s.bytes_on_disk, "pack_bytes": s.pack_bytes,
             "index_bytes": s.index_bytes, "chunks": s.chunks, "unreferenced_chunks": s.unreferenced_chunks,
             "dedup_ratio": s.dedup_ratio, "compression_ratio": s.compression_ratio,
+            "rebuild_bytes": s.rebuild_bytes, "contents_by_strategy": s.contents_by_strategy,
         }));
     } else {
         println!(
@@ -207,6 +229,20 @@ pub async fn stats(a: StatsArgs, socket: &Path) -> anyhow::Result<()> {
         );
         println!("dedup ratio:         {:.2}", s.dedup_ratio);
         println!("compression ratio:   {:.2}", s.compression_ratio);
+        println!(
+            "rebuild bytes:       {} (kept only to rebuild compressed blobs exactly)",
+            s.rebuild_bytes
+        );
+        let by: Vec<String> = ["none", "replay", "preflate", "stored", "mixed"]
+            .iter()
+            .map(|k| {
+                format!(
+                    "{k} {}",
+                    s.contents_by_strategy.get(*k).copied().unwrap_or(0)
+                )
+            })
+            .collect();
+        println!("contents by strategy: {}", by.join(", "));
     }
     Ok(())
 }

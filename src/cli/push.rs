@@ -58,9 +58,13 @@ pub async fn run(args: PushArgs, socket: &Path) -> anyhow::Result<()> {
                 "digest": r.digest, "size": r.size, "new_bytes": r.bytes_added,
                 "plain_bytes": r.plain_bytes, "new_chunks": r.new_chunks,
                 "reused_chunks": r.reused_chunks, "already_stored": r.already_stored,
+                "kept": r.kept,
             }));
-        } else {
+        } else if r.kept.is_empty() {
             println!("{}  {}  {}", r.digest, r.size, r.bytes_added);
+        } else {
+            // A compressed blob: how its exact bytes are kept, as a fourth column.
+            println!("{}  {}  {}  {}", r.digest, r.size, r.bytes_added, r.kept);
         }
     }
     if args.json {

@@ -42,6 +42,16 @@ pub struct ServeArgs {
     /// ...and within a minute once this many chunks are unreferenced
     #[arg(long, default_value_t = 10_000, value_name = "CHUNKS")]
     pub gc_unreferenced: u64,
+    /// A gzip member or zstd frame that decodes to more than this many times
+    /// its compressed size (plus 1 MiB) is treated as a decompression bomb and
+    /// kept as received, undecoded
+    #[arg(long, default_value_t = 250, value_name = "RATIO")]
+    pub max_decompression_ratio: u64,
+    /// Do not try the general deflate rebuilder (preflate) on gzip layers no
+    /// encoder replay fits: keep them as received. Saves ingest CPU (preflate
+    /// runs at a few to 30 MB/s) at the cost of their dedup
+    #[arg(long)]
+    pub no_preflate: bool,
 }
 
 /// "90s", "30m", "24h", "2d", or plain seconds.
@@ -94,6 +104,11 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
             zstd_level: args.zstd_level,
             block_bytes: args.block_kib * 1024,
             cache_bytes: args.cache_mib << 20,
+            unwrap: crate::codec::unwrap::UnwrapConfig {
+                max_ratio: args.max_decompression_ratio.max(1),
+                preflate: !args.no_preflate,
+                decode_only: false,
+            },
             ..StoreConfig::default()
         },
         shutdown_grace: Duration::from_secs(args.shutdown_grace),

@@ -1,5 +1,6 @@
 //! The `strata.v1` gRPC service over the store.
 
+use crate::codec::plan::Strategy;
 use crate::config::DEFAULT_NAMESPACE;
 use crate::digest::Digest;
 use crate::error::Error;
@@ -42,6 +43,22 @@ pub fn blob_info_pb(b: &BlobInfo) -> pb::BlobInfo {
         chunks: b.content.chunk_refs,
         literal_bytes: b.content.literal_bytes,
         layout: b.content.layout_name().to_string(),
+        codec: b.codec().to_string(),
+        strategy: b.content.strategy().name().to_string(),
+        kept: b.kept.clone(),
+        diff_id: b
+            .content
+            .wrap
+            .as_ref()
+            .and_then(|w| w.diff_id)
+            .map(|d| Digest(d).to_string())
+            .unwrap_or_default(),
+        plain_size: b
+            .content
+            .wrap
+            .as_ref()
+            .map_or(b.content.size, |w| w.plain_size.unwrap_or(0)),
+        extra_bytes: b.content.wrap.as_ref().map_or(0, |w| w.extra_bytes),
     }
 }
 
@@ -150,6 +167,7 @@ impl StoreApi for StrataService {
             reused_chunks: outcome.reused_chunks,
             bytes_added: outcome.bytes_added,
             already_stored: outcome.already_stored,
+            kept: outcome.kept,
         }))
     }
 
@@ -163,10 +181,18 @@ impl StoreApi for StrataService {
         let digest = Digest::parse(&r.digest)?;
         let ns = ns_or_default(r.namespace);
         let info = self.store.stat(&ns, &digest)?;
-        if r.offset > info.content.size {
+        let size = match (&info.content.wrap, r.plain) {
+            (Some(w), true) => w.plain_size.ok_or_else(|| {
+                Error::FailedPrecondition(format!(
+                    "{digest} does not decode to its end (corrupt, truncated or a decompression bomb), so it has no plain form"
+                ))
+            })?,
+            _ => info.content.size,
+        };
+        if r.offset > size {
             return Err(Error::OutOfRange(format!(
-                "offset {} is past the end of {digest} ({} bytes)",
-                r.offset, info.content.size
+                "offset {} is past the end of {digest} ({size} bytes)",
+                r.offset
             ))
             .into());
         }
@@ -176,6 +202,7 @@ impl StoreApi for StrataService {
             info.content,
             r.offset,
             r.length,
+            r.plain,
             |_, data| pb::ReadResponse { data },
         );
         Ok(Response::new(Box::pin(
@@ -248,6 +275,11 @@ impl StoreApi for StrataService {
             chunk_plain_bytes: c.chunk_plain_bytes,
             literal_bytes: c.literal_bytes,
             unreferenced_chunks: c.unreferenced_chunks,
+            rebuild_bytes: c.rebuild_bytes,
+            contents_by_strategy: Strategy::ALL
+                .iter()
+                .map(|s| (s.name().to_string(), c.by_strategy[*s as usize]))
+                .collect(),
         }))
     }
 

@@ -9,13 +9,16 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tonic::Status;
 
-/// `wrap(offset, data)` builds each message; `offset` is where `data` starts in the blob.
+/// `wrap(offset, data)` builds each message; `offset` is where `data` starts in the blob
+/// (in its plain stream, when `plain`).
+#[allow(clippy::too_many_arguments)]
 pub fn stream_range<M: Send + 'static>(
     store: Store,
     digest: Digest,
     content: Content,
     offset: u64,
     length: u64,
+    plain: bool,
     wrap: impl Fn(u64, Bytes) -> M + Send + 'static,
 ) -> mpsc::Receiver<Result<M, Status>> {
     let (tx, rx) = mpsc::channel::<Result<M, Status>>(4);
@@ -32,17 +35,29 @@ pub fn stream_range<M: Send + 'static>(
             *pos += n;
             ok
         };
-        let result = store.read_range(&digest, &content, offset, length, &mut |mut piece| {
-            while !piece.is_empty() {
-                let take = (READ_MESSAGE_BYTES - buf.len()).min(piece.len());
-                buf.extend_from_slice(&piece[..take]);
-                piece = &piece[take..];
-                if buf.len() == READ_MESSAGE_BYTES && !send(&mut buf, &mut pos) {
-                    return Ok(false);
+        let read = if plain {
+            Store::read_plain
+        } else {
+            Store::read_range
+        };
+        let result = read(
+            &store,
+            &digest,
+            &content,
+            offset,
+            length,
+            &mut |mut piece| {
+                while !piece.is_empty() {
+                    let take = (READ_MESSAGE_BYTES - buf.len()).min(piece.len());
+                    buf.extend_from_slice(&piece[..take]);
+                    piece = &piece[take..];
+                    if buf.len() == READ_MESSAGE_BYTES && !send(&mut buf, &mut pos) {
+                        return Ok(false);
+                    }
                 }
-            }
-            Ok(true)
-        });
+                Ok(true)
+            },
+        );
         match result {
             Ok(()) if !buf.is_empty() => {
                 send(&mut buf, &mut pos);

@@ -36,7 +36,7 @@ impl Store {
         let released = content.holders == 0;
         if released {
             let mut refs: HashMap<[u8; 32], u64> = HashMap::new();
-            for page in 0..content.page_starts.len() as u32 {
+            for page in 0..content.page_count() {
                 let key = page_key(digest, page);
                 let stored = db.get_pinned_cf(cf(db, CF_RECIPES), key)?.ok_or_else(|| {
                     Error::DataLoss(format!("recipe page {page} of {digest} is missing"))
@@ -72,7 +72,13 @@ impl Store {
                 }
                 batch.put_cf(rc_cf, h, new.to_le_bytes());
             }
+            if content.wrap.is_some() {
+                batch.delete_cf(cf(db, CF_RECIPES), index::plan_key(digest));
+            }
             batch.delete_cf(cf(db, CF_RECIPES), digest.0);
+            c.rebuild_bytes -= content.wrap.as_ref().map_or(0, |w| w.extra_bytes);
+            let s = &mut c.by_strategy[content.strategy() as usize];
+            *s = s.saturating_sub(1);
             c.contents -= 1;
             c.literal_bytes -= content.literal_bytes;
         } else {

@@ -4,7 +4,8 @@
 //! |-----------|-----------------------------|----------------------------------------|
 //! | blobs     | namespace \0 sha256[32]     | BlobMeta (JSON: media type, labels, times) |
 //! | recipes   | sha256[32]                  | Content (size, holders, page starts)   |
-//! | recipes   | sha256[32] page u32 BE      | one recipe page                        |
+//! | recipes   | sha256[32] page u32 BE      | one recipe page (plain pages, then raw) |
+//! | recipes   | sha256[32] ff ff ff ff      | rebuild plan of a compressed blob      |
 //! | chunks    | blake3[32]                  | ChunkLoc                               |
 //! | refcounts | blake3[32]                  | u64: recipe references to the chunk    |
 //! | packs     | pack id u32 BE              | u64: committed (durable) length        |
@@ -95,6 +96,11 @@ pub fn ns_prefix(ns: &str) -> Vec<u8> {
     k
 }
 
+/// Where a compressed blob's rebuild plan is kept: after every page.
+pub fn plan_key(d: &Digest) -> [u8; 36] {
+    page_key(d, u32::MAX)
+}
+
 pub fn page_key(d: &Digest, page: u32) -> [u8; 36] {
     let mut k = [0u8; 36];
     k[..32].copy_from_slice(&d.0);
@@ -144,12 +150,53 @@ pub struct Content {
     pub literal_bytes: u64,
     /// Bytes of the recipe pages in the index.
     pub recipe_bytes: u64,
+    /// Where each page of the plain recipe starts (pages 0..n).
     pub page_starts: Vec<u64>,
+    /// Compressed blobs: how they are kept (see `codec`).
+    pub wrap: Option<Wrap>,
+}
+
+/// What a compressed blob keeps besides its plain recipe: its rebuild plan
+/// (under `plan_key`) and a raw recipe (pages n..n+m) of the bytes kept as
+/// received and of preflate corrections.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Wrap {
+    /// 1 gzip, 2 zstd.
+    pub codec: u8,
+    /// `codec::plan::Strategy` as a number.
+    pub strategy: u8,
+    /// Size of the plain recipe's stream.
+    pub recipe_size: u64,
+    /// The decoded tar's size and sha256, when every member decoded.
+    pub plain_size: Option<u64>,
+    pub diff_id: Option<[u8; 32]>,
+    pub raw_size: u64,
+    pub raw_page_starts: Vec<u64>,
+    /// Bytes kept only to rebuild the compressed form: the plan and the raw
+    /// stream (before chunk compression).
+    pub extra_bytes: u64,
 }
 
 impl Content {
+    /// Pages of both recipes.
+    pub fn page_count(&self) -> u32 {
+        (self.page_starts.len() + self.wrap.as_ref().map_or(0, |w| w.raw_page_starts.len())) as u32
+    }
+
+    pub fn strategy(&self) -> crate::codec::plan::Strategy {
+        use crate::codec::plan::Strategy;
+        self.wrap
+            .as_ref()
+            .map_or(Strategy::None, |w| Strategy::from_index(w.strategy))
+    }
+
+    /// Length of the stream the plain recipe holds.
+    pub fn recipe_size(&self) -> u64 {
+        self.wrap.as_ref().map_or(self.size, |w| w.recipe_size)
+    }
+
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = vec![1u8, self.layout];
+        let mut b = vec![if self.wrap.is_some() { 2u8 } else { 1 }, self.layout];
         for v in [
             self.size,
             self.holders as u64,
@@ -165,12 +212,38 @@ impl Content {
             put_varint(&mut b, s - prev);
             prev = s;
         }
+        if let Some(w) = &self.wrap {
+            b.push(w.codec);
+            b.push(w.strategy);
+            for v in [
+                w.recipe_size,
+                w.plain_size.map_or(0, |s| s + 1),
+                w.raw_size,
+                w.extra_bytes,
+            ] {
+                put_varint(&mut b, v);
+            }
+            match &w.diff_id {
+                Some(d) => {
+                    b.push(1);
+                    b.extend_from_slice(d);
+                }
+                None => b.push(0),
+            }
+            put_varint(&mut b, w.raw_page_starts.len() as u64);
+            let mut prev = 0;
+            for &s in &w.raw_page_starts {
+                put_varint(&mut b, s - prev);
+                prev = s;
+            }
+        }
         b
     }
 
     pub fn decode(b: &[u8]) -> Result<Self> {
         let mut r = Reader::new(b, "content");
-        if r.u8()? != 1 {
+        let version = r.u8()?;
+        if version != 1 && version != 2 {
             return Err(Error::DataLoss(
                 "content record has an unknown version".into(),
             ));
@@ -188,6 +261,37 @@ impl Content {
             prev += r.varint()?;
             page_starts.push(prev);
         }
+        let wrap = if version == 2 {
+            let codec = r.u8()?;
+            let strategy = r.u8()?;
+            let recipe_size = r.varint()?;
+            let plain_size = r.varint()?.checked_sub(1);
+            let raw_size = r.varint()?;
+            let extra_bytes = r.varint()?;
+            let diff_id = match r.u8()? {
+                0 => None,
+                _ => Some(r.array::<32>()?),
+            };
+            let n = r.varint()? as usize;
+            let mut raw_page_starts = Vec::with_capacity(n.min(1 << 20));
+            let mut prev = 0u64;
+            for _ in 0..n {
+                prev += r.varint()?;
+                raw_page_starts.push(prev);
+            }
+            Some(Wrap {
+                codec,
+                strategy,
+                recipe_size,
+                plain_size,
+                diff_id,
+                raw_size,
+                raw_page_starts,
+                extra_bytes,
+            })
+        } else {
+            None
+        };
         Ok(Content {
             size,
             layout,
@@ -196,6 +300,7 @@ impl Content {
             literal_bytes,
             recipe_bytes,
             page_starts,
+            wrap,
         })
     }
 
@@ -220,12 +325,17 @@ pub struct Counters {
     pub unreferenced_chunks: u64,
     /// Committed pack bytes (compressed chunk data and record headers).
     pub pack_bytes: u64,
+    /// Bytes kept only to rebuild compressed blobs exactly (`Wrap::extra_bytes`).
+    pub rebuild_bytes: u64,
+    /// Contents by how they are kept (`codec::plan::Strategy` order).
+    pub by_strategy: [u64; 5],
 }
 
 impl Counters {
-    const N: usize = 8;
+    const N: usize = 14;
 
     fn fields(&mut self) -> [&mut u64; Self::N] {
+        let [s0, s1, s2, s3, s4] = &mut self.by_strategy;
         [
             &mut self.blobs,
             &mut self.logical_bytes,
@@ -235,6 +345,12 @@ impl Counters {
             &mut self.literal_bytes,
             &mut self.unreferenced_chunks,
             &mut self.pack_bytes,
+            &mut self.rebuild_bytes,
+            s0,
+            s1,
+            s2,
+            s3,
+            s4,
         ]
     }
 
@@ -251,6 +367,10 @@ impl Counters {
         let mut c = Counters::default();
         let mut r = Reader::new(b, "counters");
         for f in c.fields() {
+            // Records written before a field existed end early.
+            if r.is_empty() {
+                break;
+            }
             *f = r.varint()?;
         }
         Ok(c)
@@ -271,8 +391,21 @@ mod tests {
             literal_bytes: 5,
             recipe_bytes: 77,
             page_starts: vec![0, 100, 1 << 32],
+            wrap: None,
         };
         assert_eq!(Content::decode(&c.encode()).unwrap(), c);
+        let mut w = c.clone();
+        w.wrap = Some(Wrap {
+            codec: 1,
+            strategy: 1,
+            recipe_size: 5000,
+            plain_size: Some(0),
+            diff_id: Some([9; 32]),
+            raw_size: 12,
+            raw_page_starts: vec![0, 7],
+            extra_bytes: 40,
+        });
+        assert_eq!(Content::decode(&w.encode()).unwrap(), w);
         let n = Counters {
             blobs: 1,
             logical_bytes: 2,
@@ -282,6 +415,8 @@ mod tests {
             literal_bytes: 6,
             unreferenced_chunks: 7,
             pack_bytes: 8,
+            rebuild_bytes: 9,
+            by_strategy: [1, 2, 3, 4, 5],
         };
         assert_eq!(Counters::decode(&n.encode()).unwrap(), n);
     }

@@ -8,14 +8,17 @@
 
 use super::hasher::BackgroundSha256;
 use super::index::{
-    self, cf, BlobMeta, Content, CF_BLOBS, CF_CHUNKS, CF_META, CF_PACKS, CF_RECIPES, CF_REFCOUNTS,
+    self, cf, BlobMeta, Content, Wrap, CF_BLOBS, CF_CHUNKS, CF_META, CF_PACKS, CF_RECIPES,
+    CF_REFCOUNTS,
 };
 use super::pack::{self, BlockBuilder, ChunkLoc, Hash, PackWriter};
 use super::recipe::{Recipe, RecipeBuilder};
 use super::{now_secs, validate_namespace, Inner, Store};
+use crate::codec::plan::Plan;
+use crate::codec::unwrap::{Streams, Unwrapper};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::split::{Layout, Sink, Splitter};
+use crate::split::{Layout, Sink, Splitter, StreamChunker};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
@@ -44,6 +47,16 @@ pub struct PushOutcome {
     pub reused_chunks: u64,
     pub bytes_added: u64,
     pub already_stored: bool,
+    /// How a compressed blob is kept ("zlib-6", "stored", ...); empty when
+    /// the blob is not compressed.
+    pub kept: String,
+}
+
+/// What a commit writes of a blob's recipes.
+struct Recipes {
+    recipe: Recipe,
+    raw: Recipe,
+    plan: Option<Plan>,
 }
 
 pub struct Ingest {
@@ -51,7 +64,10 @@ pub struct Ingest {
     opts: IngestOptions,
     sha: Option<BackgroundSha256>,
     size: u64,
+    unwrap: Option<Unwrapper>,
     splitter: Splitter,
+    /// Cuts the raw stream (compressed bytes kept as received, corrections).
+    raw_chunker: StreamChunker,
     sink: ChunkSink,
 }
 
@@ -65,6 +81,9 @@ struct Seen {
 struct ChunkSink {
     inner: Arc<Inner>,
     recipe: RecipeBuilder,
+    raw: RecipeBuilder,
+    /// Segments go to the raw recipe rather than the plain one.
+    to_raw: bool,
     seen: HashMap<Hash, Seen>,
     block: BlockBuilder,
     writer: Option<WriterThread>,
@@ -103,10 +122,17 @@ impl Store {
                 BackgroundSha256::new().map_err(|e| Error::io("starting a hashing thread", e))?,
             ),
             size: 0,
+            unwrap: Some(Unwrapper::new(
+                inner.cfg.unwrap.clone(),
+                &inner.dir.join("ingest"),
+            )),
             splitter: Splitter::new(inner.cutter.clone()),
+            raw_chunker: StreamChunker::new(inner.cutter.clone()),
             sink: ChunkSink {
                 inner,
                 recipe: RecipeBuilder::default(),
+                raw: RecipeBuilder::default(),
+                to_raw: false,
                 seen: HashMap::new(),
                 block: BlockBuilder::default(),
                 writer: Some(WriterThread {
@@ -186,13 +212,13 @@ impl Sink for ChunkSink {
     type Error = Error;
 
     fn literal(&mut self, bytes: &[u8]) -> Result<()> {
-        self.recipe.literal(bytes);
+        self.recipe().literal(bytes);
         Ok(())
     }
 
     fn chunk(&mut self, bytes: &[u8]) -> Result<()> {
         let hash = *blake3::hash(bytes).as_bytes();
-        self.recipe.chunk(hash, bytes.len() as u32);
+        self.recipe().chunk(hash, bytes.len() as u32);
         if let Some(s) = self.seen.get_mut(&hash) {
             s.refs += 1;
             self.reused_chunks += 1;
@@ -226,7 +252,38 @@ impl Sink for ChunkSink {
     }
 }
 
+/// The codec stage's two output streams: the plain one goes through the
+/// tar-aware splitter, the raw one is cut as plain data.
+struct Bridge<'a> {
+    splitter: &'a mut Splitter,
+    raw_chunker: &'a mut StreamChunker,
+    sink: &'a mut ChunkSink,
+}
+
+impl Streams for Bridge<'_> {
+    fn plain(&mut self, b: &[u8]) -> Result<()> {
+        self.sink.to_raw = false;
+        self.splitter.feed(b, self.sink)
+    }
+
+    fn raw(&mut self, b: &[u8]) -> Result<()> {
+        let sink = &mut *self.sink;
+        sink.to_raw = true;
+        let r = self.raw_chunker.push(b, &mut |c| sink.chunk(c));
+        sink.to_raw = false;
+        r
+    }
+}
+
 impl ChunkSink {
+    fn recipe(&mut self) -> &mut RecipeBuilder {
+        if self.to_raw {
+            &mut self.raw
+        } else {
+            &mut self.recipe
+        }
+    }
+
     fn send_block(&mut self) -> Result<()> {
         let block = std::mem::take(&mut self.block);
         let w = self.writer.as_ref().expect("writer running until finish");
@@ -296,7 +353,15 @@ impl Ingest {
             .as_mut()
             .expect("hasher runs until commit")
             .update(data.clone());
-        self.splitter.feed(&data, &mut self.sink)
+        let unwrap = self.unwrap.as_mut().expect("codec stage runs until commit");
+        unwrap.feed(
+            &data,
+            &mut Bridge {
+                splitter: &mut self.splitter,
+                raw_chunker: &mut self.raw_chunker,
+                sink: &mut self.sink,
+            },
+        )
     }
 
     pub fn bytes_received(&self) -> u64 {
@@ -318,7 +383,20 @@ impl Ingest {
     /// Ends the push: checks what the client expected, then makes the blob
     /// durable and visible, or leaves nothing behind.
     pub fn commit(mut self) -> Result<PushOutcome> {
+        let unwrap = self.unwrap.take().expect("codec stage runs until commit");
+        let plan = unwrap.finish(&mut Bridge {
+            splitter: &mut self.splitter,
+            raw_chunker: &mut self.raw_chunker,
+            sink: &mut self.sink,
+        })?;
+        self.sink.to_raw = false;
         let layout = self.splitter.finish(&mut self.sink)?;
+        self.sink.to_raw = true;
+        {
+            let sink = &mut self.sink;
+            self.raw_chunker.finish(&mut |c| sink.chunk(c))?;
+        }
+        self.sink.to_raw = false;
         if !self.sink.block.is_empty() {
             self.sink.send_block()?;
         }
@@ -336,9 +414,16 @@ impl Ingest {
             return Err(e);
         }
         let recipe = std::mem::take(&mut self.sink.recipe).finish();
+        let raw = std::mem::take(&mut self.sink.raw).finish();
         let sink = &self.sink;
         let result = self.store.commit_content(
-            &self.opts, digest, self.size, layout, recipe, &sink.seen, &done,
+            &self.opts,
+            digest,
+            self.size,
+            layout,
+            Recipes { recipe, raw, plan },
+            &sink.seen,
+            &done,
         );
         match result {
             Ok(mut outcome) => {
@@ -359,7 +444,7 @@ impl Ingest {
                         0
                     };
                 tracing::info!(
-                    %digest, size = self.size, layout = layout.as_str(), entries = self.splitter.entries(),
+                    %digest, size = self.size, layout = layout.as_str(), entries = self.splitter.entries(), kept = %outcome.kept,
                     new_chunks = outcome.new_chunks, reused = outcome.reused_chunks, added = outcome.bytes_added,
                     "blob committed"
                 );
@@ -400,7 +485,7 @@ impl Store {
         digest: Digest,
         size: u64,
         layout: Layout,
-        recipe: Recipe,
+        recipes: Recipes,
         seen: &HashMap<Hash, Seen>,
         done: &WriterDone,
     ) -> Result<PushOutcome> {
@@ -422,10 +507,12 @@ impl Store {
             updated_at: now,
         };
         batch.put_cf(cf(db, CF_BLOBS), &bkey, meta.encode());
+        let Recipes { recipe, raw, plan } = recipes;
         let mut outcome = PushOutcome {
             digest: Some(digest),
             size,
             plain_bytes: size,
+            kept: plan.as_ref().map(Plan::describe).unwrap_or_default(),
             ..Default::default()
         };
 
@@ -469,9 +556,30 @@ impl Store {
                 };
                 batch.put_cf(rc_cf, h, (old + seen[*h].refs).to_le_bytes());
             }
-            let recipe_bytes = recipe.stored_bytes();
-            for (i, page) in recipe.pages.iter().enumerate() {
+            let mut recipe_bytes = recipe.stored_bytes();
+            for (i, page) in recipe.pages.iter().chain(raw.pages.iter()).enumerate() {
                 batch.put_cf(cf(db, CF_RECIPES), index::page_key(&digest, i as u32), page);
+            }
+            let wrap = match &plan {
+                None => None,
+                Some(plan) => {
+                    let rec = plan.encode();
+                    recipe_bytes += raw.stored_bytes() + rec.len() as u64;
+                    batch.put_cf(cf(db, CF_RECIPES), index::plan_key(&digest), &rec);
+                    Some(Wrap {
+                        codec: plan.codec.tag(),
+                        strategy: plan.strategy() as u8,
+                        recipe_size: recipe.size,
+                        plain_size: plan.plain_size,
+                        diff_id: plan.diff_id,
+                        raw_size: raw.size,
+                        raw_page_starts: raw.page_starts.clone(),
+                        extra_bytes: raw.size + rec.len() as u64,
+                    })
+                }
+            };
+            if let Some(p) = &plan {
+                outcome.plain_bytes = p.plain_size.unwrap_or(recipe.size);
             }
             let content = Content {
                 size,
@@ -481,12 +589,15 @@ impl Store {
                     Layout::TarThenRaw => 2,
                 },
                 holders: 1,
-                chunk_refs: recipe.chunk_refs,
-                literal_bytes: recipe.literal_bytes,
+                chunk_refs: recipe.chunk_refs + raw.chunk_refs,
+                literal_bytes: recipe.literal_bytes + raw.literal_bytes,
                 recipe_bytes,
                 page_starts: recipe.page_starts,
+                wrap,
             };
             batch.put_cf(cf(db, CF_RECIPES), digest.0, content.encode());
+            c.rebuild_bytes += content.wrap.as_ref().map_or(0, |w| w.extra_bytes);
+            c.by_strategy[content.strategy() as usize] += 1;
             let written = done.writer.len - done.start_len;
             batch.put_cf(
                 cf(db, CF_PACKS),

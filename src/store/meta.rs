@@ -36,6 +36,7 @@ impl Store {
         Ok(BlobInfo {
             namespace: ns.to_string(),
             digest: *digest,
+            kept: self.kept(digest, &content)?,
             content,
             meta,
         })

@@ -46,6 +46,8 @@ pub struct StoreConfig {
     pub block_bytes: usize,
     pub max_pack_bytes: u64,
     pub cache_bytes: usize,
+    /// How compressed blobs are decoded and proven (bomb ratio, preflate).
+    pub unwrap: crate::codec::unwrap::UnwrapConfig,
 }
 
 impl Default for StoreConfig {
@@ -56,6 +58,7 @@ impl Default for StoreConfig {
             block_bytes: 2 << 20,
             max_pack_bytes: 1 << 30,
             cache_bytes: 32 << 20,
+            unwrap: Default::default(),
         }
     }
 }
@@ -74,6 +77,10 @@ struct Inner {
     blocks: Lru<(u32, u64), Vec<u8>>,
     /// Decoded recipe pages by (content digest, page).
     pages: Lru<(Digest, u32), Vec<Segment>>,
+    /// Rebuild plans of compressed blobs.
+    plans: Lru<Digest, crate::codec::plan::Plan>,
+    /// Rebuilds paused where a read stopped, for the reader's next range.
+    cursors: Mutex<Vec<(Digest, crate::codec::rebuild::Cursor)>>,
     cutter: Cutter,
     cfg: StoreConfig,
     /// The commit lock, and the figures it keeps exact.
@@ -93,6 +100,19 @@ pub struct BlobInfo {
     pub digest: Digest,
     pub content: Content,
     pub meta: BlobMeta,
+    /// How a compressed blob's exact bytes are kept ("zlib-6", "stored", ...).
+    pub kept: String,
+}
+
+impl BlobInfo {
+    pub fn codec(&self) -> &'static str {
+        match self.content.wrap.as_ref().map(|w| w.codec) {
+            Some(1) => "gzip",
+            Some(2) => "zstd",
+            Some(_) => "unknown",
+            None => "",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -125,6 +145,7 @@ fn ratio(a: u64, b: u64) -> f64 {
 
 /// Decoded recipe pages kept for ranged reads (weighed by their literal bytes and segments).
 const PAGE_CACHE_BYTES: usize = 8 << 20;
+const PLAN_CACHE_BYTES: usize = 1 << 20;
 
 pub fn now_secs() -> i64 {
     std::time::SystemTime::now()
@@ -233,6 +254,17 @@ impl Store {
                         })
                         .sum()
                 }),
+                plans: Lru::new(PLAN_CACHE_BYTES, |p| {
+                    p.parts.len() * 64
+                        + p.parts
+                            .iter()
+                            .map(|x| match x {
+                                crate::codec::plan::Part::Literal(b) => b.len(),
+                                _ => 0,
+                            })
+                            .sum::<usize>()
+                }),
+                cursors: Mutex::new(Vec::new()),
                 cutter: Cutter::new(chunk_sizes),
                 cfg,
                 counters: Mutex::new(counters),
@@ -282,6 +314,7 @@ impl Store {
         Ok(BlobInfo {
             namespace: ns.to_string(),
             digest: *digest,
+            kept: self.kept(digest, &content)?,
             content,
             meta: BlobMeta::decode(&meta)?,
         })
@@ -316,11 +349,19 @@ impl Store {
             out.push(BlobInfo {
                 namespace: ns.to_string(),
                 digest,
+                kept: self.kept(&digest, &content)?,
                 content,
                 meta,
             });
         }
         Ok(out)
+    }
+
+    pub(crate) fn kept(&self, digest: &Digest, content: &Content) -> Result<String> {
+        Ok(match content.wrap {
+            Some(_) => self.plan(digest)?.describe(),
+            None => String::new(),
+        })
     }
 
     /// The store's counters alone (no disk walk): cheap.

@@ -1,13 +1,80 @@
 //! Reads: a byte range of a blob, rebuilt from its recipe. Only the recipe pages
 //! the range touches are decoded; chunks come from decoded blocks, cached.
 
-use super::index::{cf, page_key, Content, CF_CHUNKS, CF_RECIPES};
+use super::index::{cf, page_key, plan_key, Content, CF_CHUNKS, CF_RECIPES};
 use super::pack::{self, ChunkLoc};
 use super::recipe::{decode_page, Segment};
 use super::Store;
+use crate::codec::plan::Plan;
+use crate::codec::rebuild::{self, Cursor, Out, Source};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use std::sync::Arc;
+
+/// The end of a requested range, or OutOfRange past the end (containerd's rules).
+fn check_range(digest: &Digest, size: u64, offset: u64, length: u64) -> Result<u64> {
+    if offset > size {
+        return Err(Error::OutOfRange(format!(
+            "offset {offset} is past the end of {digest} ({size} bytes)"
+        )));
+    }
+    Ok(if length == 0 {
+        size
+    } else {
+        offset.saturating_add(length).min(size)
+    })
+}
+
+/// A compressed blob's two recipes, as the rebuild reads them.
+struct StoreSource<'a> {
+    store: &'a Store,
+    digest: &'a Digest,
+    content: &'a Content,
+}
+
+impl Source for StoreSource<'_> {
+    fn plain(&mut self, offset: u64, len: u64, out: &mut Out) -> Result<bool> {
+        let rec = RecipeView::plain(self.content);
+        self.store
+            .read_recipe(self.digest, rec, offset, offset + len, false, out)
+    }
+
+    fn raw(&mut self, offset: u64, len: u64, out: &mut Out) -> Result<bool> {
+        let rec = RecipeView::raw(self.content);
+        self.store
+            .read_recipe(self.digest, rec, offset, offset + len, false, out)
+    }
+}
+
+/// One of a content's recipes: its pages and the stream they rebuild.
+#[derive(Clone, Copy)]
+struct RecipeView<'a> {
+    page_base: u32,
+    page_starts: &'a [u64],
+    size: u64,
+}
+
+impl<'a> RecipeView<'a> {
+    fn plain(c: &'a Content) -> Self {
+        RecipeView {
+            page_base: 0,
+            page_starts: &c.page_starts,
+            size: c.recipe_size(),
+        }
+    }
+
+    fn raw(c: &'a Content) -> Self {
+        let w = c.wrap.as_ref();
+        RecipeView {
+            page_base: c.page_starts.len() as u32,
+            page_starts: w.map_or(&[][..], |w| &w.raw_page_starts[..]),
+            size: w.map_or(0, |w| w.raw_size),
+        }
+    }
+}
+
+/// Paused rebuilds kept for readers that come back for the next range.
+const CURSORS: usize = 4;
 
 impl Store {
     /// Streams `[offset, offset+length)` of a stored content to `out` (length 0:
@@ -20,13 +87,57 @@ impl Store {
         length: u64,
         out: &mut dyn FnMut(&[u8]) -> Result<bool>,
     ) -> Result<()> {
-        self.read_range_with(digest, content, offset, length, false, out)
-            .map(|_| ())
+        let end = check_range(digest, content.size, offset, length)?;
+        if content.wrap.is_none() {
+            self.read_recipe(digest, RecipeView::plain(content), offset, end, false, out)?;
+            return Ok(());
+        }
+        let plan = self.plan(digest)?;
+        let mut cur = self.take_cursor(digest, &plan, offset);
+        let mut src = StoreSource {
+            store: self,
+            digest,
+            content,
+        };
+        let r = rebuild::rebuild(&mut cur, &mut src, offset, end, out);
+        if r.is_ok() {
+            self.put_cursor(*digest, cur);
+        }
+        r.map(|_| ())
+    }
+
+    /// Streams `[offset, offset+length)` of a blob's plain stream: the tar
+    /// inside a compressed blob, the blob itself otherwise.
+    pub fn read_plain(
+        &self,
+        digest: &Digest,
+        content: &Content,
+        offset: u64,
+        length: u64,
+        out: &mut dyn FnMut(&[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        let Some(w) = &content.wrap else {
+            return self.read_range(digest, content, offset, length, out);
+        };
+        let size = w.plain_size.ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "{digest} does not decode to its end (corrupt, truncated or a decompression bomb), so it has no plain form"
+            ))
+        })?;
+        let end = check_range(digest, size, offset, length)?;
+        let plan = self.plan(digest)?;
+        let mut src = StoreSource {
+            store: self,
+            digest,
+            content,
+        };
+        rebuild::plain(&plan, &mut src, offset, end, out).map(|_| ())
     }
 
     /// Like `read_range`, but only from the caches: returns false, having
     /// written some prefix or nothing, when a page or block would have to come
-    /// from disk. Lets a caller serve small reads without a thread hand-off.
+    /// from disk (or a compressed blob would have to be rebuilt). Lets a
+    /// caller serve small reads without a thread hand-off.
     pub fn read_range_cached(
         &self,
         digest: &Digest,
@@ -35,42 +146,78 @@ impl Store {
         length: u64,
         out: &mut dyn FnMut(&[u8]) -> Result<bool>,
     ) -> Result<bool> {
-        self.read_range_with(digest, content, offset, length, true, out)
+        let end = check_range(digest, content.size, offset, length)?;
+        if content.wrap.is_some() {
+            return Ok(offset == end);
+        }
+        self.read_recipe(digest, RecipeView::plain(content), offset, end, true, out)
     }
 
-    fn read_range_with(
+    /// A compressed blob's rebuild plan, from the cache when it is there.
+    pub(crate) fn plan(&self, digest: &Digest) -> Result<Arc<Plan>> {
+        if let Some(p) = self.inner.plans.get(digest) {
+            return Ok(p);
+        }
+        let rec = self
+            .db()
+            .get_pinned_cf(cf(self.db(), CF_RECIPES), plan_key(digest))?
+            .ok_or_else(|| Error::DataLoss(format!("the rebuild plan of {digest} is missing")))?;
+        let plan = Arc::new(Plan::decode(&rec)?);
+        self.inner.plans.insert(*digest, plan.clone());
+        Ok(plan)
+    }
+
+    /// The paused rebuild of this blob nearest before `offset`, or a new one.
+    fn take_cursor(&self, digest: &Digest, plan: &Arc<Plan>, offset: u64) -> Cursor {
+        let mut cs = self.inner.cursors.lock();
+        let best = cs
+            .iter()
+            .enumerate()
+            .filter(|(_, (d, c))| d == digest && c.pos() <= offset && Arc::ptr_eq(c.plan(), plan))
+            .max_by_key(|(_, (_, c))| c.pos())
+            .map(|(i, _)| i);
+        match best {
+            Some(i) => cs.remove(i).1,
+            None => Cursor::new(plan.clone()),
+        }
+    }
+
+    fn put_cursor(&self, digest: Digest, cur: Cursor) {
+        let mut cs = self.inner.cursors.lock();
+        if cs.len() >= CURSORS {
+            cs.remove(0);
+        }
+        cs.push((digest, cur));
+    }
+
+    /// Streams `[offset, end)` of one recipe's stream.
+    fn read_recipe(
         &self,
         digest: &Digest,
-        content: &Content,
+        rec: RecipeView,
         offset: u64,
-        length: u64,
+        end: u64,
         cached_only: bool,
         out: &mut dyn FnMut(&[u8]) -> Result<bool>,
     ) -> Result<bool> {
-        if offset > content.size {
-            return Err(Error::OutOfRange(format!(
-                "offset {offset} is past the end of {digest} ({} bytes)",
-                content.size
-            )));
-        }
-        let end = if length == 0 {
-            content.size
-        } else {
-            offset.saturating_add(length).min(content.size)
-        };
-        if offset == end {
+        if offset >= end {
             return Ok(true);
         }
-        let first_page = content
+        if end > rec.size {
+            return Err(Error::DataLoss(format!(
+                "a read of {digest} runs past the end of its recipe"
+            )));
+        }
+        let first_page = rec
             .page_starts
             .partition_point(|&s| s <= offset)
             .saturating_sub(1);
-        for page in first_page..content.page_starts.len() {
-            let mut pos = content.page_starts[page];
+        for page in first_page..rec.page_starts.len() {
+            let mut pos = rec.page_starts[page];
             if pos >= end {
                 break;
             }
-            let Some(segs) = self.page(digest, page as u32, cached_only)? else {
+            let Some(segs) = self.page(digest, rec.page_base + page as u32, cached_only)? else {
                 return Ok(false);
             };
             for seg in segs.iter() {

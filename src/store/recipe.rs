@@ -108,11 +108,14 @@ impl RecipeBuilder {
             page_starts: self.page_starts,
             chunk_refs: self.chunk_refs,
             literal_bytes: self.literal_bytes,
+            size: self.offset,
         }
     }
 }
 
 pub struct Recipe {
+    /// Length of the stream the recipe rebuilds.
+    pub size: u64,
     pub pages: Vec<Vec<u8>>,
     pub page_starts: Vec<u64>,
     pub chunk_refs: u64,

@@ -50,6 +50,9 @@ impl VerifyReport {
 
 impl Store {
     pub fn verify(&self, deep: bool) -> Result<VerifyReport> {
+        // A pack rewritten while it is scanned would read as damaged: garbage
+        // collection waits until verification ends (pushes and reads go on).
+        let _no_gc = self.inner.gc_lock.lock();
         let db = self.db();
         // Under the commit lock, the snapshot and the counters agree.
         let (snap, kept) = {
@@ -163,8 +166,10 @@ impl Store {
             }
             let digest = Digest(k[..].try_into().expect("32 bytes"));
             let content = Content::decode(&v)?;
-            let mut total = 0u64;
-            for page in 0..content.page_starts.len() as u32 {
+            let plain_pages = content.page_starts.len() as u32;
+            let raw_starts: &[u64] = content.wrap.as_ref().map_or(&[], |w| &w.raw_page_starts);
+            let (mut total, mut raw_total) = (0u64, 0u64);
+            for page in 0..content.page_count() {
                 let segs = snap
                     .get_pinned_cf(cf(db, CF_RECIPES), super::index::page_key(&digest, page))?
                     .ok_or_else(|| {
@@ -183,7 +188,12 @@ impl Store {
                         continue;
                     }
                 };
-                if content.page_starts[page as usize] != total {
+                let (start, at) = if page < plain_pages {
+                    (content.page_starts[page as usize], &mut total)
+                } else {
+                    (raw_starts[(page - plain_pages) as usize], &mut raw_total)
+                };
+                if start != *at {
                     problems.push((
                         "recipe".into(),
                         format!("{digest}: page {page} starts at the wrong offset"),
@@ -192,7 +202,7 @@ impl Store {
                     ));
                 }
                 for s in segs {
-                    total += s.len();
+                    *at += s.len();
                     if let Segment::Chunk { hash, len } = s {
                         *refs.entry(hash).or_default() += 1;
                         let u = users.entry(hash).or_default();
@@ -207,16 +217,26 @@ impl Store {
                     }
                 }
             }
-            if total != content.size {
+            if total != content.recipe_size() {
                 problems.push((
                     "recipe".into(),
                     format!(
-                        "{digest}: the recipe rebuilds {total} bytes, the blob has {}",
-                        content.size
+                        "{digest}: the recipe rebuilds {total} bytes, its record says {}",
+                        content.recipe_size()
                     ),
                     vec![],
                     vec![digest],
                 ));
+            }
+            if let Some(w) = &content.wrap {
+                if let Some(e) = check_plan(&snap, db, &digest, &content, w, raw_total) {
+                    problems.push((
+                        "recipe".into(),
+                        format!("{digest}: {e}"),
+                        vec![],
+                        vec![digest],
+                    ));
+                }
             }
             contents.insert(digest, content);
         }
@@ -328,6 +348,17 @@ impl Store {
             literal_bytes: contents.values().map(|c| c.literal_bytes).sum(),
             unreferenced_chunks: unreferenced,
             pack_bytes: kept.pack_bytes,
+            rebuild_bytes: contents
+                .values()
+                .map(|c| c.wrap.as_ref().map_or(0, |w| w.extra_bytes))
+                .sum(),
+            by_strategy: {
+                let mut b = [0u64; 5];
+                for c in contents.values() {
+                    b[c.strategy() as usize] += 1;
+                }
+                b
+            },
         };
         if counted != kept {
             problems.push((
@@ -390,4 +421,41 @@ impl Store {
         }
         Ok(r)
     }
+}
+
+/// A compressed blob's plan: present, decodable, and consistent with its
+/// recipes and size. Returns what is wrong.
+fn check_plan(
+    snap: &rocksdb::Snapshot,
+    db: &rocksdb::DB,
+    digest: &Digest,
+    content: &Content,
+    w: &super::index::Wrap,
+    raw_total: u64,
+) -> Option<String> {
+    let rec = match snap.get_pinned_cf(cf(db, CF_RECIPES), super::index::plan_key(digest)) {
+        Ok(Some(r)) => r,
+        Ok(None) => return Some("its rebuild plan is missing".into()),
+        Err(e) => return Some(format!("reading its rebuild plan: {e}")),
+    };
+    let plan = match crate::codec::plan::Plan::decode(&rec) {
+        Ok(p) => p,
+        Err(e) => return Some(e.to_string()),
+    };
+    let plain: u64 = plan.parts.iter().map(|p| p.plain_consumed()).sum();
+    let raw: u64 = plan.parts.iter().map(|p| p.raw_consumed()).sum();
+    if plan.out_len() != content.size {
+        return Some(format!(
+            "its plan rebuilds {} bytes, the blob has {}",
+            plan.out_len(),
+            content.size
+        ));
+    }
+    if plain != w.recipe_size || raw != w.raw_size || raw_total != w.raw_size {
+        return Some(format!(
+            "its plan reads {plain} plain and {raw} raw bytes; the recipes hold {} and {raw_total}",
+            w.recipe_size
+        ));
+    }
+    None
 }

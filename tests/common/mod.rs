@@ -111,7 +111,13 @@ pub async fn read_range(
         digest: digest.into(),
         offset,
         length,
+        ..Default::default()
     };
+    read_req(c, req).await
+}
+
+/// Everything one read returns.
+pub async fn read_req(c: &mut Client, req: pb::ReadRequest) -> Result<Vec<u8>, tonic::Status> {
     let mut s = c.read(req).await?.into_inner();
     let mut out = Vec::new();
     while let Some(m) = s.message().await? {

@@ -274,6 +274,7 @@ impl Content for ContentService {
             info.content,
             offset,
             length,
+            false,
             |pos, data| pb::ReadContentResponse {
                 offset: pos as i64,
                 data,

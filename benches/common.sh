@@ -1,0 +1,24 @@
+# Shared by the benchmark scripts (sourced, not run): the strata binary, a
+# daemon on a data directory, clocks and the report.
+# Expects ROOT (the repository) and REPORT (the report file) to be set.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/strata-target}
+if [ -z "${STRATA:-}" ]; then
+  (cd "$ROOT" && cargo build --release --quiet)
+  STRATA=$CARGO_TARGET_DIR/release/strata
+fi
+
+now() { date +%s.%N; }
+mbps() { python3 -c "print(f'{$1/1e6/($3-$2):.0f}')"; }
+secs() { python3 -c "print(f'{$2-$1:.2f}')"; }
+say() { echo "$*" | tee -a "$REPORT"; }
+
+# strata_start DATA_DIR [serve args...]: starts a daemon, sets PID and STRATA_SOCKET.
+strata_start() {
+  local dir=$1; shift
+  "$STRATA" serve --data-dir "$dir" --socket "$dir/strata.sock" "$@" >"$dir.log" 2>&1 &
+  PID=$!
+  export STRATA_SOCKET=$dir/strata.sock
+  for _ in $(seq 200); do [ -S "$STRATA_SOCKET" ] && return 0; sleep 0.05; done
+  echo "daemon did not start; see $dir.log" >&2; exit 1
+}
+strata_stop() { kill -TERM "$PID"; wait "$PID" || true; }

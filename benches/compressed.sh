@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# benches/compressed.sh CORPUS_DIR [WORK_DIR]
+#
+# Compressed layers, in one run:
+# 1. The corpus's OCI images as they are (every blob of images/ and images-zstd/,
+#    gzip and zstd layers as their tools wrote them): bytes on disk against the
+#    sum of the blobs (what containerd or a registry keeps) and against the same
+#    layers pushed as plain tars; blobs per strategy; ingest and read throughput.
+# 2. The corpus's layer tars (SUBSET_MB of them, default 600) compressed by
+#    producers strata can rebuild (Python's gzip, pigz, GNU gzip, zstd): per
+#    producer, the strategy used, rebuild data as a share of the compressed
+#    size (total and worst blob), ingest and read throughput.
+# Every blob read back is checked against its digest.
+#
+# Environment: STRATA (binary; default: cargo build --release), SUBSET_MB,
+# PRODUCERS (default "python-gzip-6 pigz-6 gzip-6 zstd-3 zstd-9").
+# Prints a markdown report and writes it to WORK_DIR/report.md.
+set -euo pipefail
+
+CORPUS=$(realpath "${1:?usage: benches/compressed.sh CORPUS_DIR [WORK_DIR]}")
+WORK=$(realpath -m "${2:-/var/tmp/strata-bench-compressed}")
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$HERE")
+SUBSET_MB=${SUBSET_MB:-600}
+PRODUCERS=${PRODUCERS:-python-gzip-6 pigz-6 gzip-6 zstd-3 zstd-9}
+for t in python3 sha256sum pigz gzip zstd; do
+  command -v "$t" >/dev/null || { echo "missing $t (apt-get install pigz zstd)" >&2; exit 1; }
+done
+
+rm -rf "$WORK"; mkdir -p "$WORK"
+REPORT=$WORK/report.md
+# shellcheck source=benches/common.sh
+. "$HERE/common.sh"
+sum_sizes() { local t=0; for f in "$@"; do t=$((t + $(stat -c %s "$f"))); done; echo $t; }
+
+
+# push_all LIST_FILE: pushes every file, records digests in LIST_FILE.digests.
+push_all() {
+  xargs -a "$1" -d '\n' "$STRATA" push --json > "$1.push.json"
+  python3 -c "import json,sys; [print(r['digest']) for r in json.load(open(sys.argv[1]))]" "$1.push.json" > "$1.digests"
+}
+
+# read_all LIST_FILE: reads every pushed blob back, checking its digest.
+read_all() {
+  paste -d' ' "$1.digests" "$1" | while read -r d f; do
+    got=$("$STRATA" cat "$d" | sha256sum | cut -d' ' -f1)
+    [ "sha256:$got" = "$d" ] || { echo "READ MISMATCH $f" >&2; exit 1; }
+  done
+}
+
+# blob_figures LIST_FILE: strategy, kept and extra bytes of each pushed blob.
+blob_figures() {
+  while read -r d; do "$STRATA" stat --json "$d"; done < "$1.digests" | python3 -c '
+import json, sys
+dec = json.JSONDecoder(); text = sys.stdin.read(); i = 0; rows = []
+while i < len(text):
+    while i < len(text) and text[i].isspace(): i += 1
+    if i >= len(text): break
+    o, i = dec.raw_decode(text, i); rows.append(o)
+size = sum(r["size"] for r in rows); extra = sum(r["extra_bytes"] for r in rows)
+by = {}
+for r in rows: by[r["strategy"] or "none"] = by.get(r["strategy"] or "none", 0) + 1
+kept = sorted({r["kept"] for r in rows if r["kept"]})
+worst = max((r["extra_bytes"] / max(r["size"], 1) for r in rows if r["strategy"] in ("replay", "preflate")), default=0)
+print(json.dumps({"blobs": len(rows), "size": size, "extra": extra, "by": by, "kept": kept, "worst": worst}))
+'
+}
+
+say "# compressed-layers benchmark $(date -u +%Y-%m-%dT%H:%MZ)"
+say ""
+say "$(nproc) cores; strata $("$STRATA" --version)"
+say ""
+
+# --- 1. the corpus's images as they are -------------------------------------
+find "$CORPUS"/images "$CORPUS"/images-zstd -path '*/blobs/sha256/*' -type f -printf '%f %p\n' \
+  | sort -u -k1,1 | cut -d' ' -f2 > "$WORK/blobs.list"
+mapfile -t BLOBS < "$WORK/blobs.list"
+BLOB_BYTES=$(sum_sizes "${BLOBS[@]}")
+strata_start "$WORK/images"
+t0=$(now); push_all "$WORK/blobs.list"; t1=$(now)
+read_all "$WORK/blobs.list"; t2=$(now)
+IMG_STATS=$("$STRATA" stats --json)
+IMG_FIG=$(blob_figures "$WORK/blobs.list")
+strata_stop
+
+mapfile -t LAYERS < <(awk -F'\t' 'NR>1 && !seen[$4]++ {print $4}' "$CORPUS/corpus.tsv" | sed "s|^|$CORPUS/|")
+printf '%s\n' "${LAYERS[@]}" > "$WORK/tars.list"
+strata_start "$WORK/tars"
+push_all "$WORK/tars.list"
+TAR_STATS=$("$STRATA" stats --json)
+strata_stop
+
+python3 - "$BLOB_BYTES" "${#BLOBS[@]}" "$IMG_STATS" "$TAR_STATS" "$IMG_FIG" "$t0" "$t1" "$t2" <<'EOF' | tee -a "$REPORT"
+import json, sys
+blob_bytes, n = int(sys.argv[1]), int(sys.argv[2])
+img, tar, fig = json.loads(sys.argv[3]), json.loads(sys.argv[4]), json.loads(sys.argv[5])
+t0, t1, t2 = map(float, sys.argv[6:9])
+print("## 1. The corpus's images as their tools wrote them (umoci/pgzip gzip, skopeo zstd)")
+print()
+print(f"{n} distinct blobs, {blob_bytes/1e6:.1f} MB (what containerd or a registry keeps)")
+print()
+print("| store | bytes on disk | vs sum of blobs |")
+print("|---|---|---|")
+print(f"| strata, the blobs as they are | {img['bytes_on_disk']/1e6:.1f} MB | {img['bytes_on_disk']/blob_bytes:.3f} |")
+print(f"| strata, the same layers as plain tars | {tar['bytes_on_disk']/1e6:.1f} MB | {tar['bytes_on_disk']/blob_bytes:.3f} |")
+print()
+print(f"blobs per strategy: {fig['by']}; rebuild bytes {img['rebuild_bytes']/1e6:.1f} MB; kept as: {', '.join(fig['kept']) or '-'}")
+print()
+print(f"ingest {blob_bytes/1e6/(t1-t0):.0f} MB/s ({t1-t0:.1f} s); read back and check {blob_bytes/1e6/(t2-t1):.0f} MB/s ({t2-t1:.1f} s)")
+print()
+EOF
+
+# --- 2. layer tars compressed by producers strata replays --------------------
+: > "$WORK/subset.list"; acc=0
+for f in "${LAYERS[@]}"; do
+  s=$(stat -c %s "$f")
+  [ $((acc + s)) -gt $((SUBSET_MB * 1000000)) ] && continue
+  echo "$f" >> "$WORK/subset.list"; acc=$((acc + s))
+done
+say "## 2. Layer tars compressed by producers strata can rebuild"
+say ""
+say "$(wc -l < "$WORK/subset.list") layer tars, $((acc / 1000000)) MB plain"
+say ""
+say "| producer | compressed MB | strategy | kept as | rebuild data / compressed (all, worst blob) | ingest MB/s | read MB/s |"
+say "|---|---|---|---|---|---|---|"
+for p in $PRODUCERS; do
+  dir=$WORK/$p; mkdir -p "$dir.files"; : > "$dir.list"
+  while read -r f; do
+    out=$dir.files/$(basename "$f").z
+    case $p in
+      python-gzip-*) python3 -c "import sys,gzip,shutil
+with open(sys.argv[1],'rb') as i, gzip.GzipFile(sys.argv[2],'wb',int(sys.argv[3])) as o: shutil.copyfileobj(i,o,1<<20)" "$f" "$out" "${p##*-}" ;;
+      pigz-*) pigz -n -c "-${p##*-}" < "$f" > "$out" ;;
+      gzip-*) gzip -n -c "-${p##*-}" < "$f" > "$out" ;;
+      zstd-*) zstd -q -c "-${p##*-}" < "$f" > "$out" ;;
+    esac
+    echo "$out" >> "$dir.list"
+  done < "$WORK/subset.list"
+  mapfile -t FILES < "$dir.list"
+  bytes=$(sum_sizes "${FILES[@]}")
+  strata_start "$dir"
+  t0=$(now); push_all "$dir.list"; t1=$(now)
+  read_all "$dir.list"; t2=$(now)
+  fig=$(blob_figures "$dir.list")
+  strata_stop
+  python3 - "$p" "$bytes" "$fig" "$t0" "$t1" "$t2" <<'EOF' | tee -a "$REPORT"
+import json, sys
+p, b, fig = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+t0, t1, t2 = map(float, sys.argv[4:7])
+by = ", ".join(f"{k} {v}" for k, v in fig["by"].items())
+print(f"| {p} | {b/1e6:.1f} | {by} | {', '.join(fig['kept'])} | {100*fig['extra']/b:.3f} %, {100*fig['worst']:.3f} % | {b/1e6/(t1-t0):.1f} | {b/1e6/(t2-t1):.1f} |")
+EOF
+done
+say ""
+say "Throughputs count compressed bytes; reads pipe each blob through sha256sum."
