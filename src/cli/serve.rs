@@ -47,11 +47,50 @@ pub struct ServeArgs {
     /// kept as received, undecoded
     #[arg(long, default_value_t = 250, value_name = "RATIO")]
     pub max_decompression_ratio: u64,
+    /// Push, read and write streams allowed at once, over every socket; more
+    /// are refused with RESOURCE_EXHAUSTED
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub max_streams: usize,
+    /// Largest gRPC message accepted, in MiB (containerd sends up to 16)
+    #[arg(long, default_value_t = 32, value_name = "MIB")]
+    pub max_message_mib: usize,
+    /// Largest blob a push or write may store (e.g. 20G, 512M; 0: no limit);
+    /// larger ones fail with RESOURCE_EXHAUSTED and store nothing
+    #[arg(long, default_value = "0", value_parser = parse_size, value_name = "BYTES")]
+    pub max_blob_size: u64,
+    /// End a push or write stream that sends nothing for this long
+    /// (DEADLINE_EXCEEDED; a containerd upload stays resumable)
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub idle_timeout: Duration,
     /// Do not try the general deflate rebuilder (preflate) on gzip layers no
     /// encoder replay fits: keep them as received. Saves ingest CPU (preflate
     /// runs at a few to 30 MB/s) at the cost of their dedup
     #[arg(long)]
     pub no_preflate: bool,
+}
+
+/// "20G", "512M", "64K" (powers of 1024), or plain bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("size {s:?}: expected a number with K, M, G or T"))?;
+    let shift = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => {
+            return Err(format!(
+                "size {s:?}: unknown unit {unit:?} (use K, M, G or T)"
+            ))
+        }
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 /// "90s", "30m", "24h", "2d", or plain seconds.
@@ -99,6 +138,12 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
         upload_expiry: args.upload_expiry,
         gc_interval: args.gc_interval,
         gc_unreferenced: args.gc_unreferenced,
+        limits: server::Limits {
+            max_streams: args.max_streams.max(1),
+            max_message_bytes: args.max_message_mib.clamp(1, 1024) << 20,
+            max_blob_bytes: args.max_blob_size,
+            idle_timeout: args.idle_timeout.max(Duration::from_secs(1)),
+        },
         store: StoreConfig {
             chunk_sizes: args.chunk_sizes,
             zstd_level: args.zstd_level,

@@ -3,14 +3,16 @@
 //! period: uncommitted pushes leave nothing visible and are trimmed at restart).
 
 pub mod containerd;
+pub mod limits;
 pub mod strata_api;
 mod stream;
 
-use crate::config::{DEFAULT_NAMESPACE, FRAME_BYTES, MAX_MESSAGE_BYTES, WINDOW_BYTES};
+use crate::config::{DEFAULT_NAMESPACE, FRAME_BYTES, WINDOW_BYTES};
 use crate::error::{Error, Result};
 use crate::proto::containerd::services::content::v1::content_server::ContentServer;
 use crate::proto::strata::v1::store_server::StoreServer;
 use crate::store::{Store, StoreConfig};
+pub use limits::{Gate, Limits};
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -37,6 +39,7 @@ pub struct ServeOptions {
     pub gc_interval: Duration,
     /// ...and sooner once this many chunks are unreferenced.
     pub gc_unreferenced: u64,
+    pub limits: Limits,
 }
 
 impl ServeOptions {
@@ -51,6 +54,7 @@ impl ServeOptions {
             upload_expiry: Duration::from_secs(24 * 3600),
             gc_interval: Duration::from_secs(600),
             gc_unreferenced: 10_000,
+            limits: Limits::default(),
         }
     }
 }
@@ -93,14 +97,21 @@ pub async fn serve(
     let mut servers = Vec::new();
     let listener = bind_socket(&opts.socket).await?;
     tracing::info!(socket = %opts.socket.display(), data_dir = %opts.data_dir.display(), "strata serving strata.v1 and the containerd content API");
+    let gate = Gate::new(opts.limits.clone());
+    let max_msg = opts.limits.max_message_bytes;
     let router = builder()
-        .add_service(limits(StoreServer::new(strata_api::StrataService::new(
-            store.clone(),
-        ))))
-        .add_service(limits(ContentServer::new(containerd::ContentService::new(
-            store.clone(),
-            DEFAULT_NAMESPACE.into(),
-        ))));
+        .add_service(
+            StoreServer::new(strata_api::StrataService::new(store.clone(), gate.clone()))
+                .with_limits(max_msg),
+        )
+        .add_service(
+            ContentServer::new(containerd::ContentService::new(
+                store.clone(),
+                DEFAULT_NAMESPACE.into(),
+                gate.clone(),
+            ))
+            .with_limits(max_msg),
+        );
     servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
         UnixListenerStream::new(listener),
         stop.wait(),
@@ -108,9 +119,14 @@ pub async fn serve(
     if let Some(path) = &opts.containerd_socket {
         let listener = bind_socket(path).await?;
         tracing::info!(socket = %path.display(), namespace = %opts.containerd_namespace, "serving containerd's content API for a proxy plugin");
-        let router = builder().add_service(limits(ContentServer::new(
-            containerd::ContentService::new(store.clone(), opts.containerd_namespace.clone()),
-        )));
+        let router = builder().add_service(
+            ContentServer::new(containerd::ContentService::new(
+                store.clone(),
+                opts.containerd_namespace.clone(),
+                gate.clone(),
+            ))
+            .with_limits(max_msg),
+        );
         servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
             UnixListenerStream::new(listener),
             stop.wait(),
@@ -206,11 +222,7 @@ fn builder() -> tonic::transport::Server {
         .max_frame_size(Some(FRAME_BYTES))
 }
 
-/// containerd sends messages up to 16 MiB; accept (and send) up to our limit.
-fn limits<S: MessageLimits>(svc: S) -> S {
-    svc.with_limits(MAX_MESSAGE_BYTES)
-}
-
+/// The largest message a service accepts and sends.
 pub trait MessageLimits {
     fn with_limits(self, n: usize) -> Self;
 }

@@ -15,11 +15,12 @@ use tonic::{Request, Response, Status, Streaming};
 
 pub struct StrataService {
     store: Store,
+    gate: super::Gate,
 }
 
 impl StrataService {
-    pub fn new(store: Store) -> Self {
-        StrataService { store }
+    pub fn new(store: Store, gate: super::Gate) -> Self {
+        StrataService { store, gate }
     }
 }
 
@@ -95,8 +96,9 @@ impl StoreApi for StrataService {
         &self,
         request: Request<Streaming<pb::PushRequest>>,
     ) -> Result<Response<pb::PushResponse>, Status> {
+        let _permit = self.gate.stream()?;
         let mut stream = request.into_inner();
-        let start = match stream.message().await? {
+        let start = match self.gate.next(stream.message()).await?? {
             Some(pb::PushRequest {
                 msg: Some(pb::push_request::Msg::Start(s)),
             }) => s,
@@ -123,15 +125,23 @@ impl StoreApi for StrataService {
             labels: start.labels.into_iter().collect(),
         };
         crate::store::validate_namespace(&opts.namespace)?;
+        if let Some(n) = opts.expected_size {
+            self.gate.check_size(n)?;
+        }
+        let gate = self.gate.clone();
         let (tx, rx) = mpsc::channel(8);
         let store = self.store.clone();
         let worker = tokio::task::spawn_blocking(move || run_ingest(&store, opts, rx));
         let feed = async {
+            let mut received = 0u64;
             loop {
-                match stream.message().await? {
+                match gate.next(stream.message()).await?? {
                     Some(pb::PushRequest {
                         msg: Some(pb::push_request::Msg::Data(d)),
                     }) => {
+                        received += d.len() as u64;
+                        // Dropping the sender abandons the ingest: nothing is stored.
+                        gate.check_size(received)?;
                         if tx.send(IngestMsg::Data(d)).await.is_err() {
                             return Ok(()); // the ingest failed; its error is the answer
                         }
@@ -196,6 +206,7 @@ impl StoreApi for StrataService {
             ))
             .into());
         }
+        let permit = self.gate.stream()?;
         let rx = super::stream::stream_range(
             self.store.clone(),
             digest,
@@ -203,6 +214,7 @@ impl StoreApi for StrataService {
             r.offset,
             r.length,
             r.plain,
+            permit,
             |_, data| pb::ReadResponse { data },
         );
         Ok(Response::new(Box::pin(

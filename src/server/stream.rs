@@ -19,10 +19,13 @@ pub fn stream_range<M: Send + 'static>(
     offset: u64,
     length: u64,
     plain: bool,
+    permit: tokio::sync::OwnedSemaphorePermit,
     wrap: impl Fn(u64, Bytes) -> M + Send + 'static,
 ) -> mpsc::Receiver<Result<M, Status>> {
     let (tx, rx) = mpsc::channel::<Result<M, Status>>(4);
     tokio::task::spawn_blocking(move || {
+        // The stream counts against --max-streams until it is sent.
+        let _permit = permit;
         let mut pos = offset;
         let mut buf: Vec<u8> = Vec::with_capacity(READ_MESSAGE_BYTES);
         let send = |buf: &mut Vec<u8>, pos: &mut u64| {

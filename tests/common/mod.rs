@@ -25,11 +25,16 @@ impl Daemon {
     }
 
     pub async fn start_with(dir: &Path, store: StoreConfig) -> Daemon {
+        Self::start_opts(dir, store, server::Limits::default()).await
+    }
+
+    pub async fn start_opts(dir: &Path, store: StoreConfig, limits: server::Limits) -> Daemon {
         let socket = dir.join("strata.sock");
         let (tx, rx) = oneshot::channel::<()>();
         let opts = ServeOptions {
             socket: socket.clone(),
             store,
+            limits,
             shutdown_grace: Duration::from_secs(10),
             ..ServeOptions::new(dir.to_path_buf())
         };

@@ -31,13 +31,15 @@ const SMALL_READ_BYTES: u64 = 256 * 1024;
 pub struct ContentService {
     store: Store,
     default_namespace: String,
+    gate: super::Gate,
 }
 
 impl ContentService {
-    pub fn new(store: Store, default_namespace: String) -> Self {
+    pub fn new(store: Store, default_namespace: String, gate: super::Gate) -> Self {
         ContentService {
             store,
             default_namespace,
+            gate,
         }
     }
 
@@ -226,6 +228,7 @@ impl Content for ContentService {
         request: Request<pb::ReadContentRequest>,
     ) -> Result<Response<Self::ReadStream>, Status> {
         let ns = self.namespace(&request)?;
+        let permit = self.gate.stream()?;
         let r = request.into_inner();
         let digest = Digest::parse(&r.digest)?;
         let info = self.store.stat(&ns, &digest)?;
@@ -275,6 +278,7 @@ impl Content for ContentService {
             offset,
             length,
             false,
+            permit,
             |pos, data| pb::ReadContentResponse {
                 offset: pos as i64,
                 data,
@@ -322,7 +326,14 @@ impl Content for ContentService {
         request: Request<Streaming<pb::WriteContentRequest>>,
     ) -> Result<Response<Self::WriteStream>, Status> {
         let ns = self.namespace(&request)?;
-        let rx = write::spawn(self.store.clone(), ns, request.into_inner());
+        let permit = self.gate.stream()?;
+        let rx = write::spawn(
+            self.store.clone(),
+            ns,
+            request.into_inner(),
+            self.gate.clone(),
+            permit,
+        );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

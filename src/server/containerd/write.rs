@@ -9,34 +9,46 @@
 use super::{timestamp_nanos, Error};
 use crate::digest::Digest;
 use crate::proto::containerd::services::content::v1 as pb;
+use crate::server::Gate;
 use crate::store::uploads::Upload;
 use crate::store::Store;
 use pb::WriteAction;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tonic::{Status, Streaming};
 
 type Reply = Result<pb::WriteContentResponse, Status>;
 
 /// Starts the worker for one Write stream; returns the stream of replies.
+/// The stream holds `permit` (one of --max-streams) until it ends.
 pub fn spawn(
     store: Store,
     ns: String,
     mut inbound: Streaming<pb::WriteContentRequest>,
+    gate: Gate,
+    permit: OwnedSemaphorePermit,
 ) -> mpsc::Receiver<Reply> {
     let (out_tx, out_rx) = mpsc::channel::<Reply>(2);
-    let (req_tx, req_rx) = mpsc::channel::<pb::WriteContentRequest>(2);
-    let worker = tokio::task::spawn_blocking(move || run(store, ns, req_rx, out_tx));
+    let (req_tx, req_rx) = mpsc::channel::<Result<pb::WriteContentRequest, Status>>(2);
+    let max_blob = gate.limits.max_blob_bytes;
+    let worker = tokio::task::spawn_blocking(move || run(store, ns, max_blob, req_rx, out_tx));
     tokio::spawn(async move {
+        let _permit = permit;
         // A broken stream just ends the worker; the upload stays for a resume.
         // Stop reading as soon as the worker is done (after COMMIT or an error),
         // even if the client keeps its side open.
         loop {
             let msg = tokio::select! {
-                m = inbound.message() => m,
+                m = gate.next(inbound.message()) => m,
                 _ = req_tx.closed() => break,
             };
-            let Ok(Some(msg)) = msg else { break };
-            if req_tx.send(msg).await.is_err() {
+            let msg = match msg {
+                Ok(Ok(Some(m))) => Ok(m),
+                // Silent too long: say so; the upload stays for a resume.
+                Err(status) => Err(status),
+                Ok(_) => break,
+            };
+            let last = msg.is_err();
+            if req_tx.send(msg).await.is_err() || last {
                 break;
             }
         }
@@ -49,12 +61,20 @@ pub fn spawn(
 fn run(
     store: Store,
     ns: String,
-    mut rx: mpsc::Receiver<pb::WriteContentRequest>,
+    max_blob: u64,
+    mut rx: mpsc::Receiver<Result<pb::WriteContentRequest, Status>>,
     out: mpsc::Sender<Reply>,
 ) {
     let mut upload: Option<Upload> = None;
     while let Some(req) = rx.blocking_recv() {
-        match handle(&store, &ns, &mut upload, req) {
+        let req = match req {
+            Ok(r) => r,
+            Err(status) => {
+                let _ = out.blocking_send(Err(status));
+                return;
+            }
+        };
+        match handle(&store, &ns, max_blob, &mut upload, req) {
             Ok((reply, done)) => {
                 if out.blocking_send(Ok(reply)).is_err() || done {
                     return;
@@ -88,11 +108,22 @@ fn reply(up: &Upload, action: i32) -> pb::WriteContentResponse {
 fn handle(
     store: &Store,
     ns: &str,
+    max_blob: u64,
     slot: &mut Option<Upload>,
     req: pb::WriteContentRequest,
 ) -> Result<(pb::WriteContentResponse, bool), Error> {
     let action = WriteAction::try_from(req.action)
         .map_err(|_| Error::InvalidArgument(format!("unknown write action {}", req.action)))?;
+    let too_big = |n: u64| {
+        (max_blob > 0 && n > max_blob).then(|| {
+            Error::ResourceExhausted(format!(
+                "the blob is larger than the daemon's limit of {max_blob} bytes (--max-blob-size)"
+            ))
+        })
+    };
+    if let Some(e) = too_big(req.total.max(0) as u64) {
+        return Err(e);
+    }
     if slot.is_none() {
         *slot = Some(store.open_upload(ns, &req.r#ref, req.total)?);
     }
@@ -126,6 +157,9 @@ fn handle(
             }
             if req.offset == 0 && cur > 0 {
                 up.truncate()?;
+            }
+            if let Some(e) = too_big(up.offset() + req.data.len() as u64) {
+                return Err(e);
             }
             up.append(&req.data)?;
             if action == WriteAction::Write {
