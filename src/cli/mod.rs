@@ -1,6 +1,7 @@
 //! The `strata` command line: the daemon (`serve`) and a client for it.
 
 mod blobs;
+pub mod config_file;
 mod push;
 mod serve;
 mod verify;
@@ -17,7 +18,7 @@ use std::path::PathBuf;
     long_about = "strata stores container image blobs (layer tars, manifests, configs, anything). \
 It splits layer tars into file bodies, cuts bodies into content-defined chunks, keeps each distinct chunk \
 once (zstd-compressed) and rebuilds every blob exactly on read. Compressed layers (tar+gzip, tar+zstd) \
-are stored exactly too, for now chunked as plain data.\n\n\
+are decoded, their tar deduplicated, and their exact compressed bytes rebuilt on read.\n\n\
 Run the daemon with `strata serve`; the other commands talk to it over its unix socket."
 )]
 pub struct Cli {
@@ -32,6 +33,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the daemon: open (or create) the store and serve it on a unix socket
+    #[command(args_override_self = true)]
     Serve(serve::ServeArgs),
     /// Store blobs; prints `DIGEST  SIZE  NEW-BYTES` for each file
     Push(push::PushArgs),

@@ -8,6 +8,14 @@ use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
+    /// Read settings from this TOML file: keys are the long names of these
+    /// flags (`data-dir = "/srv/strata"`, `no-preflate = true`); flags given
+    /// here win over the file
+    #[arg(long, env = "STRATA_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Group that owns the sockets (mode 0660), so its members may connect
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
     /// Where the store lives (index/, packs/, ingest/) [default: /var/lib/strata as root, else ~/.local/share/strata]
     #[arg(long, env = "STRATA_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -62,6 +70,10 @@ pub struct ServeArgs {
     /// (DEADLINE_EXCEEDED; a containerd upload stays resumable)
     #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
     pub idle_timeout: Duration,
+    /// Serve Prometheus metrics (HTTP, GET /metrics) on this address; "off"
+    /// to serve none
+    #[arg(long, default_value = "127.0.0.1:9464", value_name = "ADDR|off")]
+    pub metrics_addr: String,
     /// Do not try the general deflate rebuilder (preflate) on gzip layers no
     /// encoder replay fits: keep them as received. Saves ingest CPU (preflate
     /// runs at a few to 30 MB/s) at the cost of their dedup
@@ -130,6 +142,14 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
         anyhow::bail!("--block-kib must be between 1 and 32768");
     }
     crate::store::validate_namespace(&args.containerd_namespace)?;
+    let metrics_addr = match args.metrics_addr.as_str() {
+        "off" | "" => None,
+        a => Some(a.parse::<std::net::SocketAddr>().map_err(|e| {
+            anyhow::anyhow!(
+                "--metrics-addr {a:?}: expected HOST:PORT (e.g. 127.0.0.1:9464) or off: {e}"
+            )
+        })?),
+    };
     let opts = ServeOptions {
         data_dir,
         socket,
@@ -138,6 +158,8 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
         upload_expiry: args.upload_expiry,
         gc_interval: args.gc_interval,
         gc_unreferenced: args.gc_unreferenced,
+        metrics_addr,
+        socket_group: args.socket_group,
         limits: server::Limits {
             max_streams: args.max_streams.max(1),
             max_message_bytes: args.max_message_mib.clamp(1, 1024) << 20,

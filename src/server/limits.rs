@@ -31,11 +31,13 @@ impl Default for Limits {
     }
 }
 
-/// The limits, and the streams running now; shared by every service.
+/// The limits, the streams running now, and the metrics; shared by every
+/// service.
 #[derive(Clone)]
 pub struct Gate {
     pub limits: Limits,
     streams: Arc<Semaphore>,
+    pub metrics: Arc<super::metrics::Metrics>,
 }
 
 impl Gate {
@@ -43,6 +45,7 @@ impl Gate {
         Gate {
             streams: Arc::new(Semaphore::new(limits.max_streams.max(1))),
             limits,
+            metrics: Default::default(),
         }
     }
 

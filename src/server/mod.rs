@@ -4,6 +4,7 @@
 
 pub mod containerd;
 pub mod limits;
+pub mod metrics;
 pub mod strata_api;
 mod stream;
 
@@ -40,6 +41,10 @@ pub struct ServeOptions {
     /// ...and sooner once this many chunks are unreferenced.
     pub gc_unreferenced: u64,
     pub limits: Limits,
+    /// Serve Prometheus metrics over HTTP here.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Group to own the sockets (else the daemon's).
+    pub socket_group: Option<String>,
 }
 
 impl ServeOptions {
@@ -55,12 +60,15 @@ impl ServeOptions {
             gc_interval: Duration::from_secs(600),
             gc_unreferenced: 10_000,
             limits: Limits::default(),
+            metrics_addr: None,
+            socket_group: None,
         }
     }
 }
 
-/// Binds the socket (mode 0660), replacing a stale one no daemon answers on.
-pub async fn bind_socket(path: &Path) -> Result<UnixListener> {
+/// Binds the socket (mode 0660, owned by `group` when given), replacing a
+/// stale one no daemon answers on.
+pub async fn bind_socket(path: &Path, group: Option<&str>) -> Result<UnixListener> {
     if path.exists() {
         if tokio::net::UnixStream::connect(path).await.is_ok() {
             return Err(Error::Unavailable(format!(
@@ -79,7 +87,29 @@ pub async fn bind_socket(path: &Path) -> Result<UnixListener> {
         .map_err(|e| Error::io(format!("binding {}", path.display()), e))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .map_err(|e| Error::io(format!("setting the mode of {}", path.display()), e))?;
+    if let Some(g) = group {
+        let gid = group_id(g)?;
+        std::os::unix::fs::chown(path, None, Some(gid))
+            .map_err(|e| Error::io(format!("giving {} to group {g}", path.display()), e))?;
+    }
     Ok(l)
+}
+
+/// A group's id, by name or number.
+fn group_id(name: &str) -> Result<u32> {
+    if let Ok(n) = name.parse() {
+        return Ok(n);
+    }
+    let c = std::ffi::CString::new(name)
+        .map_err(|_| Error::InvalidArgument(format!("group name {name:?}")))?;
+    // getgrnam's record is static: read it at once.
+    let g = unsafe { libc::getgrnam(c.as_ptr()) };
+    if g.is_null() {
+        return Err(Error::InvalidArgument(format!(
+            "no group named {name:?} (--socket-group)"
+        )));
+    }
+    Ok(unsafe { (*g).gr_gid })
 }
 
 /// Runs the daemon until `shutdown` completes.
@@ -95,11 +125,11 @@ pub async fn serve(
     };
     let stop = new_stop();
     let mut servers = Vec::new();
-    let listener = bind_socket(&opts.socket).await?;
+    let listener = bind_socket(&opts.socket, opts.socket_group.as_deref()).await?;
     tracing::info!(socket = %opts.socket.display(), data_dir = %opts.data_dir.display(), "strata serving strata.v1 and the containerd content API");
     let gate = Gate::new(opts.limits.clone());
     let max_msg = opts.limits.max_message_bytes;
-    let router = builder()
+    let router = builder(&gate)
         .add_service(
             StoreServer::new(strata_api::StrataService::new(store.clone(), gate.clone()))
                 .with_limits(max_msg),
@@ -117,9 +147,9 @@ pub async fn serve(
         stop.wait(),
     )));
     if let Some(path) = &opts.containerd_socket {
-        let listener = bind_socket(path).await?;
+        let listener = bind_socket(path, opts.socket_group.as_deref()).await?;
         tracing::info!(socket = %path.display(), namespace = %opts.containerd_namespace, "serving containerd's content API for a proxy plugin");
-        let router = builder().add_service(
+        let router = builder(&gate).add_service(
             ContentServer::new(containerd::ContentService::new(
                 store.clone(),
                 opts.containerd_namespace.clone(),
@@ -152,12 +182,24 @@ pub async fn serve(
         store.clone(),
         opts.gc_interval,
         opts.gc_unreferenced,
+        gate.metrics.clone(),
     ));
+    let metrics_http = opts.metrics_addr.map(|addr| {
+        let (m, s) = (gate.metrics.clone(), store.clone());
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve_http(addr, m, s).await {
+                tracing::error!(%addr, error = %e, "cannot serve metrics (--metrics-addr); going on without them");
+            }
+        })
+    });
     shutdown.await;
     tracing::info!("shutting down: finishing requests in flight");
     stop.fire();
     janitor.abort();
     collector.abort();
+    if let Some(m) = metrics_http {
+        m.abort();
+    }
     let all = futures::future::join_all(servers);
     match tokio::time::timeout(opts.shutdown_grace, all).await {
         Ok(results) => {
@@ -189,7 +231,12 @@ pub async fn serve(
 
 /// Runs garbage collection in the background: every `interval` while there is
 /// garbage, and within a minute once `threshold` chunks are unreferenced.
-async fn collect_garbage(store: Store, interval: Duration, threshold: u64) {
+async fn collect_garbage(
+    store: Store,
+    interval: Duration,
+    threshold: u64,
+    metrics: std::sync::Arc<metrics::Metrics>,
+) {
     let mut last = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(60).min(interval));
     loop {
@@ -206,20 +253,25 @@ async fn collect_garbage(store: Store, interval: Duration, threshold: u64) {
         match tokio::task::spawn_blocking(move || s.gc(crate::store::gc::GcOptions::default()))
             .await
         {
-            Ok(Ok(_)) => {}
+            Ok(Ok(r)) => metrics.collected(&r),
             Ok(Err(e)) => tracing::error!(error = %e, "background garbage collection failed"),
             Err(e) => tracing::error!(error = %e, "background garbage collection panicked"),
         }
     }
 }
 
-fn builder() -> tonic::transport::Server {
+type Builder = tonic::transport::Server<
+    tower::layer::util::Stack<metrics::MetricsLayer, tower::layer::util::Identity>,
+>;
+
+fn builder(gate: &Gate) -> Builder {
     tonic::transport::Server::builder()
         // Large windows and frames: a push streams hundreds of MB over a local
         // socket, and 64 KiB windows cost a round trip (and a wakeup) each.
         .initial_stream_window_size(Some(WINDOW_BYTES))
         .initial_connection_window_size(Some(WINDOW_BYTES * 2))
         .max_frame_size(Some(FRAME_BYTES))
+        .layer(metrics::MetricsLayer(gate.metrics.clone()))
 }
 
 /// The largest message a service accepts and sends.

@@ -168,6 +168,7 @@ impl StoreApi for StrataService {
         let outcome = worker
             .await
             .map_err(|e| Status::internal(format!("ingest task failed: {e}")))??;
+        self.gate.metrics.committed(outcome.size, &outcome);
         Ok(Response::new(pb::PushResponse {
             digest: outcome.digest.map(|d| d.to_string()).unwrap_or_default(),
             size: outcome.size,
@@ -316,6 +317,7 @@ impl StoreApi for StrataService {
             tokio::task::spawn_blocking(move || store.gc(crate::store::gc::GcOptions::default()))
                 .await
                 .map_err(|e| Status::internal(e.to_string()))??;
+        self.gate.metrics.collected(&r);
         Ok(Response::new(gc_pb(&r)))
     }
 }

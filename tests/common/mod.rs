@@ -29,15 +29,23 @@ impl Daemon {
     }
 
     pub async fn start_opts(dir: &Path, store: StoreConfig, limits: server::Limits) -> Daemon {
+        Self::start_custom(dir, |o| {
+            o.store = store;
+            o.limits = limits;
+        })
+        .await
+    }
+
+    /// A daemon with options set by `f` (socket and data dir already set).
+    pub async fn start_custom(dir: &Path, f: impl FnOnce(&mut ServeOptions)) -> Daemon {
         let socket = dir.join("strata.sock");
         let (tx, rx) = oneshot::channel::<()>();
-        let opts = ServeOptions {
+        let mut opts = ServeOptions {
             socket: socket.clone(),
-            store,
-            limits,
             shutdown_grace: Duration::from_secs(10),
             ..ServeOptions::new(dir.to_path_buf())
         };
+        f(&mut opts);
         let task = tokio::spawn(server::serve(opts, async {
             let _ = rx.await;
         }));

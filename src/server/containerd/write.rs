@@ -29,8 +29,10 @@ pub fn spawn(
 ) -> mpsc::Receiver<Reply> {
     let (out_tx, out_rx) = mpsc::channel::<Reply>(2);
     let (req_tx, req_rx) = mpsc::channel::<Result<pb::WriteContentRequest, Status>>(2);
-    let max_blob = gate.limits.max_blob_bytes;
-    let worker = tokio::task::spawn_blocking(move || run(store, ns, max_blob, req_rx, out_tx));
+    let worker = {
+        let gate = gate.clone();
+        tokio::task::spawn_blocking(move || run(store, ns, gate, req_rx, out_tx))
+    };
     tokio::spawn(async move {
         let _permit = permit;
         // A broken stream just ends the worker; the upload stays for a resume.
@@ -61,7 +63,7 @@ pub fn spawn(
 fn run(
     store: Store,
     ns: String,
-    max_blob: u64,
+    gate: Gate,
     mut rx: mpsc::Receiver<Result<pb::WriteContentRequest, Status>>,
     out: mpsc::Sender<Reply>,
 ) {
@@ -74,7 +76,7 @@ fn run(
                 return;
             }
         };
-        match handle(&store, &ns, max_blob, &mut upload, req) {
+        match handle(&store, &ns, &gate, &mut upload, req) {
             Ok((reply, done)) => {
                 if out.blocking_send(Ok(reply)).is_err() || done {
                     return;
@@ -108,12 +110,13 @@ fn reply(up: &Upload, action: i32) -> pb::WriteContentResponse {
 fn handle(
     store: &Store,
     ns: &str,
-    max_blob: u64,
+    gate: &Gate,
     slot: &mut Option<Upload>,
     req: pb::WriteContentRequest,
 ) -> Result<(pb::WriteContentResponse, bool), Error> {
     let action = WriteAction::try_from(req.action)
         .map_err(|_| Error::InvalidArgument(format!("unknown write action {}", req.action)))?;
+    let max_blob = gate.limits.max_blob_bytes;
     let too_big = |n: u64| {
         (max_blob > 0 && n > max_blob).then(|| {
             Error::ResourceExhausted(format!(
@@ -172,6 +175,7 @@ fn handle(
             let total = up.record.total;
             let labels = req.labels.into_iter().collect();
             let outcome = up.commit(total, expected, labels)?;
+            gate.metrics.committed(outcome.size, &outcome);
             let mut r = reply(up, req.action);
             r.offset = outcome.size as i64;
             r.digest = outcome.digest.map(|d| d.to_string()).unwrap_or_default();
