@@ -416,7 +416,11 @@ async fn zstd_replays_levels_and_frame_flags() {
     let d = Daemon::start(dir.path()).await;
     let mut c = d.client().await;
     let tar = layer(7);
-    let cases: [(&[&str], bool); 7] = [
+    // `--single-thread` agrees with the default for a window or a job, so the
+    // probe picks the default and the daemon must switch when they part.
+    let cases: [(&[&str], bool); 9] = [
+        (&["-3", "--single-thread"], true),
+        (&["-3", "--single-thread"], false),
         (&["-3"], true),
         (&["-3"], false),
         (&["-1"], true),

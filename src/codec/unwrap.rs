@@ -498,10 +498,12 @@ enum Phase {
         comp: Vec<u8>,
         plain: Vec<u8>,
     },
-    /// Candidates that passed the probe, re-encoding in step (those that
-    /// made the same bytes so far; most differ within a window or a job).
+    /// The likeliest candidate that passed the probe re-encodes in step;
+    /// should it differ later, the others that passed are tried in turn
+    /// against the spool (some producers agree for a window or a job).
     Replay {
         live: Vec<Live>,
+        backups: Vec<Encoder>,
         /// Bytes received that not every live candidate has produced yet;
         /// `recv_base` is the member offset of its first byte.
         recv: VecDeque<u8>,
@@ -533,9 +535,6 @@ struct Live {
     /// How far its output may trail the bytes received.
     max_lag: u64,
 }
-
-/// Most probe survivors kept re-encoding at once.
-const MAX_LIVE: usize = 4;
 
 struct Member {
     kind: Kind,
@@ -650,6 +649,7 @@ impl Member {
             }
             Phase::Replay {
                 live,
+                backups,
                 recv,
                 recv_base,
                 spool,
@@ -670,7 +670,15 @@ impl Member {
                         }
                 });
                 if live.is_empty() {
-                    return self.give_up(out);
+                    match next_backup(self.kind, backups, spool)? {
+                        Some((l, r, base)) => {
+                            live.push(l);
+                            *recv = r;
+                            *recv_base = base;
+                            return Ok(());
+                        }
+                        None => return self.give_up(out),
+                    }
                 }
                 let low = live.iter().map(|l| l.made).min().expect("not empty");
                 recv.drain(..(low - *recv_base) as usize);
@@ -709,11 +717,9 @@ impl Member {
         let Phase::Probe { comp, plain } = std::mem::replace(&mut self.phase, Phase::Stored) else {
             return Ok(());
         };
-        let mut live = Vec::new();
-        for enc in &self.candidates {
-            if live.len() == MAX_LIVE {
-                break;
-            }
+        // The first candidate (in order) whose output matches the probe is
+        // the active one; those after it wait, unprobed, as backups.
+        for (i, enc) in self.candidates.iter().enumerate() {
             let Ok(mut re) = super::reencoder(enc) else {
                 continue;
             };
@@ -721,10 +727,9 @@ impl Member {
             let Some(produced) = probe(re.as_mut(), &plain, &comp, ended, max_lag) else {
                 continue;
             };
+            out.plain(&plain)?;
+            self.plain_out += plain.len() as u64;
             if ended {
-                // Proven on the whole member: the first in candidate order wins.
-                out.plain(&plain)?;
-                self.plain_out += plain.len() as u64;
                 self.phase = Phase::Confirmed(Part::Replay {
                     enc: enc.clone(),
                     plain_len: plain.len() as u64,
@@ -732,23 +737,18 @@ impl Member {
                 });
                 return Ok(());
             }
-            live.push(Live {
-                enc: enc.clone(),
-                re,
-                made: produced as u64,
-                max_lag,
-            });
-        }
-        if !live.is_empty() {
-            out.plain(&plain)?;
-            self.plain_out += plain.len() as u64;
             let mut spool = Spool::new(&self.spool_dir)?;
             spool.write(&comp)?;
-            let low = live.iter().map(|l| l.made).min().expect("not empty");
             self.phase = Phase::Replay {
-                live,
-                recv: comp[low as usize..].iter().copied().collect(),
-                recv_base: low,
+                live: vec![Live {
+                    enc: enc.clone(),
+                    re,
+                    made: produced as u64,
+                    max_lag,
+                }],
+                backups: self.candidates[i + 1..].to_vec(),
+                recv: comp[produced..].iter().copied().collect(),
+                recv_base: produced as u64,
                 spool,
                 scratch: Vec::new(),
             };
@@ -777,14 +777,18 @@ impl Member {
                 Phase::Confirmed(p) => return Ok(vec![p]),
                 Phase::Replay {
                     live,
-                    recv,
-                    recv_base,
-                    spool,
+                    mut backups,
+                    mut recv,
+                    mut recv_base,
+                    mut spool,
                     mut scratch,
                 } => {
-                    // The first candidate (in order) that ends exactly on the member wins.
+                    // The active candidate, or else the next that passed the
+                    // probe and reproduces the member so far, must end exactly
+                    // on the member.
                     let total = recv_base + recv.len() as u64;
-                    for mut l in live {
+                    let mut next = live.into_iter().next();
+                    while let Some(mut l) = next {
                         scratch.clear();
                         if l.re.finish(&mut scratch).is_ok()
                             && matches_at(&recv, recv_base, l.made, &scratch)
@@ -796,9 +800,18 @@ impl Member {
                                 out_len: total,
                             }]);
                         }
+                        next = match next_backup(self.kind, &mut backups, &mut spool)? {
+                            Some((l, r, base)) => {
+                                recv = r;
+                                recv_base = base;
+                                Some(l)
+                            }
+                            None => None,
+                        };
                     }
                     self.phase = Phase::Replay {
                         live: Vec::new(),
+                        backups,
                         recv,
                         recv_base,
                         spool,
@@ -945,6 +958,58 @@ impl Member {
         self.fall_back(out, false)?;
         Ok(self.stored_parts())
     }
+}
+
+/// The next backup candidate that reproduces the member's bytes so far (all
+/// of the spool, decoded again and re-encoded): the candidate, the bytes it has
+/// yet to produce, and their offset. None when no backup does.
+fn next_backup(
+    kind: Kind,
+    backups: &mut Vec<Encoder>,
+    spool: &mut Spool,
+) -> Result<Option<(Live, VecDeque<u8>, u64)>> {
+    while !backups.is_empty() {
+        let enc = backups.remove(0);
+        let Ok(re) = super::reencoder(&enc) else {
+            continue;
+        };
+        let mut l = Live {
+            max_lag: super::max_lag(&enc).max(MAX_LAG as u64),
+            enc,
+            re,
+            made: 0,
+        };
+        let Ok(mut dec) = Decoder::new(kind) else {
+            continue;
+        };
+        let (mut recv, mut base) = (VecDeque::new(), 0u64);
+        let (mut plain, mut scratch) = (Vec::with_capacity(DECODE_BUF), Vec::new());
+        let mut ok = true;
+        spool.for_each(0, &mut |mut comp| {
+            while ok && !comp.is_empty() {
+                let Ok((n, _)) = dec.step(comp, &mut plain) else {
+                    ok = false;
+                    break;
+                };
+                recv.extend(&comp[..n]);
+                comp = &comp[n..];
+                scratch.clear();
+                ok = l.re.feed(&plain, &mut scratch).is_ok()
+                    && matches_at(&recv, base, l.made, &scratch);
+                if !ok {
+                    break;
+                }
+                l.made += scratch.len() as u64;
+                recv.drain(..(l.made - base) as usize);
+                base = l.made;
+            }
+            Ok(())
+        })?;
+        if ok && (base + recv.len() as u64) - l.made <= l.max_lag {
+            return Ok(Some((l, recv, base)));
+        }
+    }
+    Ok(None)
 }
 
 /// Hands a preflate piece on: plain bytes to the plain stream, corrections
