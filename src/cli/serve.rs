@@ -66,6 +66,11 @@ pub struct ServeArgs {
     /// larger ones fail with RESOURCE_EXHAUSTED and store nothing
     #[arg(long, default_value = "0", value_parser = parse_size, value_name = "BYTES")]
     pub max_blob_size: u64,
+    /// Keep this many MiB free on the data directory's disk: pushes and
+    /// writes that would go below fail with RESOURCE_EXHAUSTED (the index
+    /// needs the room to keep working)
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    pub min_free_mib: u64,
     /// End a push or write stream that sends nothing for this long
     /// (DEADLINE_EXCEEDED; a containerd upload stays resumable)
     #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
@@ -171,6 +176,7 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
             zstd_level: args.zstd_level,
             block_bytes: args.block_kib * 1024,
             cache_bytes: args.cache_mib << 20,
+            min_free_bytes: args.min_free_mib << 20,
             unwrap: crate::codec::unwrap::UnwrapConfig {
                 max_ratio: args.max_decompression_ratio.max(1),
                 preflate: !args.no_preflate,

@@ -184,6 +184,13 @@ impl Store {
                 return Ok(());
             }
             let rec = pack::encode_block(block, &mut comp)?;
+            // Moving chunks needs room too; half the reserve may go to it, so
+            // that collecting on a nearly full disk frees space, not index room.
+            let _room = self.inner.packs.claim(
+                &self.inner.dir,
+                rec.len() as u64,
+                self.inner.cfg.min_free_bytes / 2,
+            )?;
             let off = writer.append(&rec)?;
             let mut at = 0u32;
             for ((hash, len), old) in block.entries.iter().zip(old_locs.drain(..)) {

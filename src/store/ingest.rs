@@ -5,6 +5,14 @@
 //! to a writer thread that compresses and appends them to a leased pack. On
 //! commit the pack is fsynced and one WriteBatch makes the blob visible. An
 //! ingest dropped before commit cuts its bytes off the pack again.
+//!
+//! A full disk fails the push with `ResourceExhausted` and stores nothing. The
+//! store keeps `min_free_bytes` free on the data directory's disk: every block
+//! append and every commit checks it first (`PackSet::claim`), so RocksDB never
+//! meets ENOSPC (it then refuses every write until it recovers, which waits
+//! for 64 MiB free, or the process restarts; Debian's build, assertions on,
+//! may abort the process instead), and deletes and garbage collection, which
+//! free space, can always run.
 
 use super::hasher::BackgroundSha256;
 use super::index::{
@@ -28,6 +36,11 @@ use std::thread::JoinHandle;
 
 /// Threads compressing one ingest's new blocks.
 const COMPRESSORS: usize = 2;
+
+/// Bytes received between two checks of the free-space reserve in `write`
+/// (blocks check it before every append; this covers what a push spools
+/// while its chunks are all known already).
+const SPACE_CHECK_EVERY: u64 = 4 << 20;
 
 #[derive(Debug, Clone, Default)]
 pub struct IngestOptions {
@@ -69,6 +82,8 @@ pub struct Ingest {
     /// Cuts the raw stream (compressed bytes kept as received, corrections).
     raw_chunker: StreamChunker,
     sink: ChunkSink,
+    /// Bytes received since the free-space reserve was last checked.
+    unchecked: u64,
 }
 
 struct Seen {
@@ -103,17 +118,33 @@ struct WriterDone {
     result: Result<()>,
 }
 
+impl Inner {
+    /// Fails unless `need` more bytes leave the free-space reserve on the
+    /// data directory's disk (see `PackSet::claim`).
+    fn check_room(&self, need: u64) -> Result<()> {
+        self.packs
+            .claim(&self.dir, need, self.cfg.min_free_bytes)
+            .map(drop)
+    }
+}
+
 impl Store {
     pub fn begin_ingest(&self, opts: IngestOptions) -> Result<Ingest> {
+        self.begin_ingest_inner(opts)
+            .map_err(|e| e.nothing_stored(&self.inner.dir))
+    }
+
+    fn begin_ingest_inner(&self, opts: IngestOptions) -> Result<Ingest> {
         validate_namespace(&opts.namespace)?;
         let inner = self.inner.clone();
         let writer = inner.packs.lease()?;
         let level = inner.cfg.zstd_level;
+        let store = inner.clone();
         // A block queued per compressor: both cores stay busy, memory stays bounded.
         let (tx, rx) = sync_channel::<BlockBuilder>(COMPRESSORS);
         let handle = std::thread::Builder::new()
             .name("strata-pack-writer".into())
-            .spawn(move || write_blocks(writer, level, rx))
+            .spawn(move || write_blocks(writer, level, store, rx))
             .map_err(|e| Error::io("starting a pack writer thread", e))?;
         Ok(Ingest {
             store: self.clone(),
@@ -142,6 +173,7 @@ impl Store {
                 new_chunks: 0,
                 reused_chunks: 0,
             },
+            unchecked: 0,
         })
     }
 }
@@ -149,13 +181,18 @@ impl Store {
 /// Compresses and appends blocks on `COMPRESSORS` threads: block order in a
 /// pack does not matter (each chunk's location is recorded), so the threads
 /// only share the append.
-fn write_blocks(writer: PackWriter, level: i32, rx: Receiver<BlockBuilder>) -> WriterDone {
+fn write_blocks(
+    writer: PackWriter,
+    level: i32,
+    store: Arc<Inner>,
+    rx: Receiver<BlockBuilder>,
+) -> WriterDone {
     let start_len = writer.len;
     let shared = Mutex::new((writer, Vec::new()));
     let rx = Mutex::new(rx);
     let results: Vec<Result<()>> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..COMPRESSORS)
-            .map(|_| s.spawn(|| compress_blocks(&rx, &shared, level)))
+            .map(|_| s.spawn(|| compress_blocks(&rx, &shared, level, &store)))
             .collect();
         workers
             .into_iter()
@@ -182,6 +219,7 @@ fn compress_blocks(
     rx: &Mutex<Receiver<BlockBuilder>>,
     shared: &Mutex<(PackWriter, Located)>,
     level: i32,
+    store: &Inner,
 ) -> Result<()> {
     let mut comp =
         zstd::bulk::Compressor::new(level).map_err(|e| Error::Internal(format!("zstd: {e}")))?;
@@ -192,6 +230,10 @@ fn compress_blocks(
         let rec = pack::encode_block(&block, &mut comp)?;
         let mut g = shared.lock();
         let (writer, locs) = &mut *g;
+        // Under the lock: the two threads do not both take the last room.
+        let _claim = store
+            .packs
+            .claim(&store.dir, rec.len() as u64, store.cfg.min_free_bytes)?;
         let off = writer.append(&rec)?;
         let mut in_block = 0u32;
         for (hash, len) in block.entries {
@@ -348,6 +390,16 @@ impl Ingest {
 
     /// Takes a piece of the blob without copying it.
     pub fn write_bytes(&mut self, data: Bytes) -> Result<()> {
+        self.write_bytes_inner(data)
+            .map_err(|e| e.nothing_stored(&self.sink.inner.dir))
+    }
+
+    fn write_bytes_inner(&mut self, data: Bytes) -> Result<()> {
+        self.unchecked += data.len() as u64;
+        if self.unchecked >= SPACE_CHECK_EVERY {
+            self.unchecked = 0;
+            self.sink.inner.check_room(0)?;
+        }
         self.size += data.len() as u64;
         self.sha
             .as_mut()
@@ -382,7 +434,12 @@ impl Ingest {
 
     /// Ends the push: checks what the client expected, then makes the blob
     /// durable and visible, or leaves nothing behind.
-    pub fn commit(mut self) -> Result<PushOutcome> {
+    pub fn commit(self) -> Result<PushOutcome> {
+        let dir = self.sink.inner.dir.clone();
+        self.commit_inner().map_err(|e| e.nothing_stored(&dir))
+    }
+
+    fn commit_inner(mut self) -> Result<PushOutcome> {
         let unwrap = self.unwrap.take().expect("codec stage runs until commit");
         let plan = unwrap.finish(&mut Bridge {
             splitter: &mut self.splitter,
@@ -406,15 +463,19 @@ impl Ingest {
             return Err(e);
         }
         let digest = self.sha.take().expect("hasher runs until commit").finish();
+        let recipe = std::mem::take(&mut self.sink.recipe).finish();
+        let raw = std::mem::take(&mut self.sink.raw).finish();
+        // The commit's batch holds the recipes; below the reserve nothing is
+        // written to the index (see the module doc).
+        let index_bytes = recipe.stored_bytes() + raw.stored_bytes();
         let check = self
             .check_expected(&digest)
+            .and_then(|_| self.sink.inner.check_room(index_bytes))
             .and_then(|_| done.writer.sync());
         if let Err(e) = check {
             self.sink.discard(done);
             return Err(e);
         }
-        let recipe = std::mem::take(&mut self.sink.recipe).finish();
-        let raw = std::mem::take(&mut self.sink.raw).finish();
         let sink = &self.sink;
         let result = self.store.commit_content(
             &self.opts,

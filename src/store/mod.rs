@@ -48,6 +48,11 @@ pub struct StoreConfig {
     pub cache_bytes: usize,
     /// How compressed blobs are decoded and proven (bomb ratio, preflate).
     pub unwrap: crate::codec::unwrap::UnwrapConfig,
+    /// Free space kept on the data directory's disk: a push or upload write
+    /// that would go below it fails with ResourceExhausted, so RocksDB's log
+    /// and memtable flushes (up to 32 MiB) never meet ENOSPC, which stops the
+    /// index until a restart. Deletes and GC ignore it. 0 keeps none.
+    pub min_free_bytes: u64,
 }
 
 impl Default for StoreConfig {
@@ -59,6 +64,7 @@ impl Default for StoreConfig {
             max_pack_bytes: 1 << 30,
             cache_bytes: 32 << 20,
             unwrap: Default::default(),
+            min_free_bytes: 64 << 20,
         }
     }
 }
@@ -146,6 +152,8 @@ fn ratio(a: u64, b: u64) -> f64 {
 /// Decoded recipe pages kept for ranged reads (weighed by their literal bytes and segments).
 const PAGE_CACHE_BYTES: usize = 8 << 20;
 const PLAN_CACHE_BYTES: usize = 1 << 20;
+/// Free space below which the store refuses to open (see `Store::open`).
+const MIN_FREE_TO_OPEN: u64 = 1 << 20;
 
 pub fn now_secs() -> i64 {
     std::time::SystemTime::now()
@@ -200,6 +208,15 @@ impl Store {
             let p = dir.join(sub);
             std::fs::create_dir_all(&p)
                 .map_err(|e| Error::io(format!("creating {}", p.display()), e))?;
+        }
+        // RocksDB aborts the process when it cannot write its log at open:
+        // refuse to start instead, saying why.
+        let free = packset::free_bytes(dir)?;
+        if free < MIN_FREE_TO_OPEN {
+            return Err(Error::ResourceExhausted(format!(
+                "the disk holding {} has {free} bytes free; strata needs at least {MIN_FREE_TO_OPEN} to open its index",
+                dir.display()
+            )));
         }
         let db = index::open(&dir.join("index"))?;
         let meta = cf(&db, CF_META);

@@ -203,6 +203,7 @@ pub fn parse_pack_name(name: &str) -> Option<u32> {
 pub struct PackWriter {
     pub id: u32,
     file: File,
+    path: PathBuf,
     /// Current end of the file.
     pub len: u64,
 }
@@ -218,7 +219,12 @@ impl PackWriter {
             .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
         // The new name must be durable before the index can refer to it.
         sync_dir(dir)?;
-        Ok(PackWriter { id, file, len: 0 })
+        Ok(PackWriter {
+            id,
+            file,
+            path,
+            len: 0,
+        })
     }
 
     pub fn open(dir: &Path, id: u32, len: u64) -> Result<Self> {
@@ -228,16 +234,26 @@ impl PackWriter {
             .write(true)
             .open(&path)
             .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-        Ok(PackWriter { id, file, len })
+        Ok(PackWriter {
+            id,
+            file,
+            path,
+            len,
+        })
     }
 
-    /// Appends a record; returns its offset.
+    /// Appends a record; returns its offset. On a failed write (a full disk)
+    /// the file is cut back to where it was: no partial record is left.
     pub fn append(&mut self, rec: &[u8]) -> Result<u64> {
         let off = self.len;
         if let Err(e) = self.file.write_all_at(rec, off) {
-            // Do not leave a partial record behind.
-            let _ = self.file.set_len(off);
-            return Err(Error::io(format!("writing pack {}", self.id), e));
+            if let Err(t) = self.file.set_len(off) {
+                tracing::error!(pack = self.id, error = %t, "could not cut a failed append off its pack; it is trimmed at the next start");
+            }
+            return Err(Error::io(
+                format!("appending to {}", self.path.display()),
+                e,
+            ));
         }
         self.len += rec.len() as u64;
         Ok(off)
@@ -246,7 +262,7 @@ impl PackWriter {
     pub fn sync(&self) -> Result<()> {
         self.file
             .sync_data()
-            .map_err(|e| Error::io(format!("syncing pack {}", self.id), e))
+            .map_err(|e| Error::io(format!("syncing {}", self.path.display()), e))
     }
 
     /// Drops everything after `len` (bytes of an ingest that did not commit).
@@ -254,7 +270,7 @@ impl PackWriter {
         if self.len != len {
             self.file
                 .set_len(len)
-                .map_err(|e| Error::io(format!("truncating pack {}", self.id), e))?;
+                .map_err(|e| Error::io(format!("truncating {}", self.path.display()), e))?;
             self.len = len;
         }
         Ok(())

@@ -20,6 +20,22 @@ pub struct PackSet {
     leased: Mutex<std::collections::HashSet<u32>>,
     next_id: Mutex<u32>,
     readers: Mutex<HashMap<u32, Arc<File>>>,
+    /// Bytes being written right now under a [`Claim`]: not yet in the
+    /// filesystem's free-space figure.
+    claimed: Mutex<u64>,
+}
+
+/// Room set aside on the data directory's disk for one write in progress
+/// (see [`PackSet::claim`]); given back when dropped.
+pub struct Claim<'a> {
+    set: &'a PackSet,
+    bytes: u64,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        *self.set.claimed.lock() -= self.bytes;
+    }
 }
 
 impl PackSet {
@@ -84,11 +100,55 @@ impl PackSet {
             leased: Mutex::new(Default::default()),
             next_id: Mutex::new(max_id + 1),
             readers: Mutex::new(HashMap::new()),
+            claimed: Mutex::new(0),
         })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Sets `need` bytes aside for a write to the disk holding `dir` (the data
+    /// directory), unless that would leave less than `reserve` free counting
+    /// the writes other pushes have in progress: then `ResourceExhausted`.
+    /// The reserve keeps room for what must not fail on a full disk: RocksDB's
+    /// log and memtable flushes (Debian's librocksdb aborts the process when a
+    /// log write past its preallocated block hits ENOSPC), deletes and
+    /// garbage collection. A reserve of 0 checks nothing.
+    pub fn claim(&self, dir: &Path, need: u64, reserve: u64) -> Result<Claim<'_>> {
+        if reserve == 0 {
+            return Ok(Claim {
+                set: self,
+                bytes: 0,
+            });
+        }
+        // Files grow by whole pages: count the rounding.
+        let need = need.div_ceil(4096) * 4096;
+        let mut claimed = self.claimed.lock();
+        let free = free_bytes(dir)?;
+        let wanted = reserve.saturating_add(*claimed).saturating_add(need);
+        if free < wanted {
+            let mut why = format!("{free} bytes free");
+            if *claimed > 0 {
+                why += &format!(", {} of them set aside for writes in progress", *claimed);
+            }
+            if need > 0 {
+                why += &format!(", this write needs {need}");
+            }
+            return Err(Error::disk_full(
+                Some(dir),
+                format!(
+                    "{why}, and strata keeps {reserve} bytes free (min_free_bytes) so that its \
+                     index stays writable (delete blobs and collect garbage, or free space on \
+                     that disk)"
+                ),
+            ));
+        }
+        *claimed += need;
+        Ok(Claim {
+            set: self,
+            bytes: need,
+        })
     }
 
     /// Takes a writer for one ingest's exclusive use.
@@ -182,4 +242,26 @@ impl PackSet {
         })?;
         Ok(buf)
     }
+}
+
+/// Bytes the filesystem holding `dir` has free for new data (`statvfs`'s
+/// blocks available to unprivileged users: root's reserved blocks, where a
+/// filesystem has them, are left alone).
+pub fn free_bytes(dir: &Path) -> Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| Error::InvalidArgument(format!("{} contains a NUL byte", dir.display())))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a NUL-terminated path and `st` is written by the call.
+    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return Err(Error::io(
+            format!("reading the free space of {}", dir.display()),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: statvfs succeeded, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    // Both are u32 on some targets.
+    #[allow(clippy::unnecessary_cast)]
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }

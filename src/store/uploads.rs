@@ -5,6 +5,10 @@
 //! resumes from its length. While the stream is open the same bytes also feed a
 //! live [`Ingest`], so COMMIT does not read them again: they are chunked and
 //! deduplicated exactly like a `strata.v1` push.
+//!
+//! On a full disk (or below the store's `min_free_bytes`) a WRITE fails with
+//! `ResourceExhausted` and none of its bytes are kept: the upload stays at the
+//! offset it had, to be resumed once space returns.
 
 use super::index::{cf, CF_INGESTS};
 use super::ingest::{Ingest, IngestOptions, PushOutcome};
@@ -265,14 +269,19 @@ impl Upload {
 
     /// Reads the bytes already on disk (a resumed upload) into the running
     /// hash and a live ingest; a torn tail left by a crash is kept, the client
-    /// resumes from whatever length is reported.
+    /// resumes from whatever length is reported. A live ingest that cannot be
+    /// had (a full disk) is left out: commit reads the file again.
     fn catch_up(&mut self) -> Result<()> {
-        let mut ingest = self.new_ingest()?;
+        let mut ingest = match self.new_ingest() {
+            Ok(i) => Some(i),
+            Err(e) if e.is_disk_full() => None,
+            Err(e) => return Err(e),
+        };
         let mut sha = Sha256::new();
         let n_total = feed(&self.file, &mut ingest, Some(&mut sha))?;
         self.sha = sha;
         self.offset = n_total;
-        self.live = Some(ingest);
+        self.live = ingest;
         Ok(())
     }
 
@@ -315,24 +324,60 @@ impl Upload {
         self.touch(true)
     }
 
+    /// Appends bytes at the current offset. On a full disk (or below the
+    /// free-space reserve) nothing of `data` is kept and the upload stays at
+    /// its offset, resumable.
     pub fn append(&mut self, data: &[u8]) -> Result<()> {
         if data.is_empty() {
             return Ok(());
         }
-        if let Err(e) = self.file.write_all_at(data, self.offset) {
-            let _ = self.file.set_len(self.offset);
-            return Err(Error::io("writing an upload file", e));
+        let inner = &self.store.inner;
+        let claim = inner
+            .packs
+            .claim(&inner.dir, data.len() as u64, inner.cfg.min_free_bytes)
+            .map_err(|e| self.kept_at_offset(e))?;
+        let written = self.file.write_all_at(data, self.offset);
+        drop(claim);
+        if let Err(e) = written {
+            self.cut_back();
+            let e = Error::io(format!("writing {}", self.path.display()), e);
+            return Err(self.kept_at_offset(e));
         }
-        self.sha.update(data);
         if let Some(live) = self.live.as_mut() {
             if let Err(e) = live.write(data) {
-                // The spool still has the bytes; commit re-reads them.
-                tracing::warn!(error = %e, "live chunking of an upload failed; it will be redone at commit");
+                // The live ingest is gone either way; commit re-reads the file.
                 self.live = None;
+                if e.is_disk_full() {
+                    // These bytes are refused like a failed file write.
+                    self.cut_back();
+                    return Err(self.kept_at_offset(e));
+                }
+                tracing::warn!(error = %e, "live chunking of an upload failed; it will be redone at commit");
             }
         }
+        self.sha.update(data);
         self.offset += data.len() as u64;
         self.touch(false)
+    }
+
+    /// Drops whatever a failed append left past the offset.
+    fn cut_back(&self) {
+        if let Err(e) = self.file.set_len(self.offset) {
+            tracing::error!(error = %e, path = %self.path.display(), "could not cut a failed write off an upload file");
+        }
+    }
+
+    /// A disk-full error of a WRITE: says where the upload stands.
+    fn kept_at_offset(&self, e: Error) -> Error {
+        if !e.is_disk_full() {
+            return e;
+        }
+        let msg = e.nothing_stored(&self.store.inner.dir).to_string();
+        let msg = msg.strip_suffix("nothing was stored").unwrap_or(&msg);
+        Error::ResourceExhausted(format!(
+            "{msg}this write was not stored; upload {:?} stays at offset {}, to resume when space returns",
+            self.record.reference, self.offset
+        ))
     }
 
     /// Commits the upload as a blob of its namespace. Size and digest mismatches
@@ -372,9 +417,9 @@ impl Upload {
                 self.file.sync_data().ok();
                 let f =
                     File::open(&self.path).map_err(|e| Error::io("reopening an upload file", e))?;
-                let mut ingest = self.new_ingest()?;
+                let mut ingest = Some(self.new_ingest()?);
                 feed(&f, &mut ingest, None)?;
-                ingest
+                ingest.expect("feed keeps the ingest without a live ingest failure")
             }
         };
         ingest.set_expected(Some(digest), Some(self.offset), labels);
@@ -385,7 +430,9 @@ impl Upload {
 }
 
 /// Reads an upload file from its start into an ingest (and a running hash).
-fn feed(mut f: &File, ingest: &mut Ingest, mut sha: Option<&mut Sha256>) -> Result<u64> {
+/// With a hash to keep, an ingest failing on a full disk is dropped and the
+/// hashing goes on; without, its error is returned.
+fn feed(mut f: &File, ingest: &mut Option<Ingest>, mut sha: Option<&mut Sha256>) -> Result<u64> {
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
@@ -398,7 +445,14 @@ fn feed(mut f: &File, ingest: &mut Ingest, mut sha: Option<&mut Sha256>) -> Resu
         if let Some(sha) = sha.as_deref_mut() {
             sha.update(&buf[..n]);
         }
-        ingest.write(&buf[..n])?;
+        if let Some(i) = ingest.as_mut() {
+            if let Err(e) = i.write(&buf[..n]) {
+                if sha.is_none() || !e.is_disk_full() {
+                    return Err(e);
+                }
+                *ingest = None;
+            }
+        }
         total += n as u64;
     }
 }
