@@ -315,7 +315,22 @@ impl Gen {
     /// A new blob of one of several kinds.
     fn blob(&mut self) -> Vec<u8> {
         match self.rng.random_range(0..100) {
-            0..=39 => self.layer(0),
+            0..=29 => self.layer(0),
+            30..=39 => {
+                // A compressed layer: decoded, replayed or kept, spooled while
+                // it is proven, so kills land in the codec stage too.
+                let fresh = self.rng.random_range(0..2);
+                let t = self.layer(fresh);
+                if self.rng.random_bool(0.5) {
+                    let level = self.rng.random_range(1..=9);
+                    let mut e =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+                    std::io::Write::write_all(&mut e, &t).unwrap();
+                    e.finish().unwrap()
+                } else {
+                    zstd::bulk::compress(&t, self.rng.random_range(1..=5)).unwrap()
+                }
+            }
             40..=54 => self.layer(1),
             55..=61 => {
                 // A tar cut off part way: stored as tar, then raw.

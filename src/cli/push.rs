@@ -87,6 +87,11 @@ async fn push_one(
     };
     let bar = progress_bar(len, file);
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::PushRequest>(4);
+    // A file that shrinks while it is read must fail the push, not store a part.
+    let start = pb::PushStart {
+        expected_size: len.unwrap_or(0),
+        ..start
+    };
     tx.send(pb::PushRequest {
         msg: Some(pb::push_request::Msg::Start(start)),
     })
@@ -95,7 +100,17 @@ async fn push_one(
     let reading = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         loop {
             let mut buf = vec![0u8; PIECE];
-            let n = read_full(&mut reader, &mut buf)?;
+            let n = match read_full(&mut reader, &mut buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    // Ending the stream now would commit what was sent: send
+                    // a second `start`, which the daemon refuses, storing nothing.
+                    let _ = tx.blocking_send(pb::PushRequest {
+                        msg: Some(pb::push_request::Msg::Start(Default::default())),
+                    });
+                    return Err(e.into());
+                }
+            };
             if n == 0 {
                 return Ok(());
             }
