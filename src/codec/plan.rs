@@ -369,6 +369,26 @@ impl Plan {
         if !r.is_empty() {
             return Err(bad("trailing bytes"));
         }
+        // Lengths are summed by readers: a damaged record must not overflow them.
+        let (mut out, mut plain, mut raw) = (0u64, 0u64, 0u64);
+        for p in &parts {
+            let (o, pl, rw) = match p {
+                Part::Preflate { pieces } => pieces.iter().try_fold((0u64, 0u64, 0u64), |a, pc| {
+                    Some((
+                        a.0.checked_add(pc.out_len)?,
+                        a.1.checked_add(pc.plain_len)?,
+                        a.2.checked_add(pc.corr_len)?,
+                    ))
+                }),
+                p => Some((p.out_len(), p.plain_consumed(), p.raw_consumed())),
+            }
+            .ok_or_else(|| bad("lengths overflow"))?;
+            out = out.checked_add(o).ok_or_else(|| bad("lengths overflow"))?;
+            plain = plain
+                .checked_add(pl)
+                .ok_or_else(|| bad("lengths overflow"))?;
+            raw = raw.checked_add(rw).ok_or_else(|| bad("lengths overflow"))?;
+        }
         Ok(Plan {
             codec,
             diff_id,
@@ -418,6 +438,30 @@ mod tests {
             assert!(Plan::decode(&enc[..cut]).is_err(), "cut at {cut}");
         }
         assert_eq!(p.strategy(), Strategy::Mixed);
+        // Lengths that overflow when summed (found by fuzzing) are refused.
+        for parts in [
+            vec![
+                Part::Stored {
+                    len: u64::MAX,
+                    skip_plain: 0,
+                    kind: StoredKind::Opaque,
+                },
+                Part::Literal(vec![1]),
+            ],
+            vec![Part::Preflate {
+                pieces: vec![
+                    PreflatePiece {
+                        plain_len: 1,
+                        corr_len: 1,
+                        out_len: u64::MAX,
+                    };
+                    2
+                ],
+            }],
+        ] {
+            let bad = Plan { parts, ..p.clone() };
+            assert!(Plan::decode(&bad.encode()).is_err());
+        }
         assert_eq!(p.out_len(), 4 + 12345 + 5 + 99);
     }
 }

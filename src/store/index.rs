@@ -258,7 +258,9 @@ impl Content {
         let mut page_starts = Vec::with_capacity(n.min(1 << 20));
         let mut prev = 0u64;
         for _ in 0..n {
-            prev += r.varint()?;
+            prev = prev
+                .checked_add(r.varint()?)
+                .ok_or_else(|| Error::DataLoss("content record: page offsets overflow".into()))?;
             page_starts.push(prev);
         }
         let wrap = if version == 2 {
@@ -276,7 +278,9 @@ impl Content {
             let mut raw_page_starts = Vec::with_capacity(n.min(1 << 20));
             let mut prev = 0u64;
             for _ in 0..n {
-                prev += r.varint()?;
+                prev = prev.checked_add(r.varint()?).ok_or_else(|| {
+                    Error::DataLoss("content record: page offsets overflow".into())
+                })?;
                 raw_page_starts.push(prev);
             }
             Some(Wrap {
@@ -406,6 +410,12 @@ mod tests {
             extra_bytes: 40,
         });
         assert_eq!(Content::decode(&w.encode()).unwrap(), w);
+        // Page offsets that overflow (found by fuzzing) are refused.
+        let mut b = vec![1u8, 1];
+        for v in [10, 1, 0, 0, 0, 2, u64::MAX, u64::MAX] {
+            put_varint(&mut b, v);
+        }
+        assert!(Content::decode(&b).is_err());
         let n = Counters {
             blobs: 1,
             logical_bytes: 2,
