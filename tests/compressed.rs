@@ -283,6 +283,11 @@ async fn a_tar_and_its_gzip_share_their_file_bodies() {
         r.bytes_added
     );
     assert_eq!(read_all(&mut c, &r.digest).await, gz);
+    // Dedup is measured over what is chunked: the tar, twice, stored once.
+    let s = stats(&mut c).await;
+    assert_eq!(s.logical_stream_bytes, 2 * tar.len() as u64);
+    assert_eq!(s.logical_bytes, (tar.len() + gz.len()) as u64);
+    assert!(s.dedup_ratio > 1.9, "dedup ratio {}", s.dedup_ratio);
     d.stop().await;
 }
 

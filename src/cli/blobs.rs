@@ -208,13 +208,17 @@ pub async fn stats(a: StatsArgs, socket: &Path) -> anyhow::Result<()> {
             "index_bytes": s.index_bytes, "chunks": s.chunks, "unreferenced_chunks": s.unreferenced_chunks,
             "dedup_ratio": s.dedup_ratio, "compression_ratio": s.compression_ratio,
             "rebuild_bytes": s.rebuild_bytes, "contents_by_strategy": s.contents_by_strategy,
+            "logical_stream_bytes": s.logical_stream_bytes,
         }));
     } else {
         println!(
             "blobs:               {} ({} distinct contents)",
             s.blobs, s.contents
         );
-        println!("logical bytes:       {}", s.logical_bytes);
+        println!(
+            "logical bytes:       {} ({} as chunked streams: the tars inside compressed blobs)",
+            s.logical_bytes, s.logical_stream_bytes
+        );
         println!(
             "unique plain bytes:  {} (chunks {} + literals {})",
             s.unique_plain_bytes, s.chunk_plain_bytes, s.literal_bytes

@@ -136,7 +136,7 @@ impl Metrics {
             let dedup = if unique == 0 {
                 0.0
             } else {
-                c.logical_bytes as f64 / unique as f64
+                c.logical_stream_bytes as f64 / unique as f64
             };
             for (name, help, v) in [
                 ("blobs", "Blobs held, over all namespaces.", c.blobs as f64),

@@ -289,6 +289,7 @@ impl StoreApi for StrataService {
             literal_bytes: c.literal_bytes,
             unreferenced_chunks: c.unreferenced_chunks,
             rebuild_bytes: c.rebuild_bytes,
+            logical_stream_bytes: c.logical_stream_bytes,
             contents_by_strategy: Strategy::ALL
                 .iter()
                 .map(|s| (s.name().to_string(), c.by_strategy[*s as usize]))

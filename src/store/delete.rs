@@ -32,6 +32,9 @@ impl Store {
         batch.delete_cf(cf(db, CF_BLOBS), &bkey);
         c.blobs -= 1;
         c.logical_bytes -= content.size;
+        c.logical_stream_bytes = c
+            .logical_stream_bytes
+            .saturating_sub(content.stream_bytes());
         content.holders = content.holders.saturating_sub(1);
         let released = content.holders == 0;
         if released {

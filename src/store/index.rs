@@ -190,6 +190,13 @@ impl Content {
             .map_or(Strategy::None, |w| Strategy::from_index(w.strategy))
     }
 
+    /// Bytes this content stands for in chunked streams: its plain stream
+    /// (the tar inside a compressed blob) and whatever is kept raw. What dedup
+    /// is measured against.
+    pub fn stream_bytes(&self) -> u64 {
+        self.recipe_size() + self.wrap.as_ref().map_or(0, |w| w.raw_size)
+    }
+
     /// Length of the stream the plain recipe holds.
     pub fn recipe_size(&self) -> u64 {
         self.wrap.as_ref().map_or(self.size, |w| w.recipe_size)
@@ -333,10 +340,13 @@ pub struct Counters {
     pub rebuild_bytes: u64,
     /// Contents by how they are kept (`codec::plan::Strategy` order).
     pub by_strategy: [u64; 5],
+    /// Like `logical_bytes`, but counting each blob's chunked streams
+    /// (`Content::stream_bytes`): the tar inside a compressed blob.
+    pub logical_stream_bytes: u64,
 }
 
 impl Counters {
-    const N: usize = 14;
+    const N: usize = 15;
 
     fn fields(&mut self) -> [&mut u64; Self::N] {
         let [s0, s1, s2, s3, s4] = &mut self.by_strategy;
@@ -355,6 +365,7 @@ impl Counters {
             s2,
             s3,
             s4,
+            &mut self.logical_stream_bytes,
         ]
     }
 
@@ -427,6 +438,7 @@ mod tests {
             pack_bytes: 8,
             rebuild_bytes: 9,
             by_strategy: [1, 2, 3, 4, 5],
+            logical_stream_bytes: 10,
         };
         assert_eq!(Counters::decode(&n.encode()).unwrap(), n);
     }

@@ -584,6 +584,7 @@ impl Store {
                 batch.put_cf(cf(db, CF_RECIPES), digest.0, content.encode());
                 c.blobs += 1;
                 c.logical_bytes += size;
+                c.logical_stream_bytes += content.stream_bytes();
             }
         } else {
             let chunks_cf = cf(db, CF_CHUNKS);
@@ -671,6 +672,7 @@ impl Store {
             if old_meta.is_none() {
                 c.blobs += 1;
                 c.logical_bytes += size;
+                c.logical_stream_bytes += content.stream_bytes();
             }
             outcome.bytes_added = written + recipe_bytes;
         }

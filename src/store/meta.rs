@@ -65,6 +65,7 @@ impl Store {
         let mut c = *counters;
         c.blobs += 1;
         c.logical_bytes += content.size;
+        c.logical_stream_bytes += content.stream_bytes();
         let mut batch = rocksdb::WriteBatch::default();
         batch.put_cf(cf(db, CF_BLOBS), &bkey, meta.encode());
         batch.put_cf(cf(db, CF_RECIPES), digest.0, content.encode());

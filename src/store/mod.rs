@@ -134,7 +134,10 @@ impl Stats {
         self.counters.chunk_plain_bytes + self.counters.literal_bytes
     }
     pub fn dedup_ratio(&self) -> f64 {
-        ratio(self.counters.logical_bytes, self.unique_plain_bytes())
+        ratio(
+            self.counters.logical_stream_bytes,
+            self.unique_plain_bytes(),
+        )
     }
     pub fn compression_ratio(&self) -> f64 {
         ratio(self.counters.chunk_plain_bytes, self.counters.pack_bytes)

@@ -301,6 +301,7 @@ impl Store {
         let mut holders: HashMap<Digest, u32> = HashMap::new();
         let mut names: HashMap<Digest, Vec<String>> = HashMap::new();
         let mut logical = 0u64;
+        let mut logical_stream = 0u64;
         for item in snap.iterator_cf(cf(db, CF_BLOBS), rocksdb::IteratorMode::Start) {
             let (k, _) = item?;
             r.blobs += 1;
@@ -319,7 +320,10 @@ impl Store {
                 .or_default()
                 .push(format!("{ns}/{digest}"));
             match contents.get(&digest) {
-                Some(c) => logical += c.size,
+                Some(c) => {
+                    logical += c.size;
+                    logical_stream += c.stream_bytes();
+                }
                 None => problems.push((
                     "blob".into(),
                     format!("{ns}/{digest} has no recipe"),
@@ -342,6 +346,7 @@ impl Store {
         let counted = Counters {
             blobs: r.blobs,
             logical_bytes: logical,
+            logical_stream_bytes: logical_stream,
             contents: r.contents,
             chunks: r.chunks,
             chunk_plain_bytes: chunk_len.values().map(|&l| l as u64).sum(),
