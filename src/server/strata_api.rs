@@ -32,7 +32,7 @@ fn ns_or_default(ns: String) -> String {
     }
 }
 
-pub fn blob_info_pb(b: &BlobInfo) -> pb::BlobInfo {
+pub fn blob_info_pb(b: &BlobInfo, kept: String) -> pb::BlobInfo {
     pb::BlobInfo {
         namespace: b.namespace.clone(),
         digest: b.digest.to_string(),
@@ -46,7 +46,7 @@ pub fn blob_info_pb(b: &BlobInfo) -> pb::BlobInfo {
         layout: b.content.layout_name().to_string(),
         codec: b.codec().to_string(),
         strategy: b.content.strategy().name().to_string(),
-        kept: b.kept.clone(),
+        kept,
         diff_id: b
             .content
             .wrap
@@ -230,7 +230,8 @@ impl StoreApi for StrataService {
         let r = request.into_inner();
         let digest = Digest::parse(&r.digest)?;
         let info = self.store.stat(&ns_or_default(r.namespace), &digest)?;
-        Ok(Response::new(blob_info_pb(&info)))
+        let kept = self.store.kept(&digest, &info.content)?;
+        Ok(Response::new(blob_info_pb(&info, kept)))
     }
 
     async fn list(
@@ -245,7 +246,10 @@ impl StoreApi for StrataService {
         .await
         .map_err(|e| Status::internal(e.to_string()))??;
         Ok(Response::new(pb::ListResponse {
-            blobs: blobs.iter().map(blob_info_pb).collect(),
+            blobs: blobs
+                .iter()
+                .map(|b| Ok(blob_info_pb(b, self.store.kept(&b.digest, &b.content)?)))
+                .collect::<Result<_, Error>>()?,
         }))
     }
 

@@ -36,7 +36,6 @@ impl Store {
         Ok(BlobInfo {
             namespace: ns.to_string(),
             digest: *digest,
-            kept: self.kept(digest, &content)?,
             content,
             meta,
         })

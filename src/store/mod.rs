@@ -106,8 +106,6 @@ pub struct BlobInfo {
     pub digest: Digest,
     pub content: Content,
     pub meta: BlobMeta,
-    /// How a compressed blob's exact bytes are kept ("zlib-6", "stored", ...).
-    pub kept: String,
 }
 
 impl BlobInfo {
@@ -334,7 +332,6 @@ impl Store {
         Ok(BlobInfo {
             namespace: ns.to_string(),
             digest: *digest,
-            kept: self.kept(digest, &content)?,
             content,
             meta: BlobMeta::decode(&meta)?,
         })
@@ -369,7 +366,6 @@ impl Store {
             out.push(BlobInfo {
                 namespace: ns.to_string(),
                 digest,
-                kept: self.kept(&digest, &content)?,
                 content,
                 meta,
             });
@@ -377,7 +373,9 @@ impl Store {
         Ok(out)
     }
 
-    pub(crate) fn kept(&self, digest: &Digest, content: &Content) -> Result<String> {
+    /// How a compressed blob's exact bytes are kept ("zlib-6", "stored", ...);
+    /// empty for an uncompressed one. Loads the plan: not for hot paths.
+    pub fn kept(&self, digest: &Digest, content: &Content) -> Result<String> {
         Ok(match content.wrap {
             Some(_) => self.plan(digest)?.describe(),
             None => String::new(),

@@ -32,6 +32,16 @@ struct StoreSource<'a> {
     content: &'a Content,
 }
 
+impl<'a> StoreSource<'a> {
+    fn new(store: &'a Store, digest: &'a Digest, content: &'a Content) -> Self {
+        StoreSource {
+            store,
+            digest,
+            content,
+        }
+    }
+}
+
 impl Source for StoreSource<'_> {
     fn plain(&mut self, offset: u64, len: u64, out: &mut Out) -> Result<bool> {
         let rec = RecipeView::plain(self.content);
@@ -94,11 +104,7 @@ impl Store {
         }
         let plan = self.plan(digest)?;
         let mut cur = self.take_cursor(digest, &plan, offset);
-        let mut src = StoreSource {
-            store: self,
-            digest,
-            content,
-        };
+        let mut src = StoreSource::new(self, digest, content);
         let r = rebuild::rebuild(&mut cur, &mut src, offset, end, out);
         if r.is_ok() {
             self.put_cursor(*digest, cur);
@@ -126,11 +132,7 @@ impl Store {
         })?;
         let end = check_range(digest, size, offset, length)?;
         let plan = self.plan(digest)?;
-        let mut src = StoreSource {
-            store: self,
-            digest,
-            content,
-        };
+        let mut src = StoreSource::new(self, digest, content);
         rebuild::plain(&plan, &mut src, offset, end, out).map(|_| ())
     }
 
