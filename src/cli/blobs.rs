@@ -3,7 +3,6 @@ use crate::client;
 use crate::proto::strata::v1 as pb;
 use clap::Args;
 use std::io::Write;
-use std::path::Path;
 
 #[derive(Args, Debug)]
 pub struct CatArgs {
@@ -58,8 +57,8 @@ pub struct StatsArgs {
     pub json: bool,
 }
 
-pub async fn cat(a: CatArgs, socket: &Path) -> anyhow::Result<()> {
-    let mut c = client::connect(socket).await?;
+pub async fn cat(a: CatArgs, target: &client::Target) -> anyhow::Result<()> {
+    let mut c = client::connect_to(target).await?;
     let req = pb::ReadRequest {
         namespace: a.namespace,
         digest: a.digest,
@@ -91,8 +90,8 @@ fn info_json(b: &pb::BlobInfo) -> serde_json::Value {
     })
 }
 
-pub async fn stat(a: StatArgs, socket: &Path) -> anyhow::Result<()> {
-    let mut c = client::connect(socket).await?;
+pub async fn stat(a: StatArgs, target: &client::Target) -> anyhow::Result<()> {
+    let mut c = client::connect_to(target).await?;
     let b = c
         .stat(pb::StatRequest {
             namespace: a.namespace,
@@ -134,8 +133,8 @@ pub async fn stat(a: StatArgs, socket: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn ls(a: LsArgs, socket: &Path) -> anyhow::Result<()> {
-    let mut c = client::connect(socket).await?;
+pub async fn ls(a: LsArgs, target: &client::Target) -> anyhow::Result<()> {
+    let mut c = client::connect_to(target).await?;
     let req = pb::ListRequest {
         namespace: a.namespace,
         label_filters: a.labels,
@@ -162,8 +161,8 @@ pub async fn ls(a: LsArgs, socket: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn rm(a: RmArgs, socket: &Path) -> anyhow::Result<()> {
-    let mut c = client::connect(socket).await?;
+pub async fn rm(a: RmArgs, target: &client::Target) -> anyhow::Result<()> {
+    let mut c = client::connect_to(target).await?;
     let mut out = Vec::new();
     for d in &a.digests {
         let r = c
@@ -193,8 +192,8 @@ pub async fn rm(a: RmArgs, socket: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn stats(a: StatsArgs, socket: &Path) -> anyhow::Result<()> {
-    let mut c = client::connect(socket).await?;
+pub async fn stats(a: StatsArgs, target: &client::Target) -> anyhow::Result<()> {
+    let mut c = client::connect_to(target).await?;
     let s = c
         .stats(pb::StatsRequest {})
         .await
@@ -257,8 +256,8 @@ pub struct GcArgs {
     pub json: bool,
 }
 
-pub async fn gc(a: GcArgs, socket: &Path) -> anyhow::Result<()> {
-    let mut c = client::connect(socket).await?;
+pub async fn gc(a: GcArgs, target: &client::Target) -> anyhow::Result<()> {
+    let mut c = client::connect_to(target).await?;
     let r = c
         .gc(pb::GcRequest {})
         .await

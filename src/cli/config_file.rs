@@ -10,13 +10,20 @@ use std::path::PathBuf;
 /// `serve` (so that later command-line flags override them). Arguments of any
 /// other command come back unchanged.
 pub fn expand(args: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
-    // The command is the first argument that is not the global --socket.
+    // The command is the first argument that is not a global option.
+    const GLOBAL: [&str; 5] = [
+        "--socket",
+        "--addr",
+        "--tls-ca",
+        "--client-cert",
+        "--client-key",
+    ];
     let mut i = 1;
     while i < args.len() {
         let a = args[i].to_string_lossy();
-        if a == "--socket" {
+        if GLOBAL.contains(&a.as_ref()) {
             i += 2;
-        } else if a.starts_with("--socket=") {
+        } else if GLOBAL.iter().any(|g| a.starts_with(&format!("{g}="))) {
             i += 1;
         } else {
             break;

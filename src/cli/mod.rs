@@ -6,6 +6,7 @@ mod push;
 mod serve;
 mod verify;
 
+use crate::client;
 use crate::config;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -19,12 +20,26 @@ use std::path::PathBuf;
 It splits layer tars into file bodies, cuts bodies into content-defined chunks, keeps each distinct chunk \
 once (zstd-compressed) and rebuilds every blob exactly on read. Compressed layers (tar+gzip, tar+zstd) \
 are decoded, their tar deduplicated, and their exact compressed bytes rebuilt on read.\n\n\
-Run the daemon with `strata serve`; the other commands talk to it over its unix socket."
+Run the daemon with `strata serve`; the other commands talk to it over its unix socket \
+(or over TCP with --addr, when the daemon was started with --listen)."
 )]
 pub struct Cli {
     /// The daemon's unix socket [default: <default data dir>/strata.sock]
     #[arg(long, global = true, env = "STRATA_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// Reach the daemon over TCP instead: http://HOST:PORT for a loopback
+    /// listener, https://HOST:PORT for a TLS one (`strata serve --listen`)
+    #[arg(long, global = true, env = "STRATA_ADDR", value_name = "URL")]
+    pub addr: Option<String>,
+    /// PEM CA that signed the daemon's certificate (https:// addresses)
+    #[arg(long, global = true, env = "STRATA_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for daemons started with --tls-client-ca
+    #[arg(long, global = true, value_name = "FILE", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM key of --client-cert
+    #[arg(long, global = true, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -34,7 +49,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon: open (or create) the store and serve it on a unix socket
     #[command(args_override_self = true)]
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Store blobs; prints `DIGEST  SIZE  NEW-BYTES` for each file
     Push(push::PushArgs),
     /// Write a blob (or a byte range of it) to standard output, exactly as pushed
@@ -61,23 +76,33 @@ pub fn socket_path(cli_socket: &Option<PathBuf>) -> PathBuf {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve::run(args, cli.socket),
+        Command::Serve(args) => serve::run(*args, cli.socket),
         Command::Verify(args) if args.data_dir.is_some() => verify::offline(args),
         other => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            let socket = socket_path(&cli.socket);
+            let t = match cli.addr {
+                Some(url) => client::Target::Tcp {
+                    url,
+                    tls: client::ClientTls {
+                        ca: cli.tls_ca,
+                        cert: cli.client_cert,
+                        key: cli.client_key,
+                    },
+                },
+                None => client::Target::Socket(socket_path(&cli.socket)),
+            };
             rt.block_on(async move {
                 match other {
-                    Command::Push(a) => push::run(a, &socket).await,
-                    Command::Cat(a) => blobs::cat(a, &socket).await,
-                    Command::Stat(a) => blobs::stat(a, &socket).await,
-                    Command::Ls(a) => blobs::ls(a, &socket).await,
-                    Command::Rm(a) => blobs::rm(a, &socket).await,
-                    Command::Stats(a) => blobs::stats(a, &socket).await,
-                    Command::Verify(a) => verify::online(a, &socket).await,
-                    Command::Gc(a) => blobs::gc(a, &socket).await,
+                    Command::Push(a) => push::run(a, &t).await,
+                    Command::Cat(a) => blobs::cat(a, &t).await,
+                    Command::Stat(a) => blobs::stat(a, &t).await,
+                    Command::Ls(a) => blobs::ls(a, &t).await,
+                    Command::Rm(a) => blobs::rm(a, &t).await,
+                    Command::Stats(a) => blobs::stats(a, &t).await,
+                    Command::Verify(a) => verify::online(a, &t).await,
+                    Command::Gc(a) => blobs::gc(a, &t).await,
                     Command::Serve(_) => unreachable!(),
                 }
             })

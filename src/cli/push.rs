@@ -31,7 +31,7 @@ pub struct PushArgs {
 
 const PIECE: usize = 1 << 20;
 
-pub async fn run(args: PushArgs, socket: &Path) -> anyhow::Result<()> {
+pub async fn run(args: PushArgs, target: &client::Target) -> anyhow::Result<()> {
     let mut labels = std::collections::HashMap::new();
     for l in &args.labels {
         let (k, v) = l
@@ -39,7 +39,7 @@ pub async fn run(args: PushArgs, socket: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("label {l:?} is not KEY=VALUE"))?;
         labels.insert(k.to_string(), v.to_string());
     }
-    let mut client = client::connect(socket).await?;
+    let mut client = client::connect_to(target).await?;
     let mut results = Vec::new();
     for file in &args.files {
         let start = pb::PushStart {

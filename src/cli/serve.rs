@@ -84,6 +84,20 @@ pub struct ServeArgs {
     /// runs at a few to 30 MB/s) at the cost of their dedup
     #[arg(long)]
     pub no_preflate: bool,
+    /// Also serve on TCP at HOST:PORT (strata.v1 and the content API, for
+    /// clients on other machines: `strata --addr`). Any address but loopback
+    /// needs --tls-cert and --tls-key
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// PEM certificate chain for the TCP listener (TLS)
+    #[arg(long, value_name = "FILE", requires = "tls_key", requires = "listen")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require TCP clients to present a certificate signed by this PEM CA
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// "20G", "512M", "64K" (powers of 1024), or plain bytes.
@@ -155,7 +169,21 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
             )
         })?),
     };
+    let tcp = args.listen.map(|addr| server::tcp::TcpOptions {
+        addr,
+        tls: args.tls_cert.map(|cert| server::tcp::TlsFiles {
+            cert,
+            key: args
+                .tls_key
+                .expect("clap requires --tls-key with --tls-cert"),
+            client_ca: args.tls_client_ca,
+        }),
+    });
+    if let Some(t) = &tcp {
+        server::tcp::check(t)?;
+    }
     let opts = ServeOptions {
+        tcp,
         data_dir,
         socket,
         containerd_socket: args.containerd_socket,

@@ -4,7 +4,7 @@ use crate::proto::strata::v1 as pb;
 use crate::server::strata_api::verify_pb;
 use crate::store::{Store, StoreConfig};
 use clap::Args;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
@@ -25,8 +25,8 @@ pub fn offline(a: VerifyArgs) -> anyhow::Result<()> {
     finish(&a, verify_pb(&report))
 }
 
-pub async fn online(a: VerifyArgs, socket: &Path) -> anyhow::Result<()> {
-    let mut c = client::connect(socket).await?;
+pub async fn online(a: VerifyArgs, target: &client::Target) -> anyhow::Result<()> {
+    let mut c = client::connect_to(target).await?;
     let r = c
         .verify(pb::VerifyRequest { deep: a.deep })
         .await

@@ -15,7 +15,12 @@ pub trait Reencoder: Send {
     fn finish(&mut self, out: &mut Vec<u8>) -> Result<()>;
 }
 
+pub mod block_pool;
+pub mod go_replay;
+pub mod goflate;
 pub mod gzip;
+pub mod kp_replay;
+pub mod kpflate;
 pub mod plan;
 pub mod preflate;
 pub mod rebuild;
@@ -25,11 +30,25 @@ pub mod zstd_replay;
 
 use plan::{Encoder, EncoderKind};
 
-/// The re-encoder a replay part names.
+/// The re-encoder a replay part names, as ingest runs it: on the caller's
+/// thread, its output trailing the input as little as the encoder allows.
 pub fn reencoder(enc: &Encoder) -> Result<Box<dyn Reencoder>> {
     match enc.kind {
         EncoderKind::Zlib => zlib::ZlibParams::decode(&enc.params)?.0.reencoder(),
         EncoderKind::Zstd => zstd_replay::ZstdParams::decode(&enc.params)?.0.reencoder(),
+        EncoderKind::Klauspost => kp_replay::KpParams::decode(&enc.params)?.0.reencoder(),
+        EncoderKind::GoStd => go_replay::GoParams::decode(&enc.params)?.0.reencoder(),
+    }
+}
+
+/// The re-encoder for a read: the same bytes, made on several threads where
+/// the encoder's blocks are independent (pgzip).
+pub fn rebuild_reencoder(enc: &Encoder) -> Result<Box<dyn Reencoder>> {
+    match enc.kind {
+        EncoderKind::Klauspost => kp_replay::KpParams::decode(&enc.params)?
+            .0
+            .rebuild_reencoder(),
+        _ => reencoder(enc),
     }
 }
 
@@ -38,6 +57,8 @@ pub fn encoder_name(enc: &Encoder) -> String {
     let name = match enc.kind {
         EncoderKind::Zlib => zlib::ZlibParams::decode(&enc.params).map(|p| p.0.name()),
         EncoderKind::Zstd => zstd_replay::ZstdParams::decode(&enc.params).map(|p| p.0.name()),
+        EncoderKind::Klauspost => kp_replay::KpParams::decode(&enc.params).map(|p| p.0.name()),
+        EncoderKind::GoStd => go_replay::GoParams::decode(&enc.params).map(|p| p.0.name()),
     };
     name.unwrap_or_else(|_| "unknown".into())
 }
@@ -46,7 +67,7 @@ pub fn encoder_name(enc: &Encoder) -> String {
 /// hold back before emitting (zstd's worker mode holds a whole job).
 pub fn max_lag(enc: &Encoder) -> u64 {
     match enc.kind {
-        EncoderKind::Zlib => 0,
+        EncoderKind::Zlib | EncoderKind::Klauspost | EncoderKind::GoStd => 0,
         EncoderKind::Zstd => {
             zstd_replay::ZstdParams::decode(&enc.params).map_or(0, |p| p.0.max_lag())
         }
@@ -56,9 +77,37 @@ pub fn max_lag(enc: &Encoder) -> u64 {
 /// pigz block sizes (`-b`, KiB) tried after the default 128.
 const PIGZ_OTHER_BLOCKS_KIB: [u32; 5] = [64, 256, 512, 1024, 32];
 
-/// Replay candidates for a gzip member, most likely first: zlib's, then pigz
-/// at block sizes other than its default.
+/// Replay candidates for a gzip member, most likely first. OS 255 is what
+/// Go's writers (and Python's) put in the header: then the Go families lead,
+/// pgzip at its default level first (the registries' most common producer
+/// after Go's own gzip), each family's likeliest level ahead of zlib's list,
+/// their other levels after it.
 pub fn gzip_candidates(h: &gzip::Header) -> Vec<Encoder> {
+    let zlib = gzip_zlib_candidates(h);
+    if h.os != 255 {
+        return zlib;
+    }
+    let kp: Vec<Encoder> = kp_replay::candidates(h.xfl)
+        .into_iter()
+        .map(|p| encoder(EncoderKind::Klauspost, |v| p.encode(v)))
+        .collect();
+    let go: Vec<Encoder> = go_replay::candidates(h.xfl)
+        .into_iter()
+        .map(|p| encoder(EncoderKind::GoStd, |v| p.encode(v)))
+        .collect();
+    // kp_replay lists each level's framings together.
+    let kp_first = kp_replay::framings_per_level();
+    let mut out = Vec::with_capacity(kp.len() + go.len() + zlib.len());
+    out.extend_from_slice(&kp[..kp_first.min(kp.len())]);
+    out.extend_from_slice(&go[..1.min(go.len())]);
+    out.extend(zlib);
+    out.extend_from_slice(&kp[kp_first.min(kp.len())..]);
+    out.extend_from_slice(&go[1.min(go.len())..]);
+    out
+}
+
+/// zlib's candidates, then pigz at block sizes other than its default.
+fn gzip_zlib_candidates(h: &gzip::Header) -> Vec<Encoder> {
     let base = zlib::candidates(h.xfl, h.os);
     let mut more = Vec::new();
     for kib in PIGZ_OTHER_BLOCKS_KIB {

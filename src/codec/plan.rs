@@ -54,6 +54,10 @@ pub enum EncoderKind {
     Zlib,
     /// libzstd, one whole frame out.
     Zstd,
+    /// klauspost/compress's deflate (one stream, or pgzip's blocks), raw deflate out.
+    Klauspost,
+    /// Go's standard compress/flate, raw deflate out.
+    GoStd,
 }
 
 /// What a stored part holds.
@@ -271,6 +275,8 @@ impl Plan {
                     b.push(match enc.kind {
                         EncoderKind::Zlib => 1,
                         EncoderKind::Zstd => 2,
+                        EncoderKind::Klauspost => 3,
+                        EncoderKind::GoStd => 4,
                     });
                     put_varint(&mut b, enc.params.len() as u64);
                     b.extend_from_slice(&enc.params);
@@ -328,6 +334,8 @@ impl Plan {
                     let kind = match r.u8()? {
                         1 => EncoderKind::Zlib,
                         2 => EncoderKind::Zstd,
+                        3 => EncoderKind::Klauspost,
+                        4 => EncoderKind::GoStd,
                         _ => return Err(bad("unknown encoder")),
                     };
                     let len = r.varint()? as usize;

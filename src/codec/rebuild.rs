@@ -168,7 +168,7 @@ impl Cursor {
     ) -> Result<()> {
         if matches!(self.state, PartState::Fresh) {
             self.state = PartState::Replay {
-                re: super::reencoder(enc)?,
+                re: super::rebuild_reencoder(enc)?,
                 fed: 0,
                 made: self.part_start,
                 done: false,

@@ -250,7 +250,7 @@ impl ZlibParams {
     }
 }
 
-fn block_name(block: u32) -> String {
+pub fn block_name(block: u32) -> String {
     if block.is_multiple_of(1024) {
         format!("{}k", block / 1024)
     } else {

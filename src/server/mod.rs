@@ -7,6 +7,7 @@ pub mod limits;
 pub mod metrics;
 pub mod strata_api;
 mod stream;
+pub mod tcp;
 
 use crate::config::{DEFAULT_NAMESPACE, FRAME_BYTES, WINDOW_BYTES};
 use crate::error::{Error, Result};
@@ -45,6 +46,8 @@ pub struct ServeOptions {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Group to own the sockets (else the daemon's).
     pub socket_group: Option<String>,
+    /// Also serve `strata.v1` and the content API on TCP.
+    pub tcp: Option<tcp::TcpOptions>,
 }
 
 impl ServeOptions {
@@ -62,6 +65,7 @@ impl ServeOptions {
             limits: Limits::default(),
             metrics_addr: None,
             socket_group: None,
+            tcp: None,
         }
     }
 }
@@ -117,6 +121,18 @@ pub async fn serve(
     opts: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    // Settings that can be wrong are checked before the store is opened.
+    let tcp = match &opts.tcp {
+        Some(t) => {
+            tcp::check(t)?;
+            let tls = t.tls.as_ref().map(tcp::tls_config).transpose()?;
+            let l = tokio::net::TcpListener::bind(t.addr)
+                .await
+                .map_err(|e| Error::InvalidArgument(format!("cannot listen on {}: {e}", t.addr)))?;
+            Some((l, tls))
+        }
+        None => None,
+    };
     let store = {
         let (dir, cfg) = (opts.data_dir.clone(), opts.store.clone());
         tokio::task::spawn_blocking(move || Store::open(&dir, cfg))
@@ -159,6 +175,35 @@ pub async fn serve(
         );
         servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
             UnixListenerStream::new(listener),
+            stop.wait(),
+        )));
+    }
+    if let Some((listener, tls)) = tcp {
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("TCP listener", e))?;
+        tracing::info!(%addr, tls = tls.is_some(), "serving strata.v1 and the containerd content API on TCP");
+        let mut b = builder(&gate);
+        if let Some(cfg) = tls {
+            b = b
+                .tls_config(cfg)
+                .map_err(|e| Error::InvalidArgument(format!("TLS settings: {e}")))?;
+        }
+        let router = b
+            .add_service(
+                StoreServer::new(strata_api::StrataService::new(store.clone(), gate.clone()))
+                    .with_limits(max_msg),
+            )
+            .add_service(
+                ContentServer::new(containerd::ContentService::new(
+                    store.clone(),
+                    DEFAULT_NAMESPACE.into(),
+                    gate.clone(),
+                ))
+                .with_limits(max_msg),
+            );
+        servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
             stop.wait(),
         )));
     }
