@@ -7,7 +7,8 @@
 #    sum of the blobs (what containerd or a registry keeps) and against the same
 #    layers pushed as plain tars; blobs per strategy; ingest and read throughput.
 # 2. The corpus's layer tars (SUBSET_MB of them, default 600) compressed by
-#    producers strata can rebuild (Python's gzip, pigz, GNU gzip, zstd): per
+#    producers strata can rebuild (Python's gzip, pigz, GNU gzip, zstd, Go's
+#    compress/gzip, klauspost's pgzip): per
 #    producer, the strategy used, rebuild data as a share of the compressed
 #    size (total and worst blob), ingest and read throughput.
 # Every blob read back is checked against its digest.
@@ -22,13 +23,16 @@ WORK=$(realpath -m "${2:-/var/tmp/strata-bench-compressed}")
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
 SUBSET_MB=${SUBSET_MB:-600}
-PRODUCERS=${PRODUCERS:-python-gzip-6 pigz-6 gzip-6 zstd-3 zstd-9}
-for t in python3 sha256sum pigz gzip zstd; do
-  command -v "$t" >/dev/null || { echo "missing $t (apt-get install pigz zstd)" >&2; exit 1; }
+PRODUCERS=${PRODUCERS:-go-6 pgzip-5 python-gzip-6 pigz-6 gzip-6 zstd-3 zstd-9}
+for t in python3 sha256sum pigz gzip zstd go; do
+  command -v "$t" >/dev/null || { echo "missing $t (bash .ci/deps)" >&2; exit 1; }
 done
 
 rm -rf "$WORK"; mkdir -p "$WORK"
 REPORT=$WORK/report.md
+# The Go producers: the same small programs the tests use.
+(cd "$ROOT/tests/go/gogzip" && GO111MODULE=off go build -o "$WORK/gogzip" .)
+(cd "$ROOT/tests/go/kpgzip" && GO111MODULE=off GOPATH=/usr/share/gocode go build -o "$WORK/kpgzip" .)
 # shellcheck source=benches/common.sh
 . "$HERE/common.sh"
 sum_sizes() { local t=0; for f in "$@"; do t=$((t + $(stat -c %s "$f"))); done; echo $t; }
@@ -121,8 +125,14 @@ say "## 2. Layer tars compressed by producers strata can rebuild"
 say ""
 say "$(wc -l < "$WORK/subset.list") layer tars, $((acc / 1000000)) MB plain"
 say ""
-say "| producer | compressed MB | strategy | kept as | rebuild data / compressed (all, worst blob) | ingest MB/s | read MB/s |"
-say "|---|---|---|---|---|---|---|"
+strata_start "$WORK/subset-tars"
+push_all "$WORK/subset.list"
+SUB_DISK=$("$STRATA" stats --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes_on_disk"])')
+strata_stop
+say "The same tars pushed plain: $((SUB_DISK / 1000000)) MB on disk."
+say ""
+say "| producer | compressed MB | strategy | kept as | rebuild data / compressed (all, worst blob) | on disk vs plain tars | ingest MB/s | read MB/s |"
+say "|---|---|---|---|---|---|---|---|"
 for p in $PRODUCERS; do
   dir=$WORK/$p; mkdir -p "$dir.files"; : > "$dir.list"
   while read -r f; do
@@ -133,6 +143,8 @@ with open(sys.argv[1],'rb') as i, gzip.GzipFile(sys.argv[2],'wb',int(sys.argv[3]
       pigz-*) pigz -n -c "-${p##*-}" < "$f" > "$out" ;;
       gzip-*) gzip -n -c "-${p##*-}" < "$f" > "$out" ;;
       zstd-*) zstd -q -c "-${p##*-}" < "$f" > "$out" ;;
+      go-*) "$WORK/gogzip" -mode gzip -level "${p##*-}" < "$f" > "$out" ;;
+      pgzip-*) "$WORK/kpgzip" -mode pgzip -level "${p##*-}" < "$f" > "$out" ;;
     esac
     echo "$out" >> "$dir.list"
   done < "$WORK/subset.list"
@@ -142,13 +154,15 @@ with open(sys.argv[1],'rb') as i, gzip.GzipFile(sys.argv[2],'wb',int(sys.argv[3]
   t0=$(now); push_all "$dir.list"; t1=$(now)
   read_all "$dir.list"; t2=$(now)
   fig=$(blob_figures "$dir.list")
+  disk=$("$STRATA" stats --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes_on_disk"])')
   strata_stop
-  python3 - "$p" "$bytes" "$fig" "$t0" "$t1" "$t2" <<'EOF' | tee -a "$REPORT"
+  python3 - "$p" "$bytes" "$fig" "$t0" "$t1" "$t2" "$disk" "$SUB_DISK" <<'EOF' | tee -a "$REPORT"
 import json, sys
 p, b, fig = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
 t0, t1, t2 = map(float, sys.argv[4:7])
+disk, plain = int(sys.argv[7]), int(sys.argv[8])
 by = ", ".join(f"{k} {v}" for k, v in fig["by"].items())
-print(f"| {p} | {b/1e6:.1f} | {by} | {', '.join(fig['kept'])} | {100*fig['extra']/b:.3f} %, {100*fig['worst']:.3f} % | {b/1e6/(t1-t0):.1f} | {b/1e6/(t2-t1):.1f} |")
+print(f"| {p} | {b/1e6:.1f} | {by} | {', '.join(fig['kept'])} | {100*fig['extra']/b:.3f} %, {100*fig['worst']:.3f} % | {disk/plain:.4f} | {b/1e6/(t1-t0):.1f} | {b/1e6/(t2-t1):.1f} |")
 EOF
 done
 say ""

@@ -82,6 +82,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
+            let over_tcp = cli.addr.clone();
             let t = match cli.addr {
                 Some(url) => client::Target::Tcp {
                     url,
@@ -106,13 +107,31 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     Command::Serve(_) => unreachable!(),
                 }
             })
+            .map_err(|e| match over_tcp {
+                // Over TCP, a refused certificate or a plaintext client on a
+                // TLS port only shows at the first call: say where it went.
+                Some(url) if !format!("{e:#}").contains(&url) => e.context(format!(
+                    "the strata daemon at {url} (an https:// daemon needs --tls-ca, and a client certificate, --client-cert and --client-key, if it asks for one)"
+                )),
+                _ => e,
+            })
         }
     }
 }
 
 /// Turns a gRPC status into an error a person can act on.
+/// Transport failures (a refused TLS handshake, a closed connection) keep
+/// their cause out of the status message: it is appended.
 pub fn status_err(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{} ({:?})", s.message(), s.code())
+    match std::error::Error::source(&s) {
+        Some(cause) => anyhow::anyhow!(
+            "{} ({:?}): {}",
+            s.message(),
+            s.code(),
+            crate::server::tcp::chain(cause)
+        ),
+        None => anyhow::anyhow!("{} ({:?})", s.message(), s.code()),
+    }
 }
 
 pub fn print_json(v: &serde_json::Value) {

@@ -187,7 +187,7 @@ pub async fn serve(
         if let Some(cfg) = tls {
             b = b
                 .tls_config(cfg)
-                .map_err(|e| Error::InvalidArgument(format!("TLS settings: {e}")))?;
+                .map_err(|e| Error::InvalidArgument(format!("TLS settings: {}", tcp::chain(&e))))?;
         }
         let router = b
             .add_service(

@@ -40,14 +40,55 @@ fn read(what: &str, path: &PathBuf) -> Result<Vec<u8>> {
         .map_err(|e| Error::InvalidArgument(format!("cannot read {what} {}: {e}", path.display())))
 }
 
-/// The TLS settings, with the files read (and so checked) at start-up.
+/// Reads a PEM file that must hold a block of the given kind.
+fn read_pem(what: &str, path: &PathBuf, kind: &str) -> Result<Vec<u8>> {
+    let b = read(what, path)?;
+    let text = String::from_utf8_lossy(&b);
+    let found = text
+        .lines()
+        .any(|l| l.starts_with("-----BEGIN ") && l.trim_end().ends_with(&format!("{kind}-----")));
+    if !found {
+        return Err(Error::InvalidArgument(format!(
+            "{what} {}: no PEM {kind} block in it",
+            path.display()
+        )));
+    }
+    Ok(b)
+}
+
+/// An error and its causes, which tonic keeps out of its own message.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
+/// The TLS settings, with the files read and checked at start-up (before
+/// the store is opened): a key that does not match its certificate is found
+/// here, not at the first client.
 pub fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig> {
-    let cert = read("TLS certificate", &files.cert)?;
-    let key = read("TLS key", &files.key)?;
+    let cert = read_pem("TLS certificate", &files.cert, "CERTIFICATE")?;
+    let key = read_pem("TLS key", &files.key, "PRIVATE KEY")?;
     let mut cfg = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
     if let Some(ca) = &files.client_ca {
-        cfg = cfg.client_ca_root(Certificate::from_pem(read("client CA", ca)?));
+        let ca = read_pem("client CA", ca, "CERTIFICATE")?;
+        cfg = cfg.client_ca_root(Certificate::from_pem(ca));
     }
+    tonic::transport::Server::builder()
+        .tls_config(cfg.clone())
+        .map_err(|e| {
+            Error::InvalidArgument(format!(
+                "TLS certificate {} and key {}: {}",
+                files.cert.display(),
+                files.key.display(),
+                chain(&e)
+            ))
+        })?;
     Ok(cfg)
 }
 
