@@ -66,7 +66,9 @@ by = {}
 for r in rows: by[r["strategy"] or "none"] = by.get(r["strategy"] or "none", 0) + 1
 kept = sorted({r["kept"] for r in rows if r["kept"]})
 worst = max((r["extra_bytes"] / max(r["size"], 1) for r in rows if r["strategy"] in ("replay", "preflate")), default=0)
-print(json.dumps({"blobs": len(rows), "size": size, "extra": extra, "by": by, "kept": kept, "worst": worst}))
+gz = [r for r in rows if r.get("codec") == "gzip"]
+print(json.dumps({"blobs": len(rows), "size": size, "extra": extra, "by": by, "kept": kept, "worst": worst,
+                  "gzip": len(gz), "gzip_replay": sum(r["strategy"] == "replay" for r in gz)}))
 '
 }
 
@@ -76,17 +78,6 @@ say "$(nproc) cores; strata $("$STRATA" --version)"
 say ""
 
 # --- 1. the corpus's images as they are -------------------------------------
-find "$CORPUS"/images "$CORPUS"/images-zstd -path '*/blobs/sha256/*' -type f -printf '%f %p\n' \
-  | sort -u -k1,1 | cut -d' ' -f2 > "$WORK/blobs.list"
-mapfile -t BLOBS < "$WORK/blobs.list"
-BLOB_BYTES=$(sum_sizes "${BLOBS[@]}")
-strata_start "$WORK/images"
-t0=$(now); push_all "$WORK/blobs.list"; t1=$(now)
-read_all "$WORK/blobs.list"; t2=$(now)
-IMG_STATS=$("$STRATA" stats --json)
-IMG_FIG=$(blob_figures "$WORK/blobs.list")
-strata_stop
-
 mapfile -t LAYERS < <(awk -F'\t' 'NR>1 && !seen[$4]++ {print $4}' "$CORPUS/corpus.tsv" | sed "s|^|$CORPUS/|")
 printf '%s\n' "${LAYERS[@]}" > "$WORK/tars.list"
 strata_start "$WORK/tars"
@@ -94,25 +85,45 @@ push_all "$WORK/tars.list"
 TAR_STATS=$("$STRATA" stats --json)
 strata_stop
 
-python3 - "$BLOB_BYTES" "${#BLOBS[@]}" "$IMG_STATS" "$TAR_STATS" "$IMG_FIG" "$t0" "$t1" "$t2" <<'EOF' | tee -a "$REPORT"
+# images_part TITLE NAME DIR...: every distinct blob under the OCI layouts in
+# CORPUS/DIR..., pushed, read back and checked.
+images_part() {
+  local title=$1 name=$2; shift 2
+  local dirs=() d
+  for d in "$@"; do [ -d "$CORPUS/$d" ] && dirs+=("$CORPUS/$d"); done
+  find "${dirs[@]}" -path '*/blobs/sha256/*' -type f -printf '%f %p\n' \
+    | sort -u -k1,1 | cut -d' ' -f2 > "$WORK/$name.list"
+  mapfile -t BLOBS < "$WORK/$name.list"
+  local bytes; bytes=$(sum_sizes "${BLOBS[@]}")
+  strata_start "$WORK/$name"
+  local t0 t1 t2
+  t0=$(now); push_all "$WORK/$name.list"; t1=$(now)
+  read_all "$WORK/$name.list"; t2=$(now)
+  local st fig; st=$("$STRATA" stats --json); fig=$(blob_figures "$WORK/$name.list")
+  strata_stop
+  python3 - "$title" "$bytes" "${#BLOBS[@]}" "$st" "$TAR_STATS" "$fig" "$t0" "$t1" "$t2" <<'EOF' | tee -a "$REPORT"
 import json, sys
-blob_bytes, n = int(sys.argv[1]), int(sys.argv[2])
-img, tar, fig = json.loads(sys.argv[3]), json.loads(sys.argv[4]), json.loads(sys.argv[5])
-t0, t1, t2 = map(float, sys.argv[6:9])
-print("## 1. The corpus's images as their tools wrote them (umoci/pgzip gzip, skopeo zstd)")
+title, blob_bytes, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+img, tar, fig = json.loads(sys.argv[4]), json.loads(sys.argv[5]), json.loads(sys.argv[6])
+t0, t1, t2 = map(float, sys.argv[7:10])
+print(f"## {title}")
 print()
 print(f"{n} distinct blobs, {blob_bytes/1e6:.1f} MB (what containerd or a registry keeps)")
 print()
 print("| store | bytes on disk | vs sum of blobs |")
 print("|---|---|---|")
 print(f"| strata, the blobs as they are | {img['bytes_on_disk']/1e6:.1f} MB | {img['bytes_on_disk']/blob_bytes:.3f} |")
-print(f"| strata, the same layers as plain tars | {tar['bytes_on_disk']/1e6:.1f} MB | {tar['bytes_on_disk']/blob_bytes:.3f} |")
+print(f"| strata, every corpus layer as a plain tar | {tar['bytes_on_disk']/1e6:.1f} MB | {tar['bytes_on_disk']/blob_bytes:.3f} |")
 print()
-print(f"blobs per strategy: {fig['by']}; rebuild bytes {img['rebuild_bytes']/1e6:.1f} MB; kept as: {', '.join(fig['kept']) or '-'}")
+gz = fig["gzip"]
+print(f"blobs per strategy: {fig['by']}; gzip blobs {gz}, replayed {fig['gzip_replay']} ({100*fig['gzip_replay']/max(gz,1):.1f} %); rebuild bytes {img['rebuild_bytes']/1e6:.1f} MB; kept as: {', '.join(fig['kept']) or '-'}")
 print()
 print(f"ingest {blob_bytes/1e6/(t1-t0):.0f} MB/s ({t1-t0:.1f} s); read back and check {blob_bytes/1e6/(t2-t1):.0f} MB/s ({t2-t1:.1f} s)")
 print()
 EOF
+}
+images_part "1a. The corpus's gzip images as umoci wrote them (pgzip)" images images
+images_part "1b. All the corpus's images (umoci/pgzip gzip, skopeo zstd)" all images images-zstd
 
 # --- 2. layer tars compressed by producers strata replays --------------------
 : > "$WORK/subset.list"; acc=0
