@@ -11,6 +11,7 @@ pub mod codec;
 pub mod config;
 pub mod digest;
 pub mod error;
+pub mod image;
 pub mod server;
 pub mod split;
 pub mod store;
