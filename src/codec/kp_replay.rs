@@ -134,6 +134,21 @@ impl KpParams {
         Ok(Box::new(KpStream::new(*self)?))
     }
 
+    /// pgzip's blocks confirmed on the pool's threads at ingest, and how
+    /// far its output may then trail the input: the blocks in flight and the
+    /// one being filled, at their largest compressed size.
+    pub fn parallel(&self) -> Option<(Box<dyn Reencoder>, u64)> {
+        let KpFraming::Pgzip { block } = self.framing else {
+            return None;
+        };
+        self.check().ok()?;
+        let worst = block as u64 + block as u64 / 8 + 4096;
+        Some((
+            Box::new(KpParallel::new(self.level, block)),
+            (IN_FLIGHT as u64 + 1) * worst,
+        ))
+    }
+
     /// For reads: pgzip blocks on the pool's threads.
     pub fn rebuild_reencoder(&self) -> Result<Box<dyn Reencoder>> {
         self.check()?;

@@ -52,6 +52,16 @@ pub fn rebuild_reencoder(enc: &Encoder) -> Result<Box<dyn Reencoder>> {
     }
 }
 
+/// A re-encoder that confirms a member at ingest on the rebuild pool, and
+/// how far (in bytes) its output may trail the input; None for encoders
+/// without independent blocks.
+pub fn parallel_reencoder(enc: &Encoder) -> Option<(Box<dyn Reencoder>, u64)> {
+    match enc.kind {
+        EncoderKind::Klauspost => kp_replay::KpParams::decode(&enc.params).ok()?.0.parallel(),
+        _ => None,
+    }
+}
+
 /// What users see of an encoder: "zlib-6", "pigz-9-128k", "zstd-3".
 pub fn encoder_name(enc: &Encoder) -> String {
     let name = match enc.kind {

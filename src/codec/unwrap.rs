@@ -724,9 +724,23 @@ impl Member {
                 continue;
             };
             let max_lag = super::max_lag(enc).max(MAX_LAG as u64);
-            let Some(produced) = probe(re.as_mut(), &plain, &comp, ended, max_lag) else {
+            let Some(mut produced) = probe(re.as_mut(), &plain, &comp, ended, max_lag) else {
                 continue;
             };
+            let mut max_lag = max_lag;
+            // The probe needs output early, so it runs on this thread; the
+            // rest of a member whose blocks are independent is confirmed on
+            // the pool, several blocks at once, by an encoder started over.
+            if !ended {
+                if let Some((mut par, lag)) = super::parallel_reencoder(enc) {
+                    let mut early = Vec::new();
+                    if par.feed(&plain, &mut early).is_ok() && comp.starts_with(&early) {
+                        re = par;
+                        produced = early.len();
+                        max_lag = max_lag.max(lag);
+                    }
+                }
+            }
             out.plain(&plain)?;
             self.plain_out += plain.len() as u64;
             if ended {

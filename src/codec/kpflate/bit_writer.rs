@@ -12,7 +12,6 @@ use super::huffman_code::{
 use super::token::{
     Token, Tokens, END_BLOCK_MARKER, LENGTH_CODES, LENGTH_EXTRA_BITS, LENGTH_SHIFT, LITERAL_COUNT,
     MATCH_OFFSET_ONLY_MASK, MAX_STORE_BLOCK_SIZE, OFFSET_CODE_COUNT, OFFSET_EXTRA_BITS,
-    OFFSET_MASK,
 };
 
 /// The special code used to mark the end of a block.
@@ -639,6 +638,13 @@ impl HuffmanBitWriter {
     }
 
     /// Go's `writeTokens`: the hot loop, with bit state kept in locals.
+    ///
+    /// Emits the same bits as Go, but arranged for speed: every token is
+    /// at most 48 bits (length code + extra <= 20, offset code + extra <=
+    /// 28), so whole bytes are flushed before each token (leaving < 8
+    /// pending) and the token is added without further checks. Literals
+    /// and matches take the same branch-free path, as the literal/match
+    /// mix is too irregular to predict.
     fn write_tokens(&mut self, tokens: &[Token], tables: Tables) {
         if tokens.is_empty() {
             return;
@@ -654,68 +660,87 @@ impl HuffmanBitWriter {
             tokens = &tokens[..tokens.len() - 1];
             defer_eob = true;
         }
-        // Power-of-two sized local copies: indexing needs no bounds checks.
-        let mut lits = [0 as Hcode; 256];
-        lits.copy_from_slice(&le_codes[..256]);
-        let mut lengths = [0 as Hcode; 32];
-        lengths[..LITERAL_COUNT - LENGTH_CODES_START]
-            .copy_from_slice(&le_codes[LENGTH_CODES_START..LITERAL_COUNT]);
-        let mut offs = [0 as Hcode; 32];
-        offs[..OFFSET_CODE_COUNT].copy_from_slice(&oe_codes[..OFFSET_CODE_COUNT]);
         let eob_code = le_codes[EOB];
 
-        let (mut bits, mut nbits, mut nbytes) = (self.bits, self.nbits, self.nbytes);
+        // sym[0..256]: literal codes; sym[256 + xlength]: the length code
+        // with its extra bits appended. Packed like Hcode (code << 8 | len).
+        let mut sym = [0u32; 512];
+        sym[..256].copy_from_slice(&le_codes[..256]);
+        for (length, e) in sym[256..].iter_mut().enumerate() {
+            let lc = (LENGTH_CODES[length] & 31) as usize;
+            let c = le_codes[LENGTH_CODES_START + lc];
+            let extra = (length as u8).wrapping_sub(LENGTH_BASE[lc]) as u32;
+            let extra_bits = if lc >= LENGTH_EXTRA_BITS_MIN_CODE {
+                LENGTH_EXTRA_BITS[lc]
+            } else {
+                0
+            };
+            let extra = extra & ((1u32 << extra_bits) - 1);
+            let len = hcode_len(c) + extra_bits;
+            *e = ((hcode_code64(c) as u32 | (extra << hcode_len(c))) << 8) | len as u32;
+        }
+        // Per offset code: code | code len << 16 | extra bits << 24, and
+        // the base to subtract (codes < 4 have no extra bits).
+        let mut offs = [(0u32, 0u32); 32];
+        for (oc, e) in offs.iter_mut().enumerate().take(OFFSET_CODE_COUNT) {
+            let c = oe_codes[oc];
+            let (nb, base) = if oc >= OFFSET_EXTRA_BITS_MIN_CODE {
+                let comb = OFFSET_COMBINED[oc];
+                (comb & 0xff, comb >> 8)
+            } else {
+                (0, 0)
+            };
+            *e = ((c >> 8) | ((hcode_len(c) as u32) << 16) | (nb << 24), base);
+        }
+
+        let (mut bits, mut nbits, mut nbytes) = (self.bits, self.nbits as u32, self.nbytes);
         let bytes = &mut self.bytes;
         let out = &mut self.out;
         for &t in tokens {
-            if t < 256 {
-                let c = lits[t as usize];
-                bits |= hcode_code64(c) << (nbits & 63);
-                nbits += hcode_len(c);
-                if nbits >= 48 {
-                    put_bits48(bytes, out, &mut bits, &mut nbits, &mut nbytes);
-                }
-                continue;
+            // Flush whole bytes: afterwards nbits < 8, room for 56 more.
+            bytes[nbytes..nbytes + 8].copy_from_slice(&bits.to_le_bytes());
+            nbytes += (nbits >> 3) as usize;
+            bits >>= nbits & 56;
+            nbits &= 7;
+            if nbytes >= BUFFER_FLUSH_SIZE {
+                out.extend_from_slice(&bytes[..nbytes]);
+                nbytes = 0;
             }
-            // Write the length
-            let length = (t >> LENGTH_SHIFT) as u8;
-            let length_code = (LENGTH_CODES[length as usize] & 31) as usize;
-            let c = lengths[length_code];
-            bits |= hcode_code64(c) << (nbits & 63);
-            nbits += hcode_len(c);
-            if nbits >= 48 {
-                put_bits48(bytes, out, &mut bits, &mut nbits, &mut nbytes);
-            }
-            if length_code >= LENGTH_EXTRA_BITS_MIN_CODE {
-                let extra_length_bits = LENGTH_EXTRA_BITS[length_code];
-                let extra_length = length.wrapping_sub(LENGTH_BASE[length_code]) as u64;
-                bits |= extra_length << (nbits & 63);
-                nbits += extra_length_bits;
-                if nbits >= 48 {
-                    put_bits48(bytes, out, &mut bits, &mut nbits, &mut nbytes);
-                }
-            }
-            // Write the offset
-            let offset = t & OFFSET_MASK;
-            let offset_code = ((offset >> 16) & 31) as usize;
-            let c = offs[offset_code];
-            bits |= hcode_code64(c) << (nbits & 63);
-            nbits += hcode_len(c);
-            if nbits >= 48 {
-                put_bits48(bytes, out, &mut bits, &mut nbits, &mut nbytes);
-            }
-            if offset_code >= OFFSET_EXTRA_BITS_MIN_CODE {
-                let offset_comb = OFFSET_COMBINED[offset_code];
-                bits |= ((offset.wrapping_sub(offset_comb >> 8) & MATCH_OFFSET_ONLY_MASK) as u64)
-                    << (nbits & 63);
-                nbits += offset_comb as u8;
-                if nbits >= 48 {
-                    put_bits48(bytes, out, &mut bits, &mut nbits, &mut nbytes);
-                }
+
+            let is_match = t >= 256;
+            // Literal byte, or 256 + xlength.
+            let idx = if is_match {
+                256 | ((t >> LENGTH_SHIFT) & 255) as usize
+            } else {
+                (t & 255) as usize
+            };
+            let c = sym[idx];
+            bits |= ((c >> 8) as u64) << nbits;
+            nbits += c & 0xff;
+
+            // The offset part, masked away for literals.
+            let (oc_tab, base) = offs[((t >> 16) & 31) as usize];
+            let extra_n = oc_tab >> 24;
+            let extra = (t.wrapping_sub(base) & MATCH_OFFSET_ONLY_MASK) & ((1u32 << extra_n) - 1);
+            let code_len = (oc_tab >> 16) & 0xff;
+            let v = (oc_tab & 0xffff) as u64 | ((extra as u64) << code_len);
+            let mask = (is_match as u64).wrapping_neg();
+            bits |= (v & mask) << nbits;
+            nbits += (code_len + extra_n) & mask as u32;
+        }
+        // Restore the invariant the other writers rely on (nbits < 48).
+        if nbits >= 48 {
+            bytes[nbytes..nbytes + 8].copy_from_slice(&bits.to_le_bytes());
+            bits >>= 48;
+            nbits -= 48;
+            nbytes += 6;
+            if nbytes >= BUFFER_FLUSH_SIZE {
+                out.extend_from_slice(&bytes[..nbytes]);
+                nbytes = 0;
             }
         }
         self.bits = bits;
-        self.nbits = nbits;
+        self.nbits = nbits as u8;
         self.nbytes = nbytes;
         if defer_eob {
             self.write_code(eob_code);

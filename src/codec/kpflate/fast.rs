@@ -73,7 +73,9 @@ const PRIME5BYTES: u64 = 889523592379;
 const PRIME7BYTES: u64 = 58295818150454627;
 
 /// Go's `tableEntryPrev`: the two most recent offsets for a hash.
+/// Aligned so an entry moves as one 64-bit load or store.
 #[derive(Clone, Copy, Default)]
+#[repr(C, align(8))]
 pub(super) struct TableEntryPrev {
     pub(super) cur: i32,
     pub(super) prev: i32,
@@ -92,8 +94,9 @@ pub(super) fn new_table<T: Copy + Default, const N: usize>() -> Box<[T; N]> {
 /// Go's `load3232`: little-endian u32 at `i` (panics where Go would).
 #[inline(always)]
 pub(super) fn load3232(b: &[u8], i: i32) -> u32 {
-    let i = i as usize;
-    match b.get(i..i.wrapping_add(4)) {
+    // Zero-extending makes a negative i huge, so one compare covers both ends.
+    let i = i as u32 as usize;
+    match b.get(i..i + 4) {
         Some(s) => u32::from_le_bytes([s[0], s[1], s[2], s[3]]),
         None => oob(),
     }
@@ -102,11 +105,27 @@ pub(super) fn load3232(b: &[u8], i: i32) -> u32 {
 /// Go's `load6432`: little-endian u64 at `i` (panics where Go would).
 #[inline(always)]
 pub(super) fn load6432(b: &[u8], i: i32) -> u64 {
-    let i = i as usize;
-    match b.get(i..i.wrapping_add(8)) {
+    // As in load3232: one unsigned compare.
+    let i = i as u32 as usize;
+    match b.get(i..i + 8) {
         Some(s) => u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]),
         None => oob(),
     }
+}
+
+/// Starts pulling `x`'s cache line in; the hash tables outgrow L1 and the
+/// match search mispredicts often, so a lookup's latency is rarely hidden.
+#[inline(always)]
+pub(super) fn prefetch<T>(x: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching has no architectural effect and cannot fault; the
+    // pointer comes from a reference anyway.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(x as *const T as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
 }
 
 #[cold]
@@ -160,6 +179,38 @@ pub(super) fn match_len(a: &[u8], b: &[u8]) -> i32 {
         checked += 1;
     }
     checked as i32
+}
+
+/// Go's "Extend backwards" loop: how many bytes before `s` equal those
+/// before `t`, going back no further than `next_emit` and position 0.
+/// Compares 8 bytes at a time; the loop in Go is a byte at a time.
+#[inline(always)]
+pub(super) fn extend_back(src: &[u8], s: i32, t: i32, next_emit: i32) -> i32 {
+    if t <= 0 || s <= next_emit {
+        return 0;
+    }
+    let max = t.min(s - next_emit) as usize;
+    let a = &src[..t as usize];
+    let b = &src[..s as usize];
+    let mut n = 0usize;
+    while n + 8 <= max {
+        let x = u64::from_le_bytes(a[a.len() - n - 8..a.len() - n].try_into().unwrap());
+        let y = u64::from_le_bytes(b[b.len() - n - 8..b.len() - n].try_into().unwrap());
+        let diff = x ^ y;
+        if diff != 0 {
+            // The highest bytes are the ones nearest to s and t.
+            return (n + (diff.leading_zeros() >> 3) as usize) as i32;
+        }
+        n += 8;
+    }
+    let rest = a[..a.len() - n]
+        .iter()
+        .rev()
+        .zip(b[..b.len() - n].iter().rev())
+        .take(max - n)
+        .take_while(|(x, y)| x == y)
+        .count();
+    (n + rest) as i32
 }
 
 /// Go's `(*fastGen).matchlenLong`: match length between `s` and `t < s`.

@@ -308,14 +308,11 @@ impl HuffmanEncoder {
 // sortByFreq falls back to heapSort *by literal* at max depth; mirroring the
 // algorithm keeps even that case identical.
 
+/// Go's `lessFreq` as one compare: (freq, literal) packed into a u32.
 #[inline(always)]
 fn less_freq(a: &LiteralNode, b: &LiteralNode) -> bool {
-    a.freq == b.freq && a.literal < b.literal || a.freq < b.freq
-}
-
-#[inline(always)]
-fn less_lit(a: &LiteralNode, b: &LiteralNode) -> bool {
-    a.literal < b.literal
+    let key = |n: &LiteralNode| ((n.freq as u32) << 16) | n.literal as u32;
+    key(a) < key(b)
 }
 
 /// Go's `sortByFreq`.
@@ -324,10 +321,10 @@ pub fn sort_by_freq(data: &mut [LiteralNode]) {
     quick_sort(data, 0, n, max_depth(n), less_freq);
 }
 
-/// Go's `sortByLiteral`.
+/// Go's `sortByLiteral`. Literals are unique and Go's heapSort fallback
+/// also orders by literal, so any correct sort gives Go's result.
 pub fn sort_by_literal(data: &mut [LiteralNode]) {
-    let n = data.len();
-    quick_sort(data, 0, n, max_depth(n), less_lit);
+    data.sort_unstable_by_key(|n| n.literal);
 }
 
 /// Go's `maxDepth`.

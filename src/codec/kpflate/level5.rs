@@ -1,9 +1,10 @@
 //! Level 5; mirrors klauspost/compress/flate level5.go (`fastEncL5`).
 
 use super::fast::{
-    add_match_long, emit_lits, emit_remainder, hash4, hash7, load3232, load6432, matchlen,
-    matchlen_long, new_table, rebase_table, FastEnc, FastGen, TableEntryPrev, BASE_MATCH_OFFSET,
-    BUFFER_RESET, INPUT_MARGIN, MAX_MATCH_LENGTH, MAX_MATCH_OFFSET, TABLE_BITS, TABLE_SIZE,
+    add_match_long, emit_lits, emit_remainder, extend_back, hash4, hash7, load3232, load6432,
+    matchlen, matchlen_long, new_table, prefetch, rebase_table, FastEnc, FastGen, TableEntryPrev,
+    BASE_MATCH_OFFSET, BUFFER_RESET, INPUT_MARGIN, MAX_MATCH_LENGTH, MAX_MATCH_OFFSET, TABLE_BITS,
+    TABLE_SIZE,
 };
 use super::token::Tokens;
 
@@ -107,10 +108,16 @@ impl FastEnc for FastEncL5 {
                 let next = load6432(src, next_s);
                 let entry = s + cur;
                 table[next_hash_s] = entry;
-                push(&mut b_table[next_hash_l], entry);
+                // Nothing wrote b_table since l_candidate was read.
+                b_table[next_hash_l] = TableEntryPrev {
+                    cur: entry,
+                    prev: l_candidate.cur,
+                };
 
                 next_hash_s = hash_s(next);
                 next_hash_l = hash_l(next);
+                prefetch(&table[next_hash_s]);
+                prefetch(&b_table[next_hash_l]);
 
                 t = l_candidate.cur - cur;
                 if s - t < MAX_MATCH_OFFSET {
@@ -212,11 +219,10 @@ impl FastEnc for FastEncL5 {
             }
 
             // Extend backwards
-            while t > 0 && s > next_emit && src[(t - 1) as usize] == src[(s - 1) as usize] {
-                s -= 1;
-                t -= 1;
-                l += 1;
-            }
+            let back = extend_back(src, s, t, next_emit);
+            s -= back;
+            t -= back;
+            l += back;
             if next_emit < s {
                 emit_lits(dst, &src[next_emit as usize..s as usize]);
             }

@@ -1,9 +1,10 @@
 //! Level 6; mirrors klauspost/compress/flate level6.go (`fastEncL6`).
 
 use super::fast::{
-    add_match_long, emit_lits, emit_remainder, hash4, hash7, load3232, load6432, matchlen,
-    matchlen_long, new_table, rebase_table, FastEnc, FastGen, TableEntryPrev, BASE_MATCH_OFFSET,
-    BUFFER_RESET, INPUT_MARGIN, MAX_MATCH_LENGTH, MAX_MATCH_OFFSET, TABLE_BITS, TABLE_SIZE,
+    add_match_long, emit_lits, emit_remainder, extend_back, hash4, hash7, load3232, load6432,
+    matchlen, matchlen_long, new_table, prefetch, rebase_table, FastEnc, FastGen, TableEntryPrev,
+    BASE_MATCH_OFFSET, BUFFER_RESET, INPUT_MARGIN, MAX_MATCH_LENGTH, MAX_MATCH_OFFSET, TABLE_BITS,
+    TABLE_SIZE,
 };
 use super::level5::{push, rebase_table_prev};
 use super::token::Tokens;
@@ -83,11 +84,17 @@ impl FastEnc for FastEncL6 {
                 let next = load6432(src, next_s);
                 let entry = s + cur;
                 table[next_hash_s] = entry;
-                push(&mut b_table[next_hash_l], entry);
+                // Nothing wrote b_table since l_candidate was read.
+                b_table[next_hash_l] = TableEntryPrev {
+                    cur: entry,
+                    prev: l_candidate.cur,
+                };
 
                 // Calculate hashes of 'next'
                 next_hash_s = hash_s(next);
                 next_hash_l = hash_l(next);
+                prefetch(&table[next_hash_s]);
+                prefetch(&b_table[next_hash_l]);
 
                 t = l_candidate.cur - cur;
                 if s - t < MAX_MATCH_OFFSET {
@@ -224,11 +231,10 @@ impl FastEnc for FastEncL6 {
             }
 
             // Extend backwards
-            while t > 0 && s > next_emit && src[(t - 1) as usize] == src[(s - 1) as usize] {
-                s -= 1;
-                t -= 1;
-                l += 1;
-            }
+            let back = extend_back(src, s, t, next_emit);
+            s -= back;
+            t -= back;
+            l += back;
             if next_emit < s {
                 emit_lits(dst, &src[next_emit as usize..s as usize]);
             }
