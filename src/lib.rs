@@ -5,6 +5,7 @@
 //! [`store`] (packs, recipes and the RocksDB index), [`server`] (the gRPC
 //! daemon), [`client`] (the CLI's side of the socket).
 
+pub mod analyze;
 pub mod cli;
 pub mod client;
 pub mod codec;

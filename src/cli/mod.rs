@@ -1,7 +1,9 @@
 //! The `strata` command line: the daemon (`serve`) and a client for it.
 
+mod analyze;
 mod blobs;
 pub mod config_file;
+mod images;
 mod push;
 mod serve;
 mod verify;
@@ -66,6 +68,18 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Reclaim chunks no blob uses any more and rewrite packs with much garbage
     Gc(blobs::GcArgs),
+    /// How much of a set of images is unique, and what a shared strata store
+    /// would keep of it: images read from files (no daemon needed), or, with
+    /// --socket or --addr, the images a daemon holds
+    Analyze(Box<analyze::AnalyzeArgs>),
+    /// Store whole images (OCI layouts and archives, docker-archives, layer
+    /// files): every blob not yet stored, and the image's name; prints
+    /// `NAME  MANIFEST  N pushed, M already stored  NEW-BYTES`
+    Import(images::ImportArgs),
+    /// List the images held in a namespace, with their sizes and what they share
+    Images(images::ImagesArgs),
+    /// Write a held image out as an OCI layout or a docker-archive, every digest unchanged
+    Export(images::ExportArgs),
 }
 
 pub fn socket_path(cli_socket: &Option<PathBuf>) -> PathBuf {
@@ -78,6 +92,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(*args, cli.socket),
         Command::Verify(args) if args.data_dir.is_some() => verify::offline(args),
+        Command::Analyze(args) => {
+            // Given --socket (or STRATA_SOCKET) or --addr, analyze what that daemon holds.
+            let daemon = match (cli.addr, cli.socket) {
+                (Some(url), _) => Some(client::Target::Tcp {
+                    url,
+                    tls: client::ClientTls {
+                        ca: cli.tls_ca,
+                        cert: cli.client_cert,
+                        key: cli.client_key,
+                    },
+                }),
+                (None, Some(s)) => Some(client::Target::Socket(s)),
+                (None, None) => None,
+            };
+            analyze::run(*args, daemon)
+        }
         other => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -104,7 +134,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     Command::Stats(a) => blobs::stats(a, &t).await,
                     Command::Verify(a) => verify::online(a, &t).await,
                     Command::Gc(a) => blobs::gc(a, &t).await,
-                    Command::Serve(_) => unreachable!(),
+                    Command::Import(a) => images::import(a, &t).await,
+                    Command::Images(a) => images::images(a, &t).await,
+                    Command::Export(a) => images::export(a, &t).await,
+                    Command::Serve(_) | Command::Analyze(_) => unreachable!(),
                 }
             })
             .map_err(|e| match over_tcp {

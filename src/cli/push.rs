@@ -78,14 +78,26 @@ async fn push_one(
     file: &Path,
     start: pb::PushStart,
 ) -> anyhow::Result<pb::PushResponse> {
-    let (mut reader, len): (Box<dyn Read + Send>, Option<u64>) = if file == Path::new("-") {
+    let (reader, len): (Box<dyn Read + Send>, Option<u64>) = if file == Path::new("-") {
         (Box::new(std::io::stdin()), None)
     } else {
         let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
         let len = f.metadata().ok().map(|m| m.len());
         (Box::new(f), len)
     };
-    let bar = progress_bar(len, file);
+    push_reader(client, reader, len, &file.display().to_string(), start).await
+}
+
+/// Pushes what `reader` gives (`len` bytes, when known: a shorter stream then
+/// fails the push instead of storing a part), with a progress bar named `what`.
+pub async fn push_reader(
+    client: &mut pb::store_client::StoreClient<tonic::transport::Channel>,
+    mut reader: Box<dyn Read + Send>,
+    len: Option<u64>,
+    what: &str,
+    start: pb::PushStart,
+) -> anyhow::Result<pb::PushResponse> {
+    let bar = progress_bar(len, what);
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::PushRequest>(4);
     // A file that shrinks while it is read must fail the push, not store a part.
     let start = pb::PushStart {
@@ -147,7 +159,7 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-fn progress_bar(len: Option<u64>, file: &Path) -> ProgressBar {
+fn progress_bar(len: Option<u64>, what: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
@@ -162,6 +174,6 @@ fn progress_bar(len: Option<u64>, file: &Path) -> ProgressBar {
                 .expect("template"),
         ),
     };
-    bar.set_message(file.display().to_string());
+    bar.set_message(what.to_string());
     bar
 }

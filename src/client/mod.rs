@@ -1,6 +1,8 @@
 //! The client side: the daemon's unix socket, or its TCP listener (plain on
 //! loopback, TLS elsewhere). Used by the CLI and by tests.
 
+pub mod blob_source;
+
 use crate::config::{MAX_MESSAGE_BYTES, WINDOW_BYTES};
 use crate::proto::strata::v1::store_client::StoreClient;
 use hyper_util::rt::TokioIo;

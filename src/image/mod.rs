@@ -23,6 +23,7 @@ pub mod export;
 mod layer_file;
 mod oci_layout;
 pub mod platform;
+pub mod record;
 mod source;
 pub mod spec;
 mod tar_index;

@@ -1,0 +1,393 @@
+//! Whole images in the daemon: `strata import`, `strata images`,
+//! `strata export`. An image is its blobs (ordinary blobs of a namespace)
+//! plus a record blob labelled with its name (see `image::record`).
+
+use super::push::push_reader;
+use super::{print_json, status_err};
+use crate::client::{self, blob_source::DaemonSource};
+use crate::image::{self, record, BlobRef, Image, Platform};
+use crate::proto::strata::v1 as pb;
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tonic::transport::Channel;
+
+type Client = pb::store_client::StoreClient<Channel>;
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// OCI image layouts (directories), OCI archives, docker-archives
+    /// (`docker save`) or single layer files
+    #[arg(required = true, value_name = "IMAGE")]
+    pub inputs: Vec<PathBuf>,
+    #[arg(short, long, default_value = crate::config::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// Platform to pick from multi-platform images (os/arch[/variant]) [default: the host's]
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+    /// Record the image under this name instead of its own (one image only)
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ImagesArgs {
+    #[arg(short, long, default_value = crate::config::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ExportFormat {
+    /// An OCI image layout directory
+    Oci,
+    /// A `docker load`-able tarball (with an OCI index too)
+    DockerArchive,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// The image's name, as `strata images` lists it
+    pub name: String,
+    /// Where to write: a new (or empty) directory for `oci`, a file for `docker-archive`
+    pub dest: PathBuf,
+    #[arg(long, value_enum, default_value = "oci")]
+    pub format: ExportFormat,
+    #[arg(short, long, default_value = crate::config::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+}
+
+fn platform(p: &Option<String>) -> anyhow::Result<Platform> {
+    match p {
+        Some(s) => Platform::parse(s).map_err(|e| anyhow::anyhow!("--platform {s:?}: {e}")),
+        None => Ok(Platform::host()),
+    }
+}
+
+async fn stat(c: &mut Client, ns: &str, digest: &str) -> anyhow::Result<Option<pb::BlobInfo>> {
+    match c
+        .stat(pb::StatRequest {
+            namespace: ns.into(),
+            digest: digest.into(),
+        })
+        .await
+    {
+        Ok(r) => Ok(Some(r.into_inner())),
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+        Err(s) => Err(status_err(s)),
+    }
+}
+
+/// The records of images named `name` (or of all images), newest last.
+async fn records(
+    c: &mut Client,
+    ns: &str,
+    name: Option<&str>,
+) -> anyhow::Result<Vec<pb::BlobInfo>> {
+    let filter = match name {
+        Some(n) => format!("{}={n}", record::NAME_LABEL),
+        None => record::NAME_LABEL.to_string(),
+    };
+    let mut blobs = c
+        .list(pb::ListRequest {
+            namespace: ns.into(),
+            label_filters: vec![filter],
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner()
+        .blobs;
+    blobs.retain(|b| b.media_type == record::MEDIA_TYPE);
+    blobs.sort_by_key(|b| (b.updated_at, b.digest.clone()));
+    Ok(blobs)
+}
+
+async fn read_record(c: &mut Client, ns: &str, digest: &str) -> anyhow::Result<Image> {
+    let mut stream = c
+        .read(pb::ReadRequest {
+            namespace: ns.into(),
+            digest: digest.into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    let mut bytes = Vec::new();
+    while let Some(m) = stream.message().await.map_err(status_err)? {
+        bytes.extend_from_slice(&m.data);
+    }
+    Ok(record::decode(&bytes)?)
+}
+
+pub async fn import(a: ImportArgs, target: &client::Target) -> anyhow::Result<()> {
+    let plat = platform(&a.platform)?;
+    let mut c = client::connect_to(target).await?;
+    let mut rows = Vec::new();
+    for input in &a.inputs {
+        let path = input.clone();
+        let p = plat.clone();
+        let opened = tokio::task::spawn_blocking(move || image::open(&path, &p))
+            .await?
+            .with_context(|| format!("reading {}", input.display()))?;
+        if a.name.is_some() && (opened.images.len() != 1 || a.inputs.len() != 1) {
+            anyhow::bail!(
+                "--name names one image; {} holds {}",
+                input.display(),
+                opened.images.len()
+            );
+        }
+        for mut img in opened.images {
+            if let Some(n) = &a.name {
+                img.name = n.clone();
+            } else {
+                img.name = qualified_name(&img.name, input);
+            }
+            let (mut pushed, mut skipped, mut added) = (0u64, 0u64, 0u64);
+            for b in record::blobs(&img) {
+                if stat(&mut c, &a.namespace, &b.digest).await?.is_some() {
+                    skipped += 1;
+                    continue;
+                }
+                let r = push_blob(&mut c, &opened.source, &b, &a.namespace, &img.name).await?;
+                pushed += 1;
+                added += r.bytes_added;
+            }
+            let rec = record::encode(&img);
+            let mut labels = HashMap::new();
+            labels.insert(record::NAME_LABEL.to_string(), img.name.clone());
+            let start = pb::PushStart {
+                namespace: a.namespace.clone(),
+                media_type: record::MEDIA_TYPE.into(),
+                labels,
+                ..Default::default()
+            };
+            let len = rec.len() as u64;
+            let r = push_reader(
+                &mut c,
+                Box::new(std::io::Cursor::new(rec)),
+                Some(len),
+                "record",
+                start,
+            )
+            .await
+            .with_context(|| format!("recording image {}", img.name))?;
+            added += r.bytes_added;
+            // One record per name: an earlier image of the same name is replaced.
+            for old in records(&mut c, &a.namespace, Some(&img.name)).await? {
+                if old.digest != r.digest {
+                    c.delete(pb::DeleteRequest {
+                        namespace: a.namespace.clone(),
+                        digest: old.digest,
+                    })
+                    .await
+                    .map_err(status_err)?;
+                }
+            }
+            let manifest = img
+                .manifest
+                .as_ref()
+                .map_or("-", |m| m.digest.as_str())
+                .to_string();
+            if !a.json {
+                println!(
+                    "{}  {manifest}  {pushed} pushed, {skipped} already stored  {added}",
+                    img.name
+                );
+            }
+            rows.push(serde_json::json!({
+                "name": img.name, "manifest": img.manifest.as_ref().map(|m| &m.digest),
+                "input": input.display().to_string(), "pushed": pushed, "already_stored": skipped,
+                "new_bytes": added, "record": r.digest,
+            }));
+        }
+    }
+    if a.json {
+        print_json(&serde_json::Value::Array(rows));
+    }
+    Ok(())
+}
+
+/// A ref name that is just a tag ("latest", as skopeo and umoci write
+/// them) says little in a store holding many images: it is prefixed with the
+/// input's file name ("debian:latest").
+fn qualified_name(name: &str, input: &std::path::Path) -> String {
+    if name.contains([':', '/', '@']) {
+        return name.to_string();
+    }
+    let stem = input
+        .file_name()
+        .map(|f| f.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let stem = stem
+        .strip_suffix(".tar")
+        .or_else(|| stem.strip_suffix(".tar.gz"))
+        .unwrap_or(&stem)
+        .to_string();
+    if stem.is_empty() || stem == name {
+        name.to_string()
+    } else {
+        format!("{stem}:{name}")
+    }
+}
+
+async fn push_blob(
+    c: &mut Client,
+    source: &Arc<dyn image::BlobSource>,
+    b: &BlobRef,
+    ns: &str,
+    image: &str,
+) -> anyhow::Result<pb::PushResponse> {
+    let (src, blob) = (source.clone(), b.clone());
+    // Opening reads a tar index or a file: off the runtime's threads.
+    let reader = tokio::task::spawn_blocking(move || src.open(&blob))
+        .await?
+        .with_context(|| format!("opening {} of {image}", b.digest))?;
+    let start = pb::PushStart {
+        namespace: ns.into(),
+        expected_digest: b.digest.clone(),
+        expected_size: b.size,
+        media_type: b.media_type.clone(),
+        ..Default::default()
+    };
+    push_reader(c, reader, Some(b.size), &b.digest, start)
+        .await
+        .with_context(|| format!("pushing {} of {image}", b.digest))
+}
+
+/// Every image the daemon holds in `ns`, by record age.
+pub async fn held(c: &mut Client, ns: &str) -> anyhow::Result<Vec<Image>> {
+    let mut out = Vec::new();
+    for r in records(c, ns, None).await? {
+        out.push(read_record(c, ns, &r.digest).await?);
+    }
+    Ok(out)
+}
+
+/// One image's figures from the daemon's Stat of each blob.
+struct Figures {
+    size: u64,
+    plain: u64,
+    extra: u64,
+}
+
+pub async fn images(a: ImagesArgs, target: &client::Target) -> anyhow::Result<()> {
+    let mut c = client::connect_to(target).await?;
+    let mut imgs = Vec::new();
+    for r in records(&mut c, &a.namespace, None).await? {
+        imgs.push((
+            read_record(&mut c, &a.namespace, &r.digest).await?,
+            r.digest,
+        ));
+    }
+    // Layers used by more than one image: their plain bytes are shared.
+    let mut users: HashMap<String, usize> = HashMap::new();
+    for (img, _) in &imgs {
+        let mut seen: Vec<&str> = img.layers.iter().map(|l| l.digest.as_str()).collect();
+        seen.sort();
+        seen.dedup();
+        for d in seen {
+            *users.entry(d.to_string()).or_default() += 1;
+        }
+    }
+    let mut info: HashMap<String, pb::BlobInfo> = HashMap::new();
+    let mut rows = Vec::new();
+    for (img, rec) in &imgs {
+        let mut f = Figures {
+            size: 0,
+            plain: 0,
+            extra: 0,
+        };
+        let mut shared = 0u64;
+        let mut missing = 0usize;
+        for b in record::blobs(img) {
+            if !info.contains_key(&b.digest) {
+                match stat(&mut c, &a.namespace, &b.digest).await? {
+                    Some(i) => {
+                        info.insert(b.digest.clone(), i);
+                    }
+                    None => {
+                        missing += 1;
+                        continue;
+                    }
+                }
+            }
+            let i = &info[&b.digest];
+            f.size += i.size;
+            f.extra += i.extra_bytes;
+            if img.layers.iter().any(|l| l.digest == b.digest) {
+                let plain = if i.plain_size > 0 {
+                    i.plain_size
+                } else {
+                    i.size
+                };
+                f.plain += plain;
+                if users.get(&b.digest).copied().unwrap_or(0) > 1 {
+                    shared += plain;
+                }
+            }
+        }
+        rows.push((img, rec, f, shared, missing));
+    }
+    if a.json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(img, rec, f, shared, missing)| {
+                serde_json::json!({
+                    "name": img.name, "manifest": img.manifest.as_ref().map(|m| &m.digest),
+                    "platform": img.platform, "layers": img.layers.len(), "size": f.size,
+                    "plain_size": f.plain, "shared_layer_bytes": shared, "extra_bytes": f.extra,
+                    "missing_blobs": missing, "record": rec,
+                })
+            })
+            .collect();
+        print_json(&serde_json::Value::Array(v));
+        return Ok(());
+    }
+    println!(
+        "{:<40} {:>6} {:>14} {:>14} {:>14} {:>10}",
+        "NAME", "LAYERS", "SIZE", "PLAIN", "SHARED", "EXTRA"
+    );
+    for (img, _, f, shared, missing) in &rows {
+        let note = if *missing > 0 {
+            format!("  ({missing} blobs missing)")
+        } else {
+            String::new()
+        };
+        println!(
+            "{:<40} {:>6} {:>14} {:>14} {:>14} {:>10}{note}",
+            img.name,
+            img.layers.len(),
+            f.size,
+            f.plain,
+            shared,
+            f.extra
+        );
+    }
+    Ok(())
+}
+
+pub async fn export(a: ExportArgs, target: &client::Target) -> anyhow::Result<()> {
+    let mut c = client::connect_to(target).await?;
+    let Some(rec) = records(&mut c, &a.namespace, Some(&a.name)).await?.pop() else {
+        anyhow::bail!(
+            "no image named {:?} in namespace {:?} (see `strata images`)",
+            a.name,
+            a.namespace
+        );
+    };
+    let img = read_record(&mut c, &a.namespace, &rec.digest).await?;
+    let source = DaemonSource::new(c, a.namespace.clone(), tokio::runtime::Handle::current());
+    let (dest, format) = (a.dest.clone(), a.format);
+    tokio::task::spawn_blocking(move || match format {
+        ExportFormat::Oci => image::write_oci_layout(&dest, &[img], &source),
+        ExportFormat::DockerArchive => image::write_docker_archive(&dest, &[img], &source),
+    })
+    .await?
+    .with_context(|| format!("exporting {} to {}", a.name, a.dest.display()))?;
+    Ok(())
+}
