@@ -607,16 +607,22 @@ async fn go_looking_streams_from_elsewhere_fall_through() {
         assert_eq!(info.kept, format!("zlib-{level}"), "{what}");
     }
 
-    // pgzip at a block size no candidate has: the Go encoders' bytes part
-    // from it at the first block end, so none may claim it.
-    let gz = pgzip(&tar, 5, 300 << 10);
-    let info = push_exact(&mut c, &gz, Some(&tar), "pgzip 300k").await;
-    assert!(
-        not_go(&info.kept),
-        "pgzip 300k kept as {} ({})",
-        info.kept,
-        info.strategy
-    );
+    // pgzip at block sizes the usual list lacks: found from the stream's
+    // own sync-flush markers, then proven like any candidate.
+    for (level, block, name) in [
+        (5, 300 << 10, "pgzip-5-300k"),
+        (6, 200_000, "pgzip-6-200000b"),
+    ] {
+        let gz = pgzip(&tar, level, block);
+        let info = push_exact(&mut c, &gz, Some(&tar), name).await;
+        assert_eq!(info.strategy, "replay", "{name}: kept as {}", info.kept);
+        assert_eq!(info.kept, name);
+        assert!(
+            info.extra_bytes <= MAX_EXTRA,
+            "{name}: {} extra bytes",
+            info.extra_bytes
+        );
+    }
 
     // klauspost's stream cut at two thirds: no end, kept as received.
     let gz = kgzip(&tar, 5);

@@ -19,7 +19,7 @@ hashes are kept in memory only), and reports per image its compressed and plain 
 unique to it or shared with the others; for the set, what deduplicating by layer, by file and by \
 chunk leaves, and the bytes a strata store would keep (compressed chunks, recipes, rebuild data, \
 index); and the bytes each image shares with each other one.\n\n\
-With --socket (or STRATA_SOCKET) or --addr, IMAGE names images the daemon holds (as `strata images` \
+With --socket or --addr on the command line, IMAGE names images the daemon holds (as `strata images` \
 lists them; none: every image of --namespace), read back from it."
 )]
 pub struct AnalyzeArgs {
@@ -82,7 +82,7 @@ fn daemon_inputs(
         for w in &wanted {
             if !held.iter().any(|i| &i.name == w) {
                 anyhow::bail!(
-                    "the daemon holds no image named {w:?} in namespace {:?} (see `strata images`; to analyze files, do not pass --socket, --addr or STRATA_SOCKET)",
+                    "the daemon holds no image named {w:?} in namespace {:?} (see `strata images`; to analyze files, do not pass --socket or --addr)",
                     a.namespace
                 );
             }

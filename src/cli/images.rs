@@ -136,15 +136,21 @@ pub async fn import(a: ImportArgs, target: &client::Target) -> anyhow::Result<()
             .with_context(|| format!("reading {}", input.display()))?;
         if a.name.is_some() && (opened.images.len() != 1 || a.inputs.len() != 1) {
             anyhow::bail!(
-                "--name names one image; {} holds {}",
-                input.display(),
-                opened.images.len()
+                "--name names one image, but {}",
+                if a.inputs.len() != 1 {
+                    format!("{} inputs are given", a.inputs.len())
+                } else {
+                    format!("{} holds {}", input.display(), opened.images.len())
+                }
             );
         }
         for mut img in opened.images {
             if let Some(n) = &a.name {
                 img.name = n.clone();
-            } else {
+            } else if matches!(
+                opened.format,
+                image::Format::OciLayout | image::Format::OciArchive
+            ) {
                 img.name = qualified_name(&img.name, input);
             }
             let (mut pushed, mut skipped, mut added) = (0u64, 0u64, 0u64);
@@ -216,19 +222,10 @@ pub async fn import(a: ImportArgs, target: &client::Target) -> anyhow::Result<()
 /// them) says little in a store holding many images: it is prefixed with the
 /// input's file name ("debian:latest").
 fn qualified_name(name: &str, input: &std::path::Path) -> String {
-    if name.contains([':', '/', '@']) {
-        return name.to_string();
-    }
-    let stem = input
-        .file_name()
-        .map(|f| f.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let stem = stem
-        .strip_suffix(".tar")
-        .or_else(|| stem.strip_suffix(".tar.gz"))
-        .unwrap_or(&stem)
-        .to_string();
-    if stem.is_empty() || stem == name {
+    let stem = image::default_name(input);
+    // Names made from the input's own name (unnamed index entries) stay.
+    let from_input = name == stem || name.starts_with(&format!("{stem}-"));
+    if name.contains([':', '/', '@']) || stem.is_empty() || from_input {
         name.to_string()
     } else {
         format!("{stem}:{name}")

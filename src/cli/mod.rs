@@ -93,8 +93,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(*args, cli.socket),
         Command::Verify(args) if args.data_dir.is_some() => verify::offline(args),
         Command::Analyze(args) => {
-            // Given --socket (or STRATA_SOCKET) or --addr, analyze what that daemon holds.
-            let daemon = match (cli.addr, cli.socket) {
+            // Given --socket or --addr on the command line (not merely in
+            // the environment, which a shell may carry for other commands),
+            // analyze what that daemon holds.
+            let flagged =
+                |f: &str| std::env::args().any(|a| a == f || a.starts_with(&format!("{f}=")));
+            let (addr, socket) = (
+                cli.addr.filter(|_| flagged("--addr")),
+                cli.socket.filter(|_| flagged("--socket")),
+            );
+            let daemon = match (addr, socket) {
                 (Some(url), _) => Some(client::Target::Tcp {
                     url,
                     tls: client::ClientTls {

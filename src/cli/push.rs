@@ -141,8 +141,10 @@ pub async fn push_reader(
         .await;
     let read_result = reading.await?;
     bar.finish_and_clear();
-    let resp = resp.map_err(status_err)?.into_inner();
+    // A failed read aborted the push (the daemon's refusal says only that):
+    // the read error is the one to report.
     read_result?;
+    let resp = resp.map_err(status_err)?.into_inner();
     Ok(resp)
 }
 

@@ -185,6 +185,67 @@ pub fn candidates(xfl: u8) -> Vec<KpParams> {
     out
 }
 
+/// pgzip block sizes read off a deflate stream's own structure: a pgzip
+/// block ends with a sync flush (an empty stored block, `00 00 ff ff` on a
+/// byte boundary), after which everything before it has been output; the
+/// plain bytes decoded up to the first such marker are the block size. Chance
+/// matches inside compressed data give sizes the probe then rejects.
+pub fn block_sizes_from_markers(comp: &[u8]) -> Vec<u32> {
+    const MARKER: [u8; 4] = [0, 0, 0xff, 0xff];
+    let mut sizes = Vec::new();
+    let mut from = 0;
+    let mut tried = 0;
+    while let Some(at) = comp[from..].windows(4).position(|w| w == MARKER) {
+        let end = from + at + 4;
+        from = end;
+        tried += 1;
+        if tried > 8 || sizes.len() == 2 {
+            break;
+        }
+        let mut d = flate2::Decompress::new(false);
+        let mut sink = vec![0u8; 64 << 10];
+        let mut input = &comp[..end];
+        let mut total = 0u64;
+        let ok = loop {
+            let (before_in, before_out) = (d.total_in(), d.total_out());
+            match d.decompress(input, &mut sink, flate2::FlushDecompress::Sync) {
+                Ok(_) => {}
+                Err(_) => break false,
+            }
+            let used = (d.total_in() - before_in) as usize;
+            let made = d.total_out() - before_out;
+            total += made;
+            input = &input[used..];
+            if input.is_empty() && made < sink.len() as u64 {
+                break true;
+            }
+            if used == 0 && made == 0 {
+                break false;
+            }
+        };
+        let n = total as usize;
+        if ok && n > TAIL && n <= MAX_BLOCK as usize && !sizes.contains(&(n as u32)) {
+            sizes.push(n as u32);
+        }
+    }
+    sizes
+}
+
+/// Candidates at block sizes found by `block_sizes_from_markers` that the
+/// usual list does not have, every level.
+pub fn marker_candidates(comp: &[u8]) -> Vec<KpParams> {
+    let mut out = Vec::new();
+    for block in block_sizes_from_markers(comp) {
+        if BLOCKS.contains(&block) {
+            continue;
+        }
+        for level in [5i8, 6, 4, 3, 2, 7, 8, 1, 9, -2, 0] {
+            out.push(KpParams::pgzip(level, block));
+        }
+    }
+    out
+}
+
 fn writer(level: i8) -> Result<Writer> {
     Writer::new(level as i32).map_err(|e| Error::Internal(format!("klauspost flate: {e}")))
 }

@@ -116,6 +116,15 @@ pub fn gzip_candidates(h: &gzip::Header) -> Vec<Encoder> {
     out
 }
 
+/// More candidates for a gzip member none of `gzip_candidates` fits, from
+/// the probe's compressed bytes: pgzip at block sizes its sync markers show.
+pub fn gzip_structure_candidates(comp: &[u8]) -> Vec<Encoder> {
+    kp_replay::marker_candidates(comp)
+        .into_iter()
+        .map(|p| encoder(EncoderKind::Klauspost, |v| p.encode(v)))
+        .collect()
+}
+
 /// zlib's candidates, then pigz at block sizes other than its default.
 fn gzip_zlib_candidates(h: &gzip::Header) -> Vec<Encoder> {
     let base = zlib::candidates(h.xfl, h.os);

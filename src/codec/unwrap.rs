@@ -718,8 +718,23 @@ impl Member {
             return Ok(());
         };
         // The first candidate (in order) whose output matches the probe is
-        // the active one; those after it wait, unprobed, as backups.
-        for (i, enc) in self.candidates.iter().enumerate() {
+        // the active one; those after it wait, unprobed, as backups. When
+        // none does, the stream's own structure may suggest more.
+        let mut i = 0;
+        let mut looked = false;
+        loop {
+            if i == self.candidates.len() {
+                if looked || !matches!(self.kind, Kind::Deflate) {
+                    break;
+                }
+                looked = true;
+                self.candidates
+                    .extend(super::gzip_structure_candidates(&comp));
+                continue;
+            }
+            let enc = self.candidates[i].clone();
+            let enc = &enc;
+            i += 1;
             let Ok(mut re) = super::reencoder(enc) else {
                 continue;
             };
@@ -760,7 +775,7 @@ impl Member {
                     made: produced as u64,
                     max_lag,
                 }],
-                backups: self.candidates[i + 1..].to_vec(),
+                backups: self.candidates[i..].to_vec(),
                 recv: comp[produced..].iter().copied().collect(),
                 recv_base: produced as u64,
                 spool,

@@ -161,7 +161,7 @@ pub(crate) fn blob_ref(d: &spec::Descriptor, image: &str, what: &str) -> Result<
 }
 
 /// The name an unnamed image takes: the input's file name, less ".tar".
-pub(crate) fn default_name(path: &Path) -> String {
+pub fn default_name(path: &Path) -> String {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
