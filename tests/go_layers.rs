@@ -661,3 +661,55 @@ async fn go_looking_streams_from_elsewhere_fall_through() {
     );
     d.stop().await;
 }
+
+/// pgzip members record restart points (about one per MiB of plain input),
+/// so a ranged read starts re-encoding at the last block start before it:
+/// reads anywhere, in any order, on one connection (the daemon keeps the
+/// paused rebuild between them and jumps ahead over restart points) and on
+/// fresh ones, must still give the exact bytes; the plan stays small.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranged_reads_of_pgzip_start_at_restart_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path()).await;
+    let mut c = d.client().await;
+    let mut tar = layer(7);
+    tar.extend_from_slice(&layer(8));
+    tar.extend_from_slice(&layer(9));
+    let gz = pgzip(&tar, 5, 128 << 10);
+    let info = push_exact(&mut c, &gz, Some(&tar), "pgzip-5-128k").await;
+    assert_eq!(info.kept, "pgzip-5-128k");
+    // About 10 MB of input: ten restart points, a few bytes each.
+    assert!(
+        info.extra_bytes <= MAX_EXTRA,
+        "{} extra bytes",
+        info.extra_bytes
+    );
+    let marks = sync_marks(&gz);
+    let n = gz.len() as u64;
+    let mut offsets: Vec<u64> = vec![n - 1, n / 2, 1, n - 100_000, n / 3, 0];
+    for m in marks.iter().step_by(7) {
+        offsets.extend([*m as u64 - 1, *m as u64, *m as u64 + 1]);
+    }
+    offsets.extend([n / 5, n / 4, 3 * n / 4, n / 7]);
+    for (i, &off) in offsets.iter().enumerate() {
+        let len = [1u64, 5000, 70_000, 1 << 20][i % 4];
+        let end = (off + len).min(n);
+        let got = read_range(&mut c, "", &info.digest, off, len)
+            .await
+            .unwrap();
+        assert!(
+            got == gz[off as usize..end as usize],
+            "range {off}+{len} of {n} differs"
+        );
+    }
+    // Forward jumps on one cursor: containerd-like 32 KiB windows at spread offsets.
+    let mut off = 10_000;
+    while off < n {
+        let got = read_range(&mut c, "", &info.digest, off, 32 << 10)
+            .await
+            .unwrap();
+        let end = (off + (32 << 10)).min(n);
+        assert!(got == gz[off as usize..end as usize], "window at {off}");
+        off += 900_000;
+    }
+}

@@ -17,6 +17,7 @@ use std::sync::mpsc::Receiver;
 
 use super::block_pool;
 use super::kpflate::deflate::Writer;
+use super::plan::Restart;
 use super::Reencoder;
 use crate::error::{Error, Result};
 
@@ -149,6 +150,23 @@ impl KpParams {
         ))
     }
 
+    /// Plain bytes a pgzip block needs before it: the dictionary.
+    pub fn resume_history(&self) -> Option<u64> {
+        matches!(self.framing, KpFraming::Pgzip { .. }).then_some(TAIL as u64)
+    }
+
+    /// pgzip from a block start on, given the plain bytes before it.
+    pub fn resume(&self, history: &[u8]) -> Result<Box<dyn Reencoder>> {
+        self.check()?;
+        let KpFraming::Pgzip { block } = self.framing else {
+            return Err(Error::Internal("one klauspost stream cannot resume".into()));
+        };
+        let mut p = KpParallel::new(self.level, block);
+        // A block after a full one: its dictionary is that block's tail.
+        p.dict = history[history.len().saturating_sub(TAIL)..].to_vec();
+        Ok(Box::new(p))
+    }
+
     /// For reads: pgzip blocks on the pool's threads.
     pub fn rebuild_reencoder(&self) -> Result<Box<dyn Reencoder>> {
         self.check()?;
@@ -270,6 +288,10 @@ struct KpStream {
     in_block: usize,
     tail: Vec<u8>,
     finished: bool,
+    /// Bytes fed and made so far, and the block starts after the first.
+    plain: u64,
+    made: u64,
+    restarts: Vec<Restart>,
 }
 
 impl KpStream {
@@ -284,6 +306,9 @@ impl KpStream {
             in_block: 0,
             tail: Vec::with_capacity(if block.is_some() { TAIL } else { 0 }),
             finished: false,
+            plain: 0,
+            made: 0,
+            restarts: Vec::new(),
         })
     }
 }
@@ -295,8 +320,10 @@ impl Reencoder for KpStream {
                 "klauspost reencoder fed after finish".into(),
             ));
         }
+        let start = out.len();
         let Some(block) = self.block else {
             self.w.write(plain, out);
+            self.made += (out.len() - start) as u64;
             return Ok(());
         };
         while !plain.is_empty() {
@@ -304,14 +331,20 @@ impl Reencoder for KpStream {
             self.w.write(&plain[..take], out);
             keep_tail(&mut self.tail, &plain[..take]);
             self.in_block += take;
+            self.plain += take as u64;
             plain = &plain[take..];
             if self.in_block == block {
                 // pgzip compresses a block as soon as it is full.
                 self.w.flush(out);
                 self.w.reset_dict(&self.tail);
                 self.in_block = 0;
+                self.restarts.push(Restart {
+                    plain: self.plain,
+                    out: self.made + (out.len() - start) as u64,
+                });
             }
         }
+        self.made += (out.len() - start) as u64;
         Ok(())
     }
 
@@ -325,6 +358,10 @@ impl Reencoder for KpStream {
         }
         self.w.close(out);
         Ok(())
+    }
+
+    fn restarts(&self) -> Vec<Restart> {
+        self.restarts.clone()
     }
 }
 
@@ -366,6 +403,11 @@ struct KpParallel {
     dict: Vec<u8>,
     pending: VecDeque<Receiver<Result<Vec<u8>>>>,
     finished: bool,
+    /// Blocks whose output was handed back, the bytes of it, and the block
+    /// starts after the first.
+    done: u64,
+    made: u64,
+    restarts: Vec<Restart>,
 }
 
 impl KpParallel {
@@ -377,7 +419,21 @@ impl KpParallel {
             dict: Vec::new(),
             pending: VecDeque::new(),
             finished: false,
+            done: 0,
+            made: 0,
+            restarts: Vec::new(),
         }
+    }
+
+    /// Hands a finished block's output on, noting where the next one starts.
+    fn emit(&mut self, b: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(b);
+        self.made += b.len() as u64;
+        self.done += 1;
+        self.restarts.push(Restart {
+            plain: self.done * self.block as u64,
+            out: self.made,
+        });
     }
 
     fn submit(&mut self, last: bool) {
@@ -397,7 +453,7 @@ impl KpParallel {
         let b = rx
             .recv()
             .map_err(|_| Error::Internal("a rebuild worker went away".into()))??;
-        out.extend_from_slice(&b);
+        self.emit(&b, out);
         Ok(())
     }
 }
@@ -426,7 +482,7 @@ impl Reencoder for KpParallel {
             match rx.try_recv() {
                 Ok(b) => {
                     self.pending.pop_front();
-                    out.extend_from_slice(&b?);
+                    self.emit(&b?, out);
                 }
                 Err(_) => break,
             }
@@ -444,6 +500,15 @@ impl Reencoder for KpParallel {
             self.collect_one(out)?;
         }
         Ok(())
+    }
+
+    fn restarts(&self) -> Vec<Restart> {
+        // The last block's "next start" is the end, not a restart point.
+        let mut r = self.restarts.clone();
+        if self.finished {
+            r.pop();
+        }
+        r
     }
 }
 

@@ -13,6 +13,11 @@ pub trait Reencoder: Send {
     fn feed(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<()>;
     /// Ends the stream; appends the rest.
     fn finish(&mut self, out: &mut Vec<u8>) -> Result<()>;
+    /// Points so far where a re-encoder could start afresh (see
+    /// `resume_reencoder`); none for encoders whose state runs on.
+    fn restarts(&self) -> Vec<plan::Restart> {
+        Vec::new()
+    }
 }
 
 pub mod block_pool;
@@ -60,6 +65,48 @@ pub fn parallel_reencoder(enc: &Encoder) -> Option<(Box<dyn Reencoder>, u64)> {
         EncoderKind::Klauspost => kp_replay::KpParams::decode(&enc.params).ok()?.0.parallel(),
         _ => None,
     }
+}
+
+/// Plain bytes before a restart point that `resume_reencoder` needs (the
+/// encoder's dictionary there); None when the encoder cannot resume.
+pub fn resume_history(enc: &Encoder) -> Option<u64> {
+    match enc.kind {
+        EncoderKind::Klauspost => kp_replay::KpParams::decode(&enc.params)
+            .ok()?
+            .0
+            .resume_history(),
+        _ => None,
+    }
+}
+
+/// A re-encoder for reads that starts at a restart point, given the
+/// `resume_history` plain bytes before it.
+pub fn resume_reencoder(enc: &Encoder, history: &[u8]) -> Result<Box<dyn Reencoder>> {
+    match enc.kind {
+        EncoderKind::Klauspost => kp_replay::KpParams::decode(&enc.params)?.0.resume(history),
+        _ => Err(crate::error::Error::Internal(format!(
+            "{} cannot resume mid-stream",
+            encoder_name(enc)
+        ))),
+    }
+}
+
+/// Restart points worth keeping in a plan: about one per MiB of plain
+/// input (at most 256 per part), so a ranged read re-encodes little and the
+/// plan stays small.
+pub fn thin_restarts(all: Vec<plan::Restart>, plain_len: u64) -> Vec<plan::Restart> {
+    let spacing = (1u64 << 20).max(plain_len / 256);
+    let mut out: Vec<plan::Restart> = Vec::new();
+    for r in all {
+        if r.plain >= plain_len || r.out == 0 {
+            continue;
+        }
+        let last = out.last().map_or(0, |l| l.plain);
+        if r.plain >= last + spacing {
+            out.push(r);
+        }
+    }
+    out
 }
 
 /// What users see of an encoder: "zlib-6", "pigz-9-128k", "zstd-3".

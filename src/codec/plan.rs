@@ -76,6 +76,15 @@ pub struct PreflatePiece {
     pub out_len: u64,
 }
 
+/// A point inside a replayed part where the encoder can start afresh (a
+/// pgzip block start): `plain` bytes of the part's input and `out` bytes of
+/// its output lie before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restart {
+    pub plain: u64,
+    pub out: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Part {
     Literal(Vec<u8>),
@@ -83,6 +92,8 @@ pub enum Part {
         enc: Encoder,
         plain_len: u64,
         out_len: u64,
+        /// Increasing; empty for encoders that cannot start mid-stream.
+        restarts: Vec<Restart>,
     },
     Preflate {
         pieces: Vec<PreflatePiece>,
@@ -270,8 +281,10 @@ impl Plan {
                     enc,
                     plain_len,
                     out_len,
+                    restarts,
                 } => {
-                    b.push(1);
+                    // Tag 4 adds restart points; plans without keep tag 1.
+                    b.push(if restarts.is_empty() { 1 } else { 4 });
                     b.push(match enc.kind {
                         EncoderKind::Zlib => 1,
                         EncoderKind::Zstd => 2,
@@ -282,6 +295,15 @@ impl Plan {
                     b.extend_from_slice(&enc.params);
                     put_varint(&mut b, *plain_len);
                     put_varint(&mut b, *out_len);
+                    if !restarts.is_empty() {
+                        put_varint(&mut b, restarts.len() as u64);
+                        let mut last = Restart { plain: 0, out: 0 };
+                        for r in restarts {
+                            put_varint(&mut b, r.plain - last.plain);
+                            put_varint(&mut b, r.out - last.out);
+                            last = *r;
+                        }
+                    }
                 }
                 Part::Preflate { pieces } => {
                     b.push(2);
@@ -330,7 +352,7 @@ impl Plan {
                     let len = r.varint()? as usize;
                     Part::Literal(r.bytes(len)?.to_vec())
                 }
-                1 => {
+                tag @ (1 | 4) => {
                     let kind = match r.u8()? {
                         1 => EncoderKind::Zlib,
                         2 => EncoderKind::Zstd,
@@ -340,10 +362,38 @@ impl Plan {
                     };
                     let len = r.varint()? as usize;
                     let params = r.bytes(len)?.to_vec();
+                    let (plain_len, out_len) = (r.varint()?, r.varint()?);
+                    let mut restarts = Vec::new();
+                    if tag == 4 {
+                        let k = r.varint()? as usize;
+                        let mut at = Restart { plain: 0, out: 0 };
+                        for _ in 0..k {
+                            at.plain = at
+                                .plain
+                                .checked_add(r.varint()?)
+                                .ok_or_else(|| bad("restart past the end"))?;
+                            at.out = at
+                                .out
+                                .checked_add(r.varint()?)
+                                .ok_or_else(|| bad("restart past the end"))?;
+                            // Strictly inside the part, strictly increasing.
+                            if at.plain >= plain_len
+                                || at.out >= out_len
+                                || restarts.last().is_some_and(|l: &Restart| {
+                                    l.out >= at.out || l.plain >= at.plain
+                                })
+                                || at.out == 0
+                            {
+                                return Err(bad("restart points out of order"));
+                            }
+                            restarts.push(at);
+                        }
+                    }
                     Part::Replay {
                         enc: Encoder { kind, params },
-                        plain_len: r.varint()?,
-                        out_len: r.varint()?,
+                        plain_len,
+                        out_len,
+                        restarts,
                     }
                 }
                 2 => {
@@ -425,6 +475,25 @@ mod tests {
                     },
                     plain_len: 1 << 40,
                     out_len: 12345,
+                    restarts: vec![],
+                },
+                Part::Replay {
+                    enc: Encoder {
+                        kind: EncoderKind::Klauspost,
+                        params: vec![1, 1, 5, 1, 0, 0, 4, 0],
+                    },
+                    plain_len: 3 << 18,
+                    out_len: 300_000,
+                    restarts: vec![
+                        Restart {
+                            plain: 1 << 18,
+                            out: 90_000,
+                        },
+                        Restart {
+                            plain: 2 << 18,
+                            out: 190_000,
+                        },
+                    ],
                 },
                 Part::Preflate {
                     pieces: vec![PreflatePiece {
@@ -470,6 +539,25 @@ mod tests {
             let bad = Plan { parts, ..p.clone() };
             assert!(Plan::decode(&bad.encode()).is_err());
         }
-        assert_eq!(p.out_len(), 4 + 12345 + 5 + 99);
+        assert_eq!(p.out_len(), 4 + 12345 + 300_000 + 5 + 99);
+        // Restart points must lie inside their part, in order.
+        for restarts in [
+            vec![Restart { plain: 1, out: 0 }],
+            vec![Restart {
+                plain: 3 << 18,
+                out: 5,
+            }],
+            vec![Restart {
+                plain: 5,
+                out: 300_000,
+            }],
+            vec![Restart { plain: 9, out: 9 }, Restart { plain: 9, out: 10 }],
+        ] {
+            let mut bad = p.clone();
+            if let Part::Replay { restarts: r, .. } = &mut bad.parts[2] {
+                *r = restarts;
+            }
+            assert!(Plan::decode(&bad.encode()).is_err());
+        }
     }
 }

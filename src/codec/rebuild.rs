@@ -1,7 +1,7 @@
 //! Read side of the codec stage: the exact compressed bytes of a blob from its
 //! plan, streamed, and its plain stream on request.
 
-use super::plan::{Part, Plan, PreflatePiece, StoredKind};
+use super::plan::{Part, Plan, PreflatePiece, Restart, StoredKind};
 use super::preflate::PreflateRebuilder;
 use super::unwrap::{Streams, UnwrapConfig, Unwrapper};
 use super::Reencoder;
@@ -103,6 +103,20 @@ impl Cursor {
             }
             self.next_part();
         }
+        // Inside a replayed part, a restart point between what the encoder
+        // has made and the offset is a shorter way there.
+        if let (Some(Part::Replay { restarts, .. }), PartState::Replay { made, .. }) =
+            (self.plan.parts.get(self.part), &self.state)
+        {
+            let (made, start) = (*made, self.part_start);
+            if self.buf.is_empty()
+                && restarts
+                    .iter()
+                    .any(|r| start + r.out > made && start + r.out <= offset)
+            {
+                self.state = PartState::Fresh;
+            }
+        }
     }
 
     fn next_part(&mut self) {
@@ -150,9 +164,12 @@ impl Cursor {
                     self.pos += n;
                     return Ok(Some(b));
                 }
-                Part::Replay { enc, plain_len, .. } => {
-                    self.replay_step(src, enc, *plain_len, len)?
-                }
+                Part::Replay {
+                    enc,
+                    plain_len,
+                    restarts,
+                    ..
+                } => self.replay_step(src, enc, *plain_len, restarts, len)?,
                 Part::Preflate { pieces } => self.preflate_step(src, pieces, len)?,
             }
         }
@@ -164,14 +181,40 @@ impl Cursor {
         src: &mut dyn Source,
         enc: &super::plan::Encoder,
         plain_len: u64,
+        restarts: &[Restart],
         len: u64,
     ) -> Result<()> {
         if matches!(self.state, PartState::Fresh) {
-            self.state = PartState::Replay {
-                re: super::rebuild_reencoder(enc)?,
-                fed: 0,
-                made: self.part_start,
-                done: false,
+            // From the last restart point at or before the cursor, if any:
+            // a ranged read re-encodes from there, not from the part's start.
+            let off = self.pos - self.part_start;
+            let from = super::resume_history(enc).and_then(|h| {
+                restarts
+                    .iter()
+                    .rev()
+                    .find(|r| r.out <= off)
+                    .map(|r| (*r, h))
+            });
+            self.state = match from {
+                Some((r, h)) => {
+                    let h = h.min(r.plain);
+                    let history = collect(|o| src.plain(self.plain_at + r.plain - h, h, o))?;
+                    if history.len() as u64 != h {
+                        return Err(Error::DataLoss("the plain stream ends early".into()));
+                    }
+                    PartState::Replay {
+                        re: super::resume_reencoder(enc, &history)?,
+                        fed: r.plain,
+                        made: self.part_start + r.out,
+                        done: false,
+                    }
+                }
+                None => PartState::Replay {
+                    re: super::rebuild_reencoder(enc)?,
+                    fed: 0,
+                    made: self.part_start,
+                    done: false,
+                },
             };
         }
         let PartState::Replay {

@@ -763,6 +763,7 @@ impl Member {
                     enc: enc.clone(),
                     plain_len: plain.len() as u64,
                     out_len: comp.len() as u64,
+                    restarts: super::thin_restarts(re.restarts(), plain.len() as u64),
                 });
                 return Ok(());
             }
@@ -824,6 +825,7 @@ impl Member {
                             && l.made + scratch.len() as u64 == total
                         {
                             return Ok(vec![Part::Replay {
+                                restarts: super::thin_restarts(l.re.restarts(), self.plain_out),
                                 enc: l.enc,
                                 plain_len: self.plain_out,
                                 out_len: total,
