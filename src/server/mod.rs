@@ -145,19 +145,7 @@ pub async fn serve(
     tracing::info!(socket = %opts.socket.display(), data_dir = %opts.data_dir.display(), "strata serving strata.v1 and the containerd content API");
     let gate = Gate::new(opts.limits.clone());
     let max_msg = opts.limits.max_message_bytes;
-    let router = builder(&gate)
-        .add_service(
-            StoreServer::new(strata_api::StrataService::new(store.clone(), gate.clone()))
-                .with_limits(max_msg),
-        )
-        .add_service(
-            ContentServer::new(containerd::ContentService::new(
-                store.clone(),
-                DEFAULT_NAMESPACE.into(),
-                gate.clone(),
-            ))
-            .with_limits(max_msg),
-        );
+    let router = both_apis(builder(&gate), &store, &gate, max_msg);
     servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
         UnixListenerStream::new(listener),
         stop.wait(),
@@ -189,19 +177,7 @@ pub async fn serve(
                 .tls_config(cfg)
                 .map_err(|e| Error::InvalidArgument(format!("TLS settings: {}", tcp::chain(&e))))?;
         }
-        let router = b
-            .add_service(
-                StoreServer::new(strata_api::StrataService::new(store.clone(), gate.clone()))
-                    .with_limits(max_msg),
-            )
-            .add_service(
-                ContentServer::new(containerd::ContentService::new(
-                    store.clone(),
-                    DEFAULT_NAMESPACE.into(),
-                    gate.clone(),
-                ))
-                .with_limits(max_msg),
-            );
+        let router = both_apis(b, &store, &gate, max_msg);
         servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             stop.wait(),
@@ -317,6 +293,32 @@ fn builder(gate: &Gate) -> Builder {
         .initial_connection_window_size(Some(WINDOW_BYTES * 2))
         .max_frame_size(Some(FRAME_BYTES))
         .layer(metrics::MetricsLayer(gate.metrics.clone()))
+}
+
+/// `strata.v1` and containerd's content API (namespace from the
+/// `containerd-namespace` header, else `default`), as the main socket and the
+/// TCP listener serve them.
+fn both_apis(
+    b: Builder,
+    store: &Store,
+    gate: &Gate,
+    max_msg: usize,
+) -> tonic::transport::server::Router<
+    tower::layer::util::Stack<metrics::MetricsLayer, tower::layer::util::Identity>,
+> {
+    let mut b = b;
+    b.add_service(
+        StoreServer::new(strata_api::StrataService::new(store.clone(), gate.clone()))
+            .with_limits(max_msg),
+    )
+    .add_service(
+        ContentServer::new(containerd::ContentService::new(
+            store.clone(),
+            DEFAULT_NAMESPACE.into(),
+            gate.clone(),
+        ))
+        .with_limits(max_msg),
+    )
 }
 
 /// The largest message a service accepts and sends.
