@@ -713,3 +713,53 @@ async fn ranged_reads_of_pgzip_start_at_restart_points() {
         off += 900_000;
     }
 }
+
+/// `strata analyze` trusts a replay that passes the probe (decoding speed);
+/// `--prove` re-encodes whole layers as the daemon does. On Go-made layers
+/// both predict the same store, and both name the encoder found.
+#[test]
+fn analyze_trusts_the_probe_and_proves_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let tar = layer(11);
+    let (a, b) = (dir.path().join("a.tar.gz"), dir.path().join("b.tar.gz"));
+    std::fs::write(&a, pgzip(&tar, 5, 1 << 20)).unwrap();
+    std::fs::write(&b, gogzip(&tar, 6)).unwrap();
+    let analyze = |extra: &[&str]| -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .arg("analyze")
+            .arg("--json")
+            .args(extra)
+            .arg(&a)
+            .arg(&b)
+            .env_remove("STRATA_SOCKET")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let (fast, proved) = (analyze(&[]), analyze(&["--prove"]));
+    for r in [&fast, &proved] {
+        let backend = r["inflate_backend"].as_str().unwrap();
+        assert!(
+            backend.contains("pgzip-5-1024k") && backend.contains("go-6"),
+            "{backend}"
+        );
+    }
+    let total = |r: &serde_json::Value| {
+        r["settings"][0]["strata"]["total"]["bytes"]
+            .as_u64()
+            .unwrap()
+    };
+    // Only the restart points a proof records (a few bytes per MiB) differ.
+    let (f, p) = (total(&fast), total(&proved));
+    assert!(f <= p && p - f <= 100, "trusted {f}, proved {p}");
+    // Two layers of the same tar: together no more than the tar once.
+    let chunk = fast["settings"][0]["chunk_level"]["bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(chunk <= tar.len() as u64, "{chunk} of {}", tar.len());
+}

@@ -64,6 +64,14 @@ pub struct AnalyzeArgs {
     /// are kept as received)
     #[arg(long)]
     pub no_preflate: bool,
+    /// Re-encode every compressed layer whole, in step with its decode, as the
+    /// daemon does before it lets a layer's bytes go. By default a replay that
+    /// matches a layer's first 256 KiB is trusted for the rest, so gzip layers
+    /// are analyzed at decoding speed; a producer that changes settings part
+    /// way through a stream then shows here as replayed, at a few bytes, where
+    /// the daemon would keep more
+    #[arg(long)]
+    pub prove: bool,
     /// Blobs analyzed at once [default: the number of cores]
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -163,6 +171,7 @@ pub fn run(a: AnalyzeArgs, daemon: Option<client::Target>) -> anyhow::Result<()>
         ..Settings::default()
     };
     settings.unwrap.preflate = !a.no_preflate;
+    settings.unwrap.trust_probe = !a.prove;
     if let Some(t) = a.threads {
         settings.threads = t.max(1);
     }

@@ -209,6 +209,7 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
                 max_ratio: args.max_decompression_ratio.max(1),
                 preflate: !args.no_preflate,
                 decode_only: false,
+                trust_probe: false,
             },
             ..StoreConfig::default()
         },

@@ -44,6 +44,10 @@ pub struct UnwrapConfig {
     /// Only decode: every member's plain bytes go to the plain stream and no
     /// plan is proven (plain reads of blobs kept compressed).
     pub decode_only: bool,
+    /// Trust a replay candidate that passes the probe for the rest of its
+    /// member instead of re-encoding in step: what `strata analyze` does to
+    /// run at decoding speed. The daemon never does this.
+    pub trust_probe: bool,
 }
 
 impl Default for UnwrapConfig {
@@ -52,6 +56,7 @@ impl Default for UnwrapConfig {
             max_ratio: 250,
             preflate: true,
             decode_only: false,
+            trust_probe: false,
         }
     }
 }
@@ -62,6 +67,7 @@ impl UnwrapConfig {
             max_ratio: u64::MAX,
             preflate: false,
             decode_only: true,
+            trust_probe: false,
         }
     }
 }
@@ -524,6 +530,13 @@ enum Phase {
     Stored,
     /// Decode only: plain bytes out, nothing kept.
     Decode,
+    /// `trust_probe`: the candidate that passed the probe is taken as the
+    /// member's encoder; the compressed bytes are spooled only in case the
+    /// stream breaks.
+    Trusted {
+        enc: Encoder,
+        spool: Spool,
+    },
 }
 
 /// A candidate encoder re-encoding a member in step with its decode.
@@ -542,6 +555,7 @@ struct Member {
     candidates: Vec<Encoder>,
     max_ratio: u64,
     preflate: bool,
+    trust_probe: bool,
     spool_dir: PathBuf,
     phase: Phase,
     comp_len: u64,
@@ -568,6 +582,7 @@ impl Member {
             candidates,
             max_ratio: cfg.max_ratio,
             preflate: cfg.preflate && matches!(kind, Kind::Deflate),
+            trust_probe: cfg.trust_probe,
             spool_dir: spool_dir.to_path_buf(),
             phase: if cfg.decode_only {
                 Phase::Decode
@@ -706,6 +721,11 @@ impl Member {
                     (Err(_), None) => self.give_up(out),
                 }
             }
+            Phase::Trusted { spool, .. } => {
+                spool.write(comp)?;
+                self.plain_out += plain.len() as u64;
+                out.plain(plain)
+            }
             Phase::Confirmed(_) => Err(Error::Internal("bytes after a member's end".into())),
             Phase::Stored => out.raw(comp),
             Phase::Decode => out.plain(plain),
@@ -769,6 +789,13 @@ impl Member {
             }
             let mut spool = Spool::new(&self.spool_dir)?;
             spool.write(&comp)?;
+            if self.trust_probe {
+                self.phase = Phase::Trusted {
+                    enc: enc.clone(),
+                    spool,
+                };
+                return Ok(());
+            }
             self.phase = Phase::Replay {
                 live: vec![Live {
                     enc: enc.clone(),
@@ -891,6 +918,14 @@ impl Member {
                     }
                 }
                 Phase::Decode => return Ok(Vec::new()),
+                Phase::Trusted { enc, .. } => {
+                    return Ok(vec![Part::Replay {
+                        enc,
+                        plain_len: self.plain_out,
+                        out_len: self.comp_len,
+                        restarts: Vec::new(),
+                    }])
+                }
                 Phase::Probe { .. } | Phase::Stored => {}
             }
             break;
@@ -955,7 +990,7 @@ impl Member {
                     (Err(_), None) => self.fall_back(out, false),
                 }
             }
-            Phase::Replay { mut spool, .. } => {
+            Phase::Replay { mut spool, .. } | Phase::Trusted { mut spool, .. } => {
                 spool.copy_to(0, out)?;
                 self.skip_plain = self.plain_out;
                 Ok(())

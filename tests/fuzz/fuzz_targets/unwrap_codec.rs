@@ -100,6 +100,7 @@ fuzz_target!(|input: &[u8]| {
         max_ratio: if cfg_byte & 1 != 0 { 2 } else { UnwrapConfig::default().max_ratio },
         preflate: cfg_byte & 2 == 0,
         decode_only: false,
+        trust_probe: cfg_byte & 4 != 0,
     };
     let bomb_ratio = cfg.max_ratio;
     let mut un = Unwrapper::new(cfg, spool_dir());
