@@ -1132,6 +1132,16 @@ fn analyze_against_the_daemon_matches_the_files() {
         online["settings"][0]["strata"]["total"]["bytes"],
         files["settings"][0]["strata"]["total"]["bytes"]
     );
+    // `strata images --dedup` gives each held image the same chunk-level figures.
+    let listed = json(d.run(&["images", "--dedup", "--json", "-n", "an"]));
+    for img in listed.as_array().unwrap() {
+        let name = img["name"].as_str().unwrap();
+        for k in ["unique_bytes", "shared_bytes"] {
+            assert_eq!(img[k], on[name][k], "{name}: {k}");
+        }
+    }
+    let table = d.run(&["images", "--dedup", "-n", "an"]);
+    assert!(String::from_utf8_lossy(&table.stdout).contains("UNIQUE"));
     // A name the daemon does not hold is refused, naming it.
     let o = d.run(&["analyze", "-n", "an", "nosuch:1"]);
     assert_eq!(o.status.code(), Some(1));

@@ -38,6 +38,11 @@ pub struct ImportArgs {
 pub struct ImagesArgs {
     #[arg(short, long, default_value = crate::config::DEFAULT_NAMESPACE)]
     pub namespace: String,
+    /// Also read every image back and count at the chunk level: the plain
+    /// bytes unique to each image and those it shares with the others (as
+    /// `strata analyze --socket` does; reads every blob, so it takes a while)
+    #[arg(long)]
+    pub dedup: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -330,24 +335,63 @@ pub async fn images(a: ImagesArgs, target: &client::Target) -> anyhow::Result<()
         }
         rows.push((img, rec, f, shared, missing));
     }
+    // Chunk-level figures: the analysis over what the daemon holds.
+    let mut chunks: HashMap<String, (u64, u64)> = HashMap::new();
+    if a.dedup && rows.iter().any(|r| r.4 == 0) {
+        let source: Arc<dyn image::BlobSource> = Arc::new(DaemonSource::new(
+            c.clone(),
+            a.namespace.clone(),
+            tokio::runtime::Handle::current(),
+        ));
+        // Images missing a blob cannot be read back whole: left out.
+        let whole: Vec<&Image> = rows.iter().filter(|r| r.4 == 0).map(|r| r.0).collect();
+        let inputs: Vec<crate::analyze::Input> = whole
+            .iter()
+            .map(|img| crate::analyze::Input {
+                image: (*img).clone(),
+                source: source.clone(),
+                origin: a.namespace.clone(),
+            })
+            .collect();
+        let mut settings = crate::analyze::Settings {
+            source: "daemon".into(),
+            ..Default::default()
+        };
+        settings.unwrap.trust_probe = true;
+        let report =
+            tokio::task::spawn_blocking(move || crate::analyze::run(inputs, &settings)).await??;
+        for i in report.images {
+            chunks.insert(i.name, (i.unique_bytes, i.shared_bytes));
+        }
+    }
     if a.json {
         let v: Vec<_> = rows
             .iter()
             .map(|(img, rec, f, shared, missing)| {
-                serde_json::json!({
+                let mut v = serde_json::json!({
                     "name": img.name, "manifest": img.manifest.as_ref().map(|m| &m.digest),
                     "platform": img.platform, "layers": img.layers.len(), "size": f.size,
                     "plain_size": f.plain, "shared_layer_bytes": shared, "extra_bytes": f.extra,
                     "missing_blobs": missing, "record": rec,
-                })
+                });
+                if let Some((u, sh)) = chunks.get(&img.name) {
+                    v["unique_bytes"] = (*u).into();
+                    v["shared_bytes"] = (*sh).into();
+                }
+                v
             })
             .collect();
         print_json(&serde_json::Value::Array(v));
         return Ok(());
     }
+    let dedup_head = if a.dedup {
+        format!(" {:>14} {:>14}", "UNIQUE", "SHARED-CHUNKS")
+    } else {
+        String::new()
+    };
     println!(
-        "{:<40} {:>6} {:>14} {:>14} {:>14} {:>10}",
-        "NAME", "LAYERS", "SIZE", "PLAIN", "SHARED", "EXTRA"
+        "{:<40} {:>6} {:>14} {:>14} {:>14} {:>10}{dedup_head}",
+        "NAME", "LAYERS", "SIZE", "PLAIN", "SHARED-LAYERS", "EXTRA"
     );
     for (img, _, f, shared, missing) in &rows {
         let note = if *missing > 0 {
@@ -355,8 +399,12 @@ pub async fn images(a: ImagesArgs, target: &client::Target) -> anyhow::Result<()
         } else {
             String::new()
         };
+        let dedup = match chunks.get(&img.name) {
+            Some((u, sh)) => format!(" {u:>14} {sh:>14}"),
+            None => String::new(),
+        };
         println!(
-            "{:<40} {:>6} {:>14} {:>14} {:>14} {:>10}{note}",
+            "{:<40} {:>6} {:>14} {:>14} {:>14} {:>10}{dedup}{note}",
             img.name,
             img.layers.len(),
             f.size,
