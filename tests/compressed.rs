@@ -482,3 +482,49 @@ async fn zstd_replays_levels_and_frame_flags() {
     assert_eq!(info.diff_id, "");
     d.stop().await;
 }
+
+/// pigz's threaded and independent framings start every block from a reset
+/// stream: their parts keep restart points, and ranged reads anywhere, in
+/// any order, are exact (and start from the last block start before them).
+#[tokio::test]
+async fn pigz_ranged_reads_start_at_restart_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path()).await;
+    let mut c = d.client().await;
+    let mut tar = layer(21);
+    tar.extend_from_slice(&layer(22));
+    tar.extend_from_slice(&layer(23));
+    for args in [
+        vec!["-6", "-n", "-c"],
+        vec!["-6", "-n", "-c", "-i"],
+        vec!["-1", "-n", "-c", "-b", "64"],
+    ] {
+        let gz = run("pigz", &args, &tar);
+        let info = push_checked(&mut c, &gz, Some(&tar)).await;
+        assert!(info.kept.starts_with("pigz-"), "{args:?}: {}", info.kept);
+        let n = gz.len() as u64;
+        let offsets = [
+            n - 1,
+            n / 2,
+            1,
+            n - 70_000,
+            n / 3,
+            0,
+            n / 5,
+            3 * n / 4,
+            n / 7,
+            n / 2 + 1,
+        ];
+        for (i, &off) in offsets.iter().enumerate() {
+            let len = [1u64, 5000, 70_000, 1 << 20][i % 4];
+            let end = (off + len).min(n);
+            let got = read_range(&mut c, "", &info.digest, off, len)
+                .await
+                .unwrap();
+            assert!(
+                got == gz[off as usize..end as usize],
+                "{args:?}: range {off}+{len} of {n}"
+            );
+        }
+    }
+}

@@ -75,6 +75,10 @@ pub fn resume_history(enc: &Encoder) -> Option<u64> {
             .ok()?
             .0
             .resume_history(),
+        EncoderKind::Zlib => zlib::ZlibParams::decode(&enc.params)
+            .ok()?
+            .0
+            .resume_history(),
         _ => None,
     }
 }
@@ -84,6 +88,7 @@ pub fn resume_history(enc: &Encoder) -> Option<u64> {
 pub fn resume_reencoder(enc: &Encoder, history: &[u8]) -> Result<Box<dyn Reencoder>> {
     match enc.kind {
         EncoderKind::Klauspost => kp_replay::KpParams::decode(&enc.params)?.0.resume(history),
+        EncoderKind::Zlib => zlib::ZlibParams::decode(&enc.params)?.0.resume(history),
         _ => Err(crate::error::Error::Internal(format!(
             "{} cannot resume mid-stream",
             encoder_name(enc)

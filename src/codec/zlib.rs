@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use libz_sys as z;
 
+use crate::codec::plan::Restart;
 use crate::codec::Reencoder;
 use crate::error::{Error, Result};
 
@@ -247,6 +248,20 @@ impl ZlibParams {
 
     pub fn reencoder(&self) -> Result<Box<dyn Reencoder>> {
         Ok(Box::new(ZlibReencoder::new(*self)?))
+    }
+
+    /// Plain bytes a resumed block needs before it (pigz's dictionary);
+    /// None for framings that are one stream.
+    pub fn resume_history(&self) -> Option<u64> {
+        match self.framing {
+            Framing::Pigz { .. } => Some(DICT as u64),
+            Framing::PigzIndependent { .. } => Some(0),
+            Framing::Single | Framing::PigzSerial { .. } => None,
+        }
+    }
+
+    pub fn resume(&self, history: &[u8]) -> Result<Box<dyn Reencoder>> {
+        Ok(Box::new(ZlibReencoder::resume(*self, history)?))
     }
 }
 
@@ -518,6 +533,11 @@ pub struct ZlibReencoder {
     /// Whether a block has gone out already (the first gets no dictionary).
     started: bool,
     finished: bool,
+    /// Bytes fed and made so far, and where blocks of the threaded and
+    /// independent framings start (each from a reset stream: restartable).
+    plain: u64,
+    made: u64,
+    restarts: Vec<Restart>,
 }
 
 impl ZlibReencoder {
@@ -544,7 +564,28 @@ impl ZlibReencoder {
             history,
             started: false,
             finished: false,
+            plain: 0,
+            made: 0,
+            restarts: Vec::new(),
         })
+    }
+
+    /// Resumes at a block start of the threaded or independent framings,
+    /// given the input before it (pigz primes a block with its last 32 KiB).
+    pub fn resume(params: ZlibParams, history: &[u8]) -> Result<Self> {
+        if !matches!(
+            params.framing,
+            Framing::Pigz { .. } | Framing::PigzIndependent { .. }
+        ) {
+            return Err(Error::Internal(format!(
+                "{} cannot resume mid-stream",
+                params.name()
+            )));
+        }
+        let mut r = ZlibReencoder::new(params)?;
+        keep_tail(&mut r.history, history);
+        r.started = true;
+        Ok(r)
     }
 
     pub fn params(&self) -> &ZlibParams {
@@ -648,15 +689,24 @@ impl Reencoder for ZlibReencoder {
             return self.deflate.run(plain, z::Z_NO_FLUSH, out, 64 * 1024);
         };
         let block = block as usize;
+        let start = out.len();
         while !plain.is_empty() {
             if self.block.len() == block {
                 // More input follows, so this block is not the last.
                 self.flush_block(false, out)?;
+                if !matches!(self.params.framing, Framing::PigzSerial { .. }) {
+                    self.restarts.push(Restart {
+                        plain: self.plain,
+                        out: self.made + (out.len() - start) as u64,
+                    });
+                }
             }
             let take = (block - self.block.len()).min(plain.len());
             self.block.extend_from_slice(&plain[..take]);
+            self.plain += take as u64;
             plain = &plain[take..];
         }
+        self.made += (out.len() - start) as u64;
         Ok(())
     }
 
@@ -671,11 +721,53 @@ impl Reencoder for ZlibReencoder {
             _ => self.flush_block(true, out),
         }
     }
+
+    fn restarts(&self) -> Vec<Restart> {
+        self.restarts.clone()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Threaded pigz restarts at every block start, and a block re-encoded
+    /// from there (given the input before it) is the same bytes; one-stream
+    /// framings have none.
+    #[test]
+    fn pigz_blocks_restart_where_they_start() {
+        let data: Vec<u8> = (0..700_000u32)
+            .map(|i| (i * 7 % 251) as u8 ^ (i >> 9) as u8)
+            .collect();
+        for framing in [
+            Framing::Pigz { block: 128 << 10 },
+            Framing::PigzIndependent { block: 128 << 10 },
+        ] {
+            let p = ZlibParams::single(6).with_framing(framing);
+            let mut re = p.reencoder().unwrap();
+            let mut whole = Vec::new();
+            for piece in data.chunks(50_000) {
+                re.feed(piece, &mut whole).unwrap();
+            }
+            re.finish(&mut whole).unwrap();
+            let restarts = re.restarts();
+            assert_eq!(restarts.len(), 5, "{framing:?}");
+            for r in restarts {
+                let (plain, out) = (r.plain as usize, r.out as usize);
+                let hist = &data[plain.saturating_sub(DICT)..plain];
+                let mut re = p.resume(hist).unwrap();
+                let mut tail = Vec::new();
+                re.feed(&data[plain..], &mut tail).unwrap();
+                re.finish(&mut tail).unwrap();
+                assert!(tail == whole[out..], "{framing:?} from {plain}");
+            }
+        }
+        let serial = ZlibParams::single(6).with_framing(Framing::PigzSerial { block: 128 << 10 });
+        assert!(serial.resume_history().is_none());
+        let mut re = serial.reencoder().unwrap();
+        re.feed(&data, &mut Vec::new()).unwrap();
+        assert!(re.restarts().is_empty());
+    }
 
     #[test]
     fn keep_tail_keeps_last_window() {
