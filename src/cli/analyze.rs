@@ -4,7 +4,7 @@
 
 use crate::analyze::{self, Input, Settings};
 use crate::client::{self, blob_source::DaemonSource};
-use crate::image::{self, Platform};
+use crate::image;
 use crate::split::ChunkSizes;
 use anyhow::Context;
 use clap::Args;
@@ -117,10 +117,7 @@ pub fn run(a: AnalyzeArgs, daemon: Option<client::Target>) -> anyhow::Result<()>
     if daemon.is_none() && a.images.is_empty() {
         anyhow::bail!("name at least one IMAGE (files), or pass --socket/--addr to analyze what a daemon holds");
     }
-    let platform = match &a.platform {
-        Some(s) => Platform::parse(s).map_err(|e| anyhow::anyhow!("--platform {s:?}: {e}"))?,
-        None => Platform::host(),
-    };
+    let platform = super::images::platform(&a.platform)?;
     let chunk_sizes = a
         .chunk_sizes
         .iter()

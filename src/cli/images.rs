@@ -67,7 +67,7 @@ pub struct ExportArgs {
     pub namespace: String,
 }
 
-fn platform(p: &Option<String>) -> anyhow::Result<Platform> {
+pub(super) fn platform(p: &Option<String>) -> anyhow::Result<Platform> {
     match p {
         Some(s) => Platform::parse(s).map_err(|e| anyhow::anyhow!("--platform {s:?}: {e}")),
         None => Ok(Platform::host()),

@@ -88,6 +88,24 @@ pub fn socket_path(cli_socket: &Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| config::default_socket(&config::default_data_dir()))
 }
 
+/// Where the client commands reach the daemon: TCP when an address is
+/// given, else the socket (the default one when none is given).
+fn target(
+    addr: Option<String>,
+    socket: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> client::Target {
+    match addr {
+        Some(url) => client::Target::Tcp {
+            url,
+            tls: client::ClientTls { ca, cert, key },
+        },
+        None => client::Target::Socket(socket_path(&socket)),
+    }
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(*args, cli.socket),
@@ -103,16 +121,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 cli.socket.filter(|_| flagged("--socket")),
             );
             let daemon = match (addr, socket) {
-                (Some(url), _) => Some(client::Target::Tcp {
-                    url,
-                    tls: client::ClientTls {
-                        ca: cli.tls_ca,
-                        cert: cli.client_cert,
-                        key: cli.client_key,
-                    },
-                }),
-                (None, Some(s)) => Some(client::Target::Socket(s)),
                 (None, None) => None,
+                (addr, socket) => Some(target(
+                    addr,
+                    socket,
+                    cli.tls_ca,
+                    cli.client_cert,
+                    cli.client_key,
+                )),
             };
             analyze::run(*args, daemon)
         }
@@ -121,17 +137,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             let over_tcp = cli.addr.clone();
-            let t = match cli.addr {
-                Some(url) => client::Target::Tcp {
-                    url,
-                    tls: client::ClientTls {
-                        ca: cli.tls_ca,
-                        cert: cli.client_cert,
-                        key: cli.client_key,
-                    },
-                },
-                None => client::Target::Socket(socket_path(&cli.socket)),
-            };
+            let t = target(
+                cli.addr,
+                cli.socket,
+                cli.tls_ca,
+                cli.client_cert,
+                cli.client_key,
+            );
             rt.block_on(async move {
                 match other {
                     Command::Push(a) => push::run(a, &t).await,

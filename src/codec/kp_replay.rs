@@ -17,6 +17,7 @@ use std::sync::mpsc::Receiver;
 
 use super::block_pool;
 use super::kpflate::deflate::Writer;
+use super::kpflate::pgzip;
 use super::plan::Restart;
 use super::Reencoder;
 use crate::error::{Error, Result};
@@ -24,7 +25,7 @@ use crate::error::{Error, Result};
 /// pgzip's default block size.
 pub const PGZIP_DEFAULT_BLOCK: u32 = 1 << 20;
 /// pgzip's dictionary: the tail of the previous block.
-const TAIL: usize = 16 * 1024;
+const TAIL: usize = pgzip::TAIL_SIZE;
 /// Bound on a block a reencoder will hold (memory per read).
 const MAX_BLOCK: u32 = 64 << 20;
 /// Blocks a parallel rebuild keeps in flight.
@@ -268,18 +269,6 @@ fn writer(level: i8) -> Result<Writer> {
     Writer::new(level as i32).map_err(|e| Error::Internal(format!("klauspost flate: {e}")))
 }
 
-/// Keeps the last `TAIL` bytes of `tail` followed by `data`.
-fn keep_tail(tail: &mut Vec<u8>, data: &[u8]) {
-    if data.len() >= TAIL {
-        tail.clear();
-        tail.extend_from_slice(&data[data.len() - TAIL..]);
-    } else {
-        let drop = (tail.len() + data.len()).saturating_sub(TAIL);
-        tail.drain(..drop);
-        tail.extend_from_slice(data);
-    }
-}
-
 /// One writer fed as the input comes, blocks ended in place: the output
 /// trails the input by one flate window, so a probe sees it early.
 struct KpStream {
@@ -329,7 +318,7 @@ impl Reencoder for KpStream {
         while !plain.is_empty() {
             let take = (block - self.in_block).min(plain.len());
             self.w.write(&plain[..take], out);
-            keep_tail(&mut self.tail, &plain[..take]);
+            super::keep_tail(&mut self.tail, &plain[..take], TAIL);
             self.in_block += take;
             self.plain += take as u64;
             plain = &plain[take..];
@@ -381,14 +370,8 @@ fn compress_block(level: i8, dict: &[u8], block: &[u8], last: bool) -> Result<Ve
                 ws.len() - 1
             }
         };
-        let w = &mut ws[i].1;
         let mut out = Vec::with_capacity(block.len() / 2 + 64);
-        w.reset_dict(dict);
-        w.write(block, &mut out);
-        w.flush(&mut out);
-        if last {
-            w.close(&mut out);
-        }
+        pgzip::compress_block_with(&mut ws[i].1, dict, block, last, &mut out);
         Ok(out)
     })
 }
@@ -439,9 +422,7 @@ impl KpParallel {
     fn submit(&mut self, last: bool) {
         let data = std::mem::take(&mut self.cur);
         let dict = std::mem::take(&mut self.dict);
-        if data.len() > TAIL {
-            self.dict = data[data.len() - TAIL..].to_vec();
-        }
+        self.dict = pgzip::tail_of(&data).to_vec();
         let level = self.level;
         self.pending.push_back(block_pool::submit(move || {
             compress_block(level, &dict, &data, last)
@@ -538,7 +519,7 @@ mod tests {
         let mut t = Vec::new();
         let data: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
         for piece in data.chunks(7_000) {
-            keep_tail(&mut t, piece);
+            crate::codec::keep_tail(&mut t, piece, TAIL);
         }
         assert_eq!(t, &data[data.len() - TAIL..]);
     }

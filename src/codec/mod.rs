@@ -96,6 +96,19 @@ pub fn resume_reencoder(enc: &Encoder, history: &[u8]) -> Result<Box<dyn Reencod
     }
 }
 
+/// Keeps the last `window` bytes of `history` followed by `data`: the
+/// dictionary a block encoder primes its next block with.
+pub(crate) fn keep_tail(history: &mut Vec<u8>, data: &[u8], window: usize) {
+    if data.len() >= window {
+        history.clear();
+        history.extend_from_slice(&data[data.len() - window..]);
+    } else {
+        let drop = (history.len() + data.len()).saturating_sub(window);
+        history.drain(..drop);
+        history.extend_from_slice(data);
+    }
+}
+
 /// Restart points worth keeping in a plan: about one per MiB of plain
 /// input (at most 256 per part), so a ranged read re-encodes little and the
 /// plan stays small.

@@ -583,7 +583,7 @@ impl ZlibReencoder {
             )));
         }
         let mut r = ZlibReencoder::new(params)?;
-        keep_tail(&mut r.history, history);
+        super::keep_tail(&mut r.history, history, DICT);
         r.started = true;
         Ok(r)
     }
@@ -630,7 +630,7 @@ impl ZlibReencoder {
                     }
                 }
                 if !independent && !last {
-                    keep_tail(&mut self.history, data);
+                    super::keep_tail(&mut self.history, data, DICT);
                 }
             }
             Framing::PigzSerial { block } => {
@@ -665,18 +665,6 @@ fn align_with_static_blocks(d: &mut Deflate) -> Result<()> {
         if d.pending_bits()? & 7 == 0 {
             return Ok(());
         }
-    }
-}
-
-/// Keeps the last `DICT` bytes of `history` followed by `data`.
-fn keep_tail(history: &mut Vec<u8>, data: &[u8]) {
-    if data.len() >= DICT {
-        history.clear();
-        history.extend_from_slice(&data[data.len() - DICT..]);
-    } else {
-        let drop = (history.len() + data.len()).saturating_sub(DICT);
-        history.drain(..drop);
-        history.extend_from_slice(data);
     }
 }
 
@@ -772,12 +760,12 @@ mod tests {
     #[test]
     fn keep_tail_keeps_last_window() {
         let mut h = Vec::new();
-        keep_tail(&mut h, &[1; 10]);
+        crate::codec::keep_tail(&mut h, &[1; 10], DICT);
         assert_eq!(h, vec![1; 10]);
-        keep_tail(&mut h, &vec![2; DICT - 4]);
+        crate::codec::keep_tail(&mut h, &vec![2; DICT - 4], DICT);
         assert_eq!(h.len(), DICT);
         assert_eq!(&h[..4], &[1; 4]);
-        keep_tail(&mut h, &vec![3; DICT + 7]);
+        crate::codec::keep_tail(&mut h, &vec![3; DICT + 7], DICT);
         assert_eq!(h, vec![3; DICT]);
     }
 
