@@ -106,6 +106,19 @@ fn target(
     }
 }
 
+/// Client commands move data in 1 MiB buffers. glibc maps each one fresh
+/// (its threshold starts at 128 KiB) and trims the heap as soon as 128 KiB at
+/// its top are free, so every buffer costs page faults: a pushed corpus took
+/// about 10 % longer that way. Keeping them on a heap that is not trimmed
+/// reuses the same pages. Called before any thread exists.
+fn reuse_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 * 1024 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 32 * 1024 * 1024);
+    }
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(*args, cli.socket),
@@ -133,6 +146,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             analyze::run(*args, daemon)
         }
         other => {
+            reuse_buffers();
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;

@@ -29,7 +29,9 @@ pub struct PushArgs {
     pub json: bool,
 }
 
-const PIECE: usize = 1 << 20;
+/// Bytes per push message: 1 MiB less room for the message's framing, so
+/// the daemon's receive buffer (grown by doubling) stops at 1 MiB, not 2.
+const PIECE: usize = (1 << 20) - 64;
 
 pub async fn run(args: PushArgs, target: &client::Target) -> anyhow::Result<()> {
     let mut labels = std::collections::HashMap::new();

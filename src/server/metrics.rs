@@ -27,6 +27,7 @@ pub struct Metrics {
     pub bytes_stored: AtomicU64,
     pub chunks_new: AtomicU64,
     pub chunks_reused: AtomicU64,
+    pub chunks_followed: AtomicU64,
     pub blobs_committed: AtomicU64,
     pub gc_runs: AtomicU64,
     pub gc_chunks_freed: AtomicU64,
@@ -48,6 +49,7 @@ impl Metrics {
         self.bytes_stored.fetch_add(o.bytes_added, Relaxed);
         self.chunks_new.fetch_add(o.new_chunks, Relaxed);
         self.chunks_reused.fetch_add(o.reused_chunks, Relaxed);
+        self.chunks_followed.fetch_add(o.followed_chunks, Relaxed);
         self.blobs_committed.fetch_add(1, Relaxed);
     }
 
@@ -110,6 +112,11 @@ impl Metrics {
             "chunks_reused_total",
             "Chunk references served by chunks already stored.",
             self.chunks_reused.load(Relaxed),
+        );
+        counter(
+            "chunks_followed_total",
+            "Reused chunks found by following the recipe of a stored blob that began the same way, without chunking or index lookups.",
+            self.chunks_followed.load(Relaxed),
         );
         counter(
             "blobs_committed_total",

@@ -6,6 +6,10 @@
 //! same boundaries however the input is split into pieces.
 
 use fastcdc::v2020::{self, MASKS};
+use std::sync::Arc;
+
+/// A chunk's name: BLAKE3 of its bytes.
+pub type Hash = [u8; 32];
 
 /// Chunk size bounds in bytes. Part of the on-disk format: changing them changes
 /// every boundary, so a store keeps the values it was created with.
@@ -84,15 +88,19 @@ pub struct Cutter {
     sizes: ChunkSizes,
     mask_s: u64,
     mask_l: u64,
+    /// The crate's gear tables (plain and shifted left by one), for `confirms`.
+    gear: Arc<([u64; 256], [u64; 256])>,
 }
 
 impl Cutter {
     pub fn new(sizes: ChunkSizes) -> Self {
         let bits = v2020::logarithm2(sizes.avg) as usize;
+        let (gear, gear_ls) = v2020::get_gear_with_seed(0);
         Cutter {
             sizes,
             mask_s: MASKS[bits + 1],
             mask_l: MASKS[bits - 1],
+            gear: Arc::new((*gear, *gear_ls)),
         }
     }
 
@@ -114,6 +122,84 @@ impl Cutter {
             self.mask_l << 1,
         );
         n.max(1).min(data.len())
+    }
+
+    /// Whether `first_cut` would return `len` for a stream whose next bytes are
+    /// `data`, *given* that a chunk of these same first `len` bytes was cut at
+    /// `len` before (a stored chunk with the same BLAKE3). `rem` is
+    /// min(bytes left in the stream, max); `data` holds at least `rem` bytes.
+    ///
+    /// Why two positions are enough: FastCDC v2020 checks the gear hash at
+    /// each position from `min` on, with the small mask before `avg` and the
+    /// large one after (the stream's length only decides where checking
+    /// stops), and the hash at a position depends only on bytes up to it. The
+    /// earlier cut found no hit at positions before `len - 1` in the same
+    /// bytes, so none is found now. Position `len - 1` may have gone
+    /// unchecked then (a stream ending at an odd `len`), and position `len`
+    /// reads the byte after the chunk: both are checked here.
+    pub fn confirms(&self, data: &[u8], len: usize, rem: usize) -> bool {
+        let (min, avg) = (self.sizes.min as usize, self.sizes.avg as usize);
+        if len == 0 || len > rem || data.len() < rem.min(len + 1) {
+            return false;
+        }
+        if rem <= min {
+            return len == rem;
+        }
+        let checked = |a: usize| a / 2 >= min / 2 && a / 2 < rem / 2;
+        if checked(len - 1) && self.hits(data, len - 1, avg) {
+            return false;
+        }
+        len == rem || (checked(len) && self.hits(data, len, avg))
+    }
+
+    /// Whether FastCDC's check at position `a` of `data` finds a cut. The
+    /// crate switches masks at min(avg, stream length); for a position it
+    /// checks at all that is the same as switching at `avg`.
+    fn hits(&self, data: &[u8], a: usize, center: usize) -> bool {
+        let (gear, gear_ls) = &*self.gear;
+        let min = self.sizes.min as usize;
+        // Hashing runs two bytes at a time from min/2, shifting one bit per
+        // byte, so pairs more than 32 back have shifted out of the u64.
+        let pair = a / 2;
+        let mut hash: u64 = 0;
+        for i in (min / 2).max(pair.saturating_sub(33))..pair {
+            hash = (hash << 2).wrapping_add(gear_ls[data[2 * i] as usize]);
+            hash = hash.wrapping_add(gear[data[2 * i + 1] as usize]);
+        }
+        hash = (hash << 2).wrapping_add(gear_ls[data[2 * pair] as usize]);
+        let mask = if pair < center / 2 {
+            self.mask_s
+        } else {
+            self.mask_l
+        };
+        if a.is_multiple_of(2) {
+            hash & (mask << 1) == 0
+        } else {
+            hash.wrapping_add(gear[data[a] as usize]) & mask == 0
+        }
+    }
+}
+
+/// Where a chunker's chunks go. It may also name the chunk a stored recipe
+/// expects next (a hint when a known blob is pushed again): the chunker
+/// takes it, without running FastCDC over its bytes, when the bytes hash to
+/// it and `Cutter::confirms` the cut.
+pub trait ChunkOut {
+    type Error;
+    fn chunk(&mut self, bytes: &[u8], hash: Option<&Hash>) -> Result<(), Self::Error>;
+    /// The (hash, length) of the chunk expected to start here, if any.
+    fn expected(&mut self) -> Option<(Hash, u32)> {
+        None
+    }
+}
+
+/// A closure as a `ChunkOut` without hints.
+struct Emit<F>(F);
+
+impl<E, F: FnMut(&[u8]) -> Result<(), E>> ChunkOut for Emit<F> {
+    type Error = E;
+    fn chunk(&mut self, bytes: &[u8], _: Option<&Hash>) -> Result<(), E> {
+        (self.0)(bytes)
     }
 }
 
@@ -147,14 +233,17 @@ impl StreamChunker {
         data: &[u8],
         emit: &mut impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
+        self.push_to(data, &mut Emit(emit))
+    }
+
+    /// `push`, taking hints from `out` (see `ChunkOut`).
+    pub fn push_to<O: ChunkOut>(&mut self, data: &[u8], out: &mut O) -> Result<(), O::Error> {
         let max = self.cutter.sizes.max as usize;
         let mut data = data;
         while !data.is_empty() {
             if self.buf.is_empty() {
                 while data.len() >= max {
-                    let n = self.cutter.first_cut(data);
-                    emit(&data[..n])?;
-                    data = &data[n..];
+                    data = &data[self.cut(data, max, out)?..];
                 }
                 self.buf.extend_from_slice(data);
                 return Ok(());
@@ -166,8 +255,7 @@ impl StreamChunker {
             if self.buf.len() < max {
                 return Ok(());
             }
-            let n = self.cutter.first_cut(&self.buf);
-            emit(&self.buf[..n])?;
+            let n = Self::cut_with(&self.cutter, &self.buf, max, out)?;
             if n >= before {
                 // What is left of the buffer came from `data`: go on from there, uncopied.
                 data = &data[n - before..];
@@ -182,24 +270,43 @@ impl StreamChunker {
 
     /// Ends the stream: emits whatever is buffered as final chunks.
     pub fn finish<E>(&mut self, emit: &mut impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
-        self.drain(1, emit)?;
-        debug_assert!(self.buf.is_empty());
+        self.finish_to(&mut Emit(emit))
+    }
+
+    /// `finish`, taking hints from `out` (see `ChunkOut`).
+    pub fn finish_to<O: ChunkOut>(&mut self, out: &mut O) -> Result<(), O::Error> {
+        let max = self.cutter.sizes.max as usize;
+        let mut pos = 0;
+        while pos < self.buf.len() {
+            let rest = &self.buf[pos..];
+            pos += Self::cut_with(&self.cutter, rest, rest.len().min(max), out)?;
+        }
+        self.buf.clear();
         Ok(())
     }
 
-    /// Emits chunks while at least `keep` bytes are buffered from the chunk start.
-    fn drain<E>(
-        &mut self,
-        keep: usize,
-        emit: &mut impl FnMut(&[u8]) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let mut pos = 0;
-        while self.buf.len() - pos >= keep && pos < self.buf.len() {
-            let n = self.cutter.first_cut(&self.buf[pos..]);
-            emit(&self.buf[pos..pos + n])?;
-            pos += n;
+    fn cut<O: ChunkOut>(&self, data: &[u8], rem: usize, out: &mut O) -> Result<usize, O::Error> {
+        Self::cut_with(&self.cutter, data, rem, out)
+    }
+
+    /// Emits the first chunk of `data` (`rem` as in `Cutter::confirms`) and
+    /// returns its length: the expected chunk when it checks out, else
+    /// FastCDC's.
+    fn cut_with<O: ChunkOut>(
+        cutter: &Cutter,
+        data: &[u8],
+        rem: usize,
+        out: &mut O,
+    ) -> Result<usize, O::Error> {
+        if let Some((hash, len)) = out.expected() {
+            let len = len as usize;
+            if cutter.confirms(data, len, rem) && *blake3::hash(&data[..len]).as_bytes() == hash {
+                out.chunk(&data[..len], Some(&hash))?;
+                return Ok(len);
+            }
         }
-        self.buf.drain(..pos);
-        Ok(())
+        let n = cutter.first_cut(data);
+        out.chunk(&data[..n], None)?;
+        Ok(n)
     }
 }

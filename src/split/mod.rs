@@ -5,7 +5,7 @@
 pub mod cdc;
 pub mod tar;
 
-pub use cdc::{ChunkSizes, Cutter, StreamChunker};
+pub use cdc::{ChunkOut, ChunkSizes, Cutter, Hash, StreamChunker};
 
 use tar::{BodyKind, BLOCK};
 
@@ -14,6 +14,33 @@ pub trait Sink {
     type Error;
     fn literal(&mut self, bytes: &[u8]) -> Result<(), Self::Error>;
     fn chunk(&mut self, bytes: &[u8]) -> Result<(), Self::Error>;
+    /// The (hash, length) of the chunk a stored recipe expects to start at
+    /// this point of the stream, if any. The splitter uses it only when the
+    /// bytes hash to it and FastCDC would cut there too (`Cutter::confirms`),
+    /// so hints change speed, never the chunks.
+    fn expected_chunk(&mut self) -> Option<(Hash, u32)> {
+        None
+    }
+    /// A chunk whose BLAKE3 the splitter already computed (a hint that held).
+    fn known_chunk(&mut self, bytes: &[u8], _hash: &Hash) -> Result<(), Self::Error> {
+        self.chunk(bytes)
+    }
+}
+
+/// A `Sink` as the chunker's output.
+struct ToSink<'a, S>(&'a mut S);
+
+impl<S: Sink> ChunkOut for ToSink<'_, S> {
+    type Error = S::Error;
+    fn chunk(&mut self, bytes: &[u8], hash: Option<&Hash>) -> Result<(), S::Error> {
+        match hash {
+            Some(h) => self.0.known_chunk(bytes, h),
+            None => self.0.chunk(bytes),
+        }
+    }
+    fn expected(&mut self) -> Option<(Hash, u32)> {
+        self.0.expected_chunk()
+    }
 }
 
 /// How a stream was split.
@@ -109,7 +136,7 @@ impl Splitter {
                     let (now, rest) = data.split_at(take);
                     data = rest;
                     match kind {
-                        BodyKind::Data => self.chunker.push(now, &mut |c| sink.chunk(c))?,
+                        BodyKind::Data => self.chunker.push_to(now, &mut ToSink(sink))?,
                         BodyKind::Pax => {
                             self.pax.extend_from_slice(now);
                             sink.literal(now)?;
@@ -138,7 +165,7 @@ impl Splitter {
                     };
                 }
                 State::Raw => {
-                    self.chunker.push(data, &mut |c| sink.chunk(c))?;
+                    self.chunker.push_to(data, &mut ToSink(sink))?;
                     data = &[];
                 }
             }
@@ -152,9 +179,9 @@ impl Splitter {
         if !self.block.is_empty() {
             let block = std::mem::take(&mut self.block);
             self.switch_to_raw();
-            self.chunker.push(&block, &mut |c| sink.chunk(c))?;
+            self.chunker.push_to(&block, &mut ToSink(sink))?;
         }
-        self.chunker.finish(&mut |c| sink.chunk(c))?;
+        self.chunker.finish_to(&mut ToSink(sink))?;
         Ok(self.layout.unwrap_or(Layout::Raw))
     }
 
@@ -189,7 +216,7 @@ impl Splitter {
             } else {
                 self.switch_to_raw();
             }
-            return self.chunker.push(&block, &mut |c| sink.chunk(c));
+            return self.chunker.push_to(&block, &mut ToSink(sink));
         };
         if self.layout.is_none() {
             self.layout = Some(Layout::Tar);
@@ -233,7 +260,7 @@ impl Splitter {
         sink: &mut S,
     ) -> Result<(), S::Error> {
         match kind {
-            BodyKind::Data => self.chunker.finish(&mut |c| sink.chunk(c))?,
+            BodyKind::Data => self.chunker.finish_to(&mut ToSink(sink))?,
             BodyKind::Pax => {
                 self.pax_size = tar::pax_size(&self.pax);
                 self.pax.clear();

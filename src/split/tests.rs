@@ -154,3 +154,230 @@ fn pax_size_record_sets_the_body_length() {
     let first_chunk = r.segs.iter().find(|s| s.0).unwrap();
     assert_eq!(&first_chunk.1[..], &body[..first_chunk.1.len()]);
 }
+
+/// FastCDC's cuts of a whole stream, as (offset, length).
+fn cuts(c: &Cutter, data: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut p = 0;
+    while p < data.len() {
+        let n = c.first_cut(&data[p..]);
+        out.push((p, n));
+        p += n;
+    }
+    out
+}
+
+/// Streams with random stretches, long runs (cut at max) and short tails.
+fn stream(seed: u64, n: usize) -> Vec<u8> {
+    let mut v = noise(n, seed);
+    let runs = noise(8, seed ^ 77);
+    for (i, &r) in runs.iter().enumerate() {
+        if r % 3 == 0 {
+            let at = (i * n / 8).min(n);
+            let end = (at + (r as usize) * 40).min(n);
+            v[at..end].fill(r);
+        }
+    }
+    v
+}
+
+/// `confirms` must agree with FastCDC itself whenever its premise holds: the
+/// chunk's bytes were cut at that length in some stream. Checked for every
+/// chunk of random streams, followed by every kind of different tail.
+#[test]
+fn confirms_agrees_with_fastcdc_after_any_tail() {
+    for sizes in [
+        ChunkSizes {
+            min: 256,
+            avg: 1024,
+            max: 4096,
+        },
+        ChunkSizes {
+            min: 333,
+            avg: 1000,
+            max: 3001,
+        },
+        ChunkSizes {
+            min: 64,
+            avg: 256,
+            max: 1024,
+        },
+    ] {
+        let c = Cutter::new(sizes);
+        let max = sizes.max as usize;
+        let mut agreed_true = 0;
+        for seed in 1..40u64 {
+            let a = stream(seed, 3 * max + (seed as usize * 97) % max);
+            // Premises: chunks of the stream, and first chunks of the stream
+            // cut off just before, at and after each of its cuts.
+            let mut premises = Vec::new();
+            for (p, len) in cuts(&c, &a) {
+                for k in [len - 1, len, len + 1, len + 2] {
+                    if k >= 1 && p + k <= a.len() {
+                        premises.push((p, c.first_cut(&a[p..p + k])));
+                    }
+                }
+            }
+            for (p, len) in premises {
+                let chunk = &a[p..p + len];
+                let mut tails: Vec<Vec<u8>> = vec![a[p + len..].to_vec(), Vec::new()];
+                for t in 0..12u64 {
+                    let n = (noise(1, seed * 1000 + t + p as u64)[0] as usize * 13) % (2 * max);
+                    tails.push(stream(seed * 7919 + t, n));
+                }
+                if let Some(&b0) = a.get(p + len) {
+                    let mut t = a[p + len..].to_vec();
+                    t[0] = b0.wrapping_add(1);
+                    tails.push(t);
+                }
+                tails.push(vec![0; 1]);
+                tails.push(vec![chunk[0]; max]);
+                for tail in tails {
+                    let mut b = chunk.to_vec();
+                    b.extend_from_slice(&tail);
+                    let real = c.first_cut(&b);
+                    let got = c.confirms(&b, len, b.len().min(max));
+                    assert_eq!(
+                        got,
+                        real == len,
+                        "sizes {sizes}, seed {seed}, chunk at {p} of {len}, tail {}",
+                        tail.len()
+                    );
+                    agreed_true += got as usize;
+                }
+            }
+        }
+        assert!(
+            agreed_true > 100,
+            "the premise held only {agreed_true} times"
+        );
+        // Short streams (cut whole, below `min`) followed by more bytes: the
+        // positions below `min` must stay unchecked. Many tries, since a
+        // spurious hit there is a one-in-`avg` event.
+        for t in 0..20_000u64 {
+            let k = 1 + (t as usize * 7) % (sizes.min as usize + 8);
+            let mut b = noise(k + 1 + (t as usize % 3) * max, t + 5);
+            let len = c.first_cut(&b[..k]);
+            let tail = noise(b.len() - len, t ^ 0xabc);
+            b[len..].copy_from_slice(&tail);
+            let real = c.first_cut(&b);
+            assert_eq!(
+                c.confirms(&b, len, b.len().min(max)),
+                real == len,
+                "sizes {sizes}, short stream {k}, try {t}"
+            );
+        }
+    }
+}
+
+/// Records segments like `Rec`, offers hints from an earlier split of some
+/// stream by offset, and counts the chunks taken from them.
+struct Hinted {
+    rec: Rec,
+    offset: u64,
+    hints: std::collections::HashMap<u64, (Hash, u32)>,
+    taken: usize,
+}
+
+impl Sink for Hinted {
+    type Error = ();
+    fn literal(&mut self, b: &[u8]) -> Result<(), ()> {
+        self.offset += b.len() as u64;
+        self.rec.literal(b)
+    }
+    fn chunk(&mut self, b: &[u8]) -> Result<(), ()> {
+        self.offset += b.len() as u64;
+        self.rec.chunk(b)
+    }
+    fn expected_chunk(&mut self) -> Option<(Hash, u32)> {
+        self.hints.get(&self.offset).copied()
+    }
+    fn known_chunk(&mut self, b: &[u8], h: &Hash) -> Result<(), ()> {
+        assert_eq!(blake3::hash(b).as_bytes(), h);
+        self.taken += 1;
+        self.chunk(b)
+    }
+}
+
+fn split_hinted(data: &[u8], hints_from: &Rec, piece: usize) -> (Rec, usize) {
+    let mut hints = std::collections::HashMap::new();
+    let mut off = 0u64;
+    for (is_chunk, v) in &hints_from.segs {
+        if *is_chunk {
+            hints.insert(off, (*blake3::hash(v).as_bytes(), v.len() as u32));
+        }
+        off += v.len() as u64;
+    }
+    let mut s = Splitter::new(Cutter::new(ChunkSizes {
+        min: 256,
+        avg: 1024,
+        max: 4096,
+    }));
+    let mut h = Hinted {
+        rec: Rec::default(),
+        offset: 0,
+        hints,
+        taken: 0,
+    };
+    for p in data.chunks(piece) {
+        s.feed(p, &mut h).unwrap();
+    }
+    s.finish(&mut h).unwrap();
+    (h.rec, h.taken)
+}
+
+#[test]
+fn hints_from_a_stored_recipe_never_change_the_chunks() {
+    let files: Vec<(String, Vec<u8>)> = (0..12u64)
+        .map(|i| {
+            (
+                format!("f{i}"),
+                stream(i + 100, 300 + (i as usize * 3001) % 20_000),
+            )
+        })
+        .collect();
+    let tar = |files: &[(String, Vec<u8>)]| {
+        let v: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+        tar_of(&v, 5)
+    };
+    let original = tar(&files);
+    let (first, _) = split(&original, original.len());
+    // The same stream again: every chunk comes from the hints.
+    let chunks = first.segs.iter().filter(|s| s.0).count();
+    for piece in [1, 500, 4096, 100_000] {
+        let (again, taken) = split_hinted(&original, &first, piece);
+        assert_eq!(again, first, "piece {piece}");
+        assert_eq!(taken, chunks, "piece {piece}");
+    }
+    // Changed bodies (a byte flipped mid-file, a file cut short, one grown by a
+    // byte, a stream cut off): the chunks are those of a split without hints.
+    let mut variants = Vec::new();
+    let mut f = files.clone();
+    let at = 5000 % f[3].1.len();
+    f[3].1[at] ^= 1;
+    variants.push(tar(&f));
+    let mut f = files.clone();
+    let n = f[7].1.len();
+    f[7].1.truncate(n - 1);
+    variants.push(tar(&f));
+    let mut f = files.clone();
+    f[2].1.push(9);
+    variants.push(tar(&f));
+    variants.push(original[..original.len() / 2 + 77].to_vec());
+    let mut raw = noise(30_000, 42);
+    raw[1000] = 0;
+    variants.push(raw);
+    for (i, v) in variants.iter().enumerate() {
+        let (plain, _) = split(v, v.len());
+        for piece in [1, 777, 100_000] {
+            let (hinted, _) = split_hinted(v, &first, piece);
+            assert_eq!(hinted, plain, "variant {i}, piece {piece}");
+        }
+    }
+    // Raw data hinted by an earlier split of its own prefix.
+    let long = noise(60_000, 43);
+    let (prefix, _) = split(&long[..40_000], 40_000);
+    let (hinted, taken) = split_hinted(&long, &prefix, 3000);
+    assert_eq!(hinted, split(&long, long.len()).0);
+    assert!(taken > 0);
+}

@@ -2,7 +2,10 @@
 //! released when the last namespace lets go of it; chunks left at zero stay in
 //! their packs (and can be reused) until garbage collection reclaims them.
 
-use super::index::{self, cf, page_key, BlobMeta, CF_BLOBS, CF_META, CF_RECIPES, CF_REFCOUNTS};
+use super::follow::{prefix_entry, PrefixKey};
+use super::index::{
+    self, cf, page_key, BlobMeta, CF_BLOBS, CF_META, CF_PREFIXES, CF_RECIPES, CF_REFCOUNTS,
+};
 use super::recipe::{decode_page, Segment};
 use super::{validate_namespace, Store};
 use crate::digest::Digest;
@@ -39,14 +42,26 @@ impl Store {
         let released = content.holders == 0;
         if released {
             let mut refs: HashMap<[u8; 32], u64> = HashMap::new();
+            // The plain recipe's pages come first; they name its prefix entry.
+            let plain_pages = content.page_starts.len() as u32;
+            let mut prefix = PrefixKey::default();
             for page in 0..content.page_count() {
                 let key = page_key(digest, page);
                 let stored = db.get_pinned_cf(cf(db, CF_RECIPES), key)?.ok_or_else(|| {
                     Error::DataLoss(format!("recipe page {page} of {digest} is missing"))
                 })?;
                 for seg in decode_page(&stored)? {
-                    if let Segment::Chunk { hash, .. } = seg {
-                        *refs.entry(hash).or_default() += 1;
+                    match seg {
+                        Segment::Chunk { hash, len } => {
+                            *refs.entry(hash).or_default() += 1;
+                            if page < plain_pages {
+                                if let Some(k) = prefix.chunk(&hash, len) {
+                                    batch.delete_cf(cf(db, CF_PREFIXES), prefix_entry(&k, digest));
+                                }
+                            }
+                        }
+                        Segment::Literal(b) if page < plain_pages => prefix.literal(&b),
+                        Segment::Literal(_) => {}
                     }
                 }
                 batch.delete_cf(cf(db, CF_RECIPES), key);

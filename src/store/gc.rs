@@ -119,6 +119,10 @@ impl Store {
             wo.set_sync(true);
             db.write_opt(batch, &wo)?;
             *counters = c;
+            // Still under the pin lock: an ingest that pins after this sees it.
+            self.inner
+                .chunk_drops
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
         Ok(())
     }

@@ -10,6 +10,7 @@
 //! | refcounts | blake3[32]                  | u64: recipe references to the chunk    |
 //! | packs     | pack id u32 BE              | u64: committed (durable) length        |
 //! | meta      | name                        | format, chunk sizes, counters          |
+//! | prefixes  | prefix name[32] sha256[32]  | empty: contents whose plain stream begins so (follow.rs) |
 //! | ingests   | (reserved for resumable uploads) |                                   |
 
 use super::codec::{put_varint, Reader};
@@ -27,7 +28,8 @@ pub const CF_REFCOUNTS: &str = "refcounts";
 pub const CF_PACKS: &str = "packs";
 pub const CF_META: &str = "meta";
 pub const CF_INGESTS: &str = "ingests";
-const ALL_CFS: [&str; 7] = [
+pub const CF_PREFIXES: &str = "prefixes";
+const ALL_CFS: [&str; 8] = [
     CF_BLOBS,
     CF_RECIPES,
     CF_CHUNKS,
@@ -35,6 +37,7 @@ const ALL_CFS: [&str; 7] = [
     CF_PACKS,
     CF_META,
     CF_INGESTS,
+    CF_PREFIXES,
 ];
 
 pub const META_FORMAT: &[u8] = b"format";

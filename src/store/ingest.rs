@@ -14,10 +14,11 @@
 //! may abort the process instead), and deletes and garbage collection, which
 //! free space, can always run.
 
+use super::follow::{prefix_entry, Follow, PrefixKey};
 use super::hasher::BackgroundSha256;
 use super::index::{
-    self, cf, BlobMeta, Content, Wrap, CF_BLOBS, CF_CHUNKS, CF_META, CF_PACKS, CF_RECIPES,
-    CF_REFCOUNTS,
+    self, cf, BlobMeta, Content, Wrap, CF_BLOBS, CF_CHUNKS, CF_META, CF_PACKS, CF_PREFIXES,
+    CF_RECIPES, CF_REFCOUNTS,
 };
 use super::pack::{self, BlockBuilder, ChunkLoc, Hash, PackWriter};
 use super::recipe::{Recipe, RecipeBuilder};
@@ -63,6 +64,9 @@ pub struct PushOutcome {
     /// How a compressed blob is kept ("zlib-6", "stored", ...); empty when
     /// the blob is not compressed.
     pub kept: String,
+    /// Chunks cut from a stored recipe's hints, without a FastCDC scan or an
+    /// index lookup (see `follow.rs`).
+    pub followed_chunks: u64,
 }
 
 /// What a commit writes of a blob's recipes.
@@ -70,6 +74,8 @@ struct Recipes {
     recipe: Recipe,
     raw: Recipe,
     plan: Option<Plan>,
+    /// The plain stream's prefix name (`follow::PrefixKey`), when it has one.
+    prefix: Option<Hash>,
 }
 
 pub struct Ingest {
@@ -104,6 +110,13 @@ struct ChunkSink {
     writer: Option<WriterThread>,
     new_chunks: u64,
     reused_chunks: u64,
+    /// Names the plain stream by its start, to find a stored recipe to follow.
+    prefix: PrefixKey,
+    follow: Option<Follow>,
+    /// A hint was offered for the chunk being cut.
+    offered: bool,
+    /// Chunks taken from hints.
+    followed_chunks: u64,
 }
 
 struct WriterThread {
@@ -172,6 +185,10 @@ impl Store {
                 }),
                 new_chunks: 0,
                 reused_chunks: 0,
+                prefix: PrefixKey::default(),
+                follow: None,
+                offered: false,
+                followed_chunks: 0,
             },
             unchecked: 0,
         })
@@ -254,13 +271,59 @@ impl Sink for ChunkSink {
     type Error = Error;
 
     fn literal(&mut self, bytes: &[u8]) -> Result<()> {
+        if !self.to_raw {
+            self.prefix.literal(bytes);
+        }
         self.recipe().literal(bytes);
         Ok(())
     }
 
     fn chunk(&mut self, bytes: &[u8]) -> Result<()> {
         let hash = *blake3::hash(bytes).as_bytes();
+        if std::mem::take(&mut self.offered) {
+            if let Some(f) = &mut self.follow {
+                if f.missed() {
+                    self.follow = None;
+                }
+            }
+        }
+        self.add_chunk(hash, bytes, false)
+    }
+
+    fn expected_chunk(&mut self) -> Option<(Hash, u32)> {
+        if self.to_raw {
+            return None;
+        }
+        let offset = self.recipe.size();
+        let hint = self.follow.as_mut()?.chunk_at(offset);
+        self.offered = hint.is_some();
+        hint
+    }
+
+    fn known_chunk(&mut self, bytes: &[u8], hash: &Hash) -> Result<()> {
+        self.offered = false;
+        self.followed_chunks += 1;
+        if let Some(f) = &mut self.follow {
+            f.hit();
+        }
+        self.add_chunk(*hash, bytes, true)
+    }
+}
+
+impl ChunkSink {
+    /// Records a chunk of the stream; `in_recipe`: the recipe being followed
+    /// holds it, so it is stored unless garbage collection dropped chunks
+    /// since that recipe was found (see `Follow::epoch`).
+    fn add_chunk(&mut self, hash: Hash, bytes: &[u8], in_recipe: bool) -> Result<()> {
         self.recipe().chunk(hash, bytes.len() as u32);
+        if !self.to_raw {
+            if let Some(key) = self.prefix.chunk(&hash, bytes.len() as u32) {
+                self.follow = Store {
+                    inner: self.inner.clone(),
+                }
+                .follow(&key)?;
+            }
+        }
         if let Some(s) = self.seen.get_mut(&hash) {
             s.refs += 1;
             self.reused_chunks += 1;
@@ -269,8 +332,15 @@ impl Sink for ChunkSink {
         // Pin first, then look: a chunk found here cannot be collected before
         // this ingest commits or ends.
         self.inner.pin(&hash);
-        let db = &self.inner.db;
-        let known = db.get_pinned_cf(cf(db, CF_CHUNKS), hash)?.is_some();
+        let known = (in_recipe
+            && self
+                .follow
+                .as_ref()
+                .is_some_and(|f| f.epoch == self.inner.chunk_drops()))
+            || {
+                let db = &self.inner.db;
+                db.get_pinned_cf(cf(db, CF_CHUNKS), hash)?.is_some()
+            };
         if !known {
             self.inner.unpin(&hash);
         }
@@ -482,7 +552,12 @@ impl Ingest {
             digest,
             self.size,
             layout,
-            Recipes { recipe, raw, plan },
+            Recipes {
+                recipe,
+                raw,
+                plan,
+                prefix: self.sink.prefix.key(),
+            },
             &sink.seen,
             &done,
         );
@@ -498,6 +573,7 @@ impl Ingest {
                 } else {
                     sink.new_chunks
                 };
+                outcome.followed_chunks = sink.followed_chunks;
                 outcome.reused_chunks = sink.reused_chunks
                     + if outcome.already_stored {
                         sink.new_chunks
@@ -506,7 +582,7 @@ impl Ingest {
                     };
                 tracing::info!(
                     %digest, size = self.size, layout = layout.as_str(), entries = self.splitter.entries(), kept = %outcome.kept,
-                    new_chunks = outcome.new_chunks, reused = outcome.reused_chunks, added = outcome.bytes_added,
+                    new_chunks = outcome.new_chunks, reused = outcome.reused_chunks, followed = outcome.followed_chunks, added = outcome.bytes_added,
                     "blob committed"
                 );
                 Ok(outcome)
@@ -568,7 +644,12 @@ impl Store {
             updated_at: now,
         };
         batch.put_cf(cf(db, CF_BLOBS), &bkey, meta.encode());
-        let Recipes { recipe, raw, plan } = recipes;
+        let Recipes {
+            recipe,
+            raw,
+            plan,
+            prefix,
+        } = recipes;
         let mut outcome = PushOutcome {
             digest: Some(digest),
             size,
@@ -658,6 +739,9 @@ impl Store {
                 wrap,
             };
             batch.put_cf(cf(db, CF_RECIPES), digest.0, content.encode());
+            if let Some(key) = prefix {
+                batch.put_cf(cf(db, CF_PREFIXES), prefix_entry(&key, &digest), []);
+            }
             c.rebuild_bytes += content.wrap.as_ref().map_or(0, |w| w.extra_bytes);
             c.by_strategy[content.strategy() as usize] += 1;
             let written = done.writer.len - done.start_len;

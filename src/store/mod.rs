@@ -9,6 +9,7 @@
 pub mod cache;
 pub mod codec;
 mod delete;
+mod follow;
 pub mod gc;
 mod hasher;
 pub mod index;
@@ -95,6 +96,8 @@ struct Inner {
     pins: Mutex<HashMap<pack::Hash, u32>>,
     /// One garbage collection at a time.
     gc_lock: Mutex<()>,
+    /// Garbage collections that dropped chunks (see `follow::Follow::epoch`).
+    chunk_drops: std::sync::atomic::AtomicU64,
     /// Upload refs being written by a stream (namespace \0 ref).
     upload_locks: Mutex<std::collections::HashSet<Vec<u8>>>,
 }
@@ -183,6 +186,10 @@ pub fn validate_namespace(ns: &str) -> Result<()> {
 impl Inner {
     fn pin(&self, h: &pack::Hash) {
         *self.pins.lock().entry(*h).or_default() += 1;
+    }
+
+    fn chunk_drops(&self) -> u64 {
+        self.chunk_drops.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn unpin(&self, h: &pack::Hash) {
@@ -288,6 +295,7 @@ impl Store {
                 counters: Mutex::new(counters),
                 upload_locks: Mutex::new(Default::default()),
                 pins: Mutex::new(HashMap::new()),
+                chunk_drops: Default::default(),
                 gc_lock: Mutex::new(()),
             }),
         })

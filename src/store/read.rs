@@ -256,7 +256,7 @@ impl Store {
     }
 
     /// A decoded recipe page, from the cache when it is there.
-    fn page(
+    pub(super) fn page(
         &self,
         digest: &Digest,
         page: u32,

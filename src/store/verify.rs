@@ -6,12 +6,14 @@
 //!    every chunk in it hashes to its name;
 //! 2. every chunk location in the index holds that chunk;
 //! 3. every recipe's chunks exist, and its pages add up to its size;
+//!    prefix entries (follow.rs) name contents that begin as they say;
 //! 4. every chunk's refcount equals the recipe references to it;
 //! 5. blob records, holders and the store's counters agree;
 //! 6. with `deep`, every content rebuilt hashes to its digest.
 
+use super::follow::PrefixKey;
 use super::index::{
-    cf, Content, Counters, CF_BLOBS, CF_CHUNKS, CF_PACKS, CF_RECIPES, CF_REFCOUNTS,
+    cf, Content, Counters, CF_BLOBS, CF_CHUNKS, CF_PACKS, CF_PREFIXES, CF_RECIPES, CF_REFCOUNTS,
 };
 use super::pack::{self, ChunkLoc, Hash, RecordHeader, HEADER_LEN};
 use super::recipe::{decode_page, Segment};
@@ -158,6 +160,7 @@ impl Store {
         // 3. Recipes, counting references.
         let mut refs: HashMap<Hash, u64> = HashMap::new();
         let mut contents: BTreeMap<Digest, Content> = BTreeMap::new();
+        let mut prefixes: HashMap<Digest, Option<Hash>> = HashMap::new();
         let mut users: HashMap<Hash, Vec<Digest>> = HashMap::new();
         for item in snap.iterator_cf(cf(db, CF_RECIPES), rocksdb::IteratorMode::Start) {
             let (k, v) = item?;
@@ -169,6 +172,7 @@ impl Store {
             let plain_pages = content.page_starts.len() as u32;
             let raw_starts: &[u64] = content.wrap.as_ref().map_or(&[], |w| &w.raw_page_starts);
             let (mut total, mut raw_total) = (0u64, 0u64);
+            let mut prefix = PrefixKey::default();
             for page in 0..content.page_count() {
                 let segs = snap
                     .get_pinned_cf(cf(db, CF_RECIPES), super::index::page_key(&digest, page))?
@@ -203,6 +207,12 @@ impl Store {
                 }
                 for s in segs {
                     *at += s.len();
+                    if page < plain_pages {
+                        match &s {
+                            Segment::Literal(b) => prefix.literal(b),
+                            Segment::Chunk { hash, len } => drop(prefix.chunk(hash, *len)),
+                        }
+                    }
                     if let Segment::Chunk { hash, len } = s {
                         *refs.entry(hash).or_default() += 1;
                         let u = users.entry(hash).or_default();
@@ -239,8 +249,44 @@ impl Store {
                 }
             }
             contents.insert(digest, content);
+            prefixes.insert(digest, prefix.key());
         }
         r.contents = contents.len() as u64;
+
+        // 3b. Prefix entries name contents that begin so (stores written
+        // before prefix entries existed have none for older contents).
+        for item in snap.iterator_cf(cf(db, CF_PREFIXES), rocksdb::IteratorMode::Start) {
+            let (k, _) = item?;
+            let (key, digest) = match (<[u8; 32]>::try_from(&k[..k.len().min(32)]), k.get(32..)) {
+                (Ok(key), Some(d)) if d.len() == 32 => {
+                    (key, Digest(d.try_into().expect("32 bytes")))
+                }
+                _ => {
+                    problems.push((
+                        "prefix".into(),
+                        format!("malformed prefix entry {}", hex::encode(&k)),
+                        vec![],
+                        vec![],
+                    ));
+                    continue;
+                }
+            };
+            match prefixes.get(&digest) {
+                None => problems.push((
+                    "prefix".into(),
+                    format!("prefix entry for {digest}, which has no recipe"),
+                    vec![],
+                    vec![digest],
+                )),
+                Some(k) if *k != Some(key) => problems.push((
+                    "prefix".into(),
+                    format!("prefix entry for {digest} does not match how its recipe begins"),
+                    vec![],
+                    vec![digest],
+                )),
+                _ => {}
+            }
+        }
 
         // 4. Refcounts against the references counted.
         let mut seen_rc = HashSet::new();
