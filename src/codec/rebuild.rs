@@ -36,8 +36,11 @@ pub struct Cursor {
     state: PartState,
     /// Next byte to return.
     pos: u64,
-    /// Output for `[pos, pos + buf.len())`, made but not yet returned.
+    /// Output for `[pos, pos + ready())`, made but not yet returned, from
+    /// `buf[head..]` (an index, so taking a window from a few MiB made
+    /// ahead copies only the window).
     buf: Vec<u8>,
+    head: usize,
 }
 
 enum PartState {
@@ -69,6 +72,7 @@ impl Cursor {
             state: PartState::Fresh,
             pos: 0,
             buf: Vec::new(),
+            head: 0,
         }
     }
 
@@ -87,14 +91,15 @@ impl Cursor {
             *self = Cursor::new(self.plan.clone());
         }
         let ahead = (offset - self.pos) as usize;
-        if ahead <= self.buf.len() {
-            self.buf.drain(..ahead);
+        if ahead <= self.ready() {
+            self.head += ahead;
         } else {
             self.buf.clear();
+            self.head = 0;
         }
         self.pos = offset;
         // Whole parts before the offset cost nothing to pass.
-        while self.buf.is_empty() {
+        while self.ready() == 0 {
             let Some(part) = self.plan.parts.get(self.part) else {
                 break;
             };
@@ -109,7 +114,7 @@ impl Cursor {
             (self.plan.parts.get(self.part), &self.state)
         {
             let (made, start) = (*made, self.part_start);
-            if self.buf.is_empty()
+            if self.ready() == 0
                 && restarts
                     .iter()
                     .any(|r| start + r.out > made && start + r.out <= offset)
@@ -132,10 +137,10 @@ impl Cursor {
     pub fn next(&mut self, src: &mut dyn Source, max: usize) -> Result<Option<Vec<u8>>> {
         let max = max.max(1);
         loop {
-            if !self.buf.is_empty() {
-                let n = max.min(self.buf.len());
-                let rest = self.buf.split_off(n);
-                let out = std::mem::replace(&mut self.buf, rest);
+            if self.ready() > 0 {
+                let n = max.min(self.ready());
+                let out = self.buf[self.head..self.head + n].to_vec();
+                self.head += n;
                 self.pos += n as u64;
                 return Ok(Some(out));
             }
@@ -252,10 +257,42 @@ impl Cursor {
                 *made - self.part_start
             )));
         }
-        if *made > self.pos {
-            self.buf = out.split_off((self.pos.saturating_sub(start)) as usize);
-        }
+        self.keep(start, out);
         Ok(())
+    }
+
+    /// Keeps what of `out` (made from blob offset `start`) lies past what
+    /// the cursor holds already.
+    fn keep(&mut self, start: u64, out: Vec<u8>) {
+        let held = self.pos + self.ready() as u64;
+        let skip = held.saturating_sub(start) as usize;
+        if skip < out.len() {
+            if self.ready() == 0 && skip == 0 {
+                self.buf = out;
+                self.head = 0;
+            } else {
+                // Drop what was returned once it is most of the buffer.
+                if self.head > 0 && self.head * 2 >= self.buf.len() {
+                    self.buf.drain(..self.head);
+                    self.head = 0;
+                }
+                self.buf.extend_from_slice(&out[skip..]);
+            }
+        }
+    }
+
+    /// Bytes made ahead of `pos`, ready to return.
+    pub fn ready(&self) -> usize {
+        self.buf.len() - self.head
+    }
+
+    /// Whether reading ahead is worth a thread: the cursor's part is rebuilt by an
+    /// encoder and not all made.
+    pub fn encodes_ahead(&self) -> bool {
+        self.plan.parts.get(self.part).is_some_and(|part| {
+            matches!(part, Part::Replay { .. } | Part::Preflate { .. })
+                && self.pos + (self.ready() as u64) < self.part_start + part.out_len()
+        })
     }
 
     fn preflate_step(
@@ -302,9 +339,7 @@ impl Cursor {
         *r_at += pc.corr_len;
         let start = *made;
         *made += out.len() as u64;
-        if *made > self.pos {
-            self.buf = out.split_off((self.pos.saturating_sub(start)) as usize);
-        }
+        self.keep(start, out);
         Ok(())
     }
 }

@@ -18,6 +18,7 @@ mod meta;
 pub mod pack;
 pub mod packset;
 mod read;
+mod readahead;
 pub mod recipe;
 pub mod uploads;
 pub mod verify;
@@ -87,7 +88,7 @@ struct Inner {
     /// Rebuild plans of compressed blobs.
     plans: Lru<Digest, crate::codec::plan::Plan>,
     /// Rebuilds paused where a read stopped, for the reader's next range.
-    cursors: Mutex<Vec<(Digest, crate::codec::rebuild::Cursor)>>,
+    cursors: Mutex<Vec<readahead::Slot>>,
     cutter: Cutter,
     cfg: StoreConfig,
     /// The commit lock, and the figures it keeps exact.

@@ -6,7 +6,7 @@ use super::pack::{self, ChunkLoc};
 use super::recipe::{decode_page, Segment};
 use super::Store;
 use crate::codec::plan::Plan;
-use crate::codec::rebuild::{self, Cursor, Out, Source};
+use crate::codec::rebuild::{self, Out, Source};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use std::sync::Arc;
@@ -26,14 +26,14 @@ fn check_range(digest: &Digest, size: u64, offset: u64, length: u64) -> Result<u
 }
 
 /// A compressed blob's two recipes, as the rebuild reads them.
-struct StoreSource<'a> {
+pub(super) struct StoreSource<'a> {
     store: &'a Store,
     digest: &'a Digest,
     content: &'a Content,
 }
 
 impl<'a> StoreSource<'a> {
-    fn new(store: &'a Store, digest: &'a Digest, content: &'a Content) -> Self {
+    pub(super) fn new(store: &'a Store, digest: &'a Digest, content: &'a Content) -> Self {
         StoreSource {
             store,
             digest,
@@ -83,9 +83,6 @@ impl<'a> RecipeView<'a> {
     }
 }
 
-/// Paused rebuilds kept for readers that come back for the next range.
-const CURSORS: usize = 4;
-
 impl Store {
     /// Streams `[offset, offset+length)` of a stored content to `out` (length 0:
     /// to the end). `out` returns false to stop early (the reader went away).
@@ -103,11 +100,15 @@ impl Store {
             return Ok(());
         }
         let plan = self.plan(digest)?;
-        let mut cur = self.take_cursor(digest, &plan, offset);
-        let mut src = StoreSource::new(self, digest, content);
-        let r = rebuild::rebuild(&mut cur, &mut src, offset, end, out);
+        let held = self.take_cursor(digest, &plan, offset);
+        let r = held.read(
+            &mut StoreSource::new(self, digest, content),
+            offset,
+            end,
+            out,
+        );
         if r.is_ok() {
-            self.put_cursor(*digest, cur);
+            self.put_cursor(*digest, held, content);
         }
         r.map(|_| ())
     }
@@ -150,7 +151,7 @@ impl Store {
     ) -> Result<bool> {
         let end = check_range(digest, content.size, offset, length)?;
         if content.wrap.is_some() {
-            return Ok(offset == end);
+            return Ok(offset == end || self.read_made(digest, content, offset, end, out)?);
         }
         self.read_recipe(digest, RecipeView::plain(content), offset, end, true, out)
     }
@@ -167,29 +168,6 @@ impl Store {
         let plan = Arc::new(Plan::decode(&rec)?);
         self.inner.plans.insert(*digest, plan.clone());
         Ok(plan)
-    }
-
-    /// The paused rebuild of this blob nearest before `offset`, or a new one.
-    fn take_cursor(&self, digest: &Digest, plan: &Arc<Plan>, offset: u64) -> Cursor {
-        let mut cs = self.inner.cursors.lock();
-        let best = cs
-            .iter()
-            .enumerate()
-            .filter(|(_, (d, c))| d == digest && c.pos() <= offset && Arc::ptr_eq(c.plan(), plan))
-            .max_by_key(|(_, (_, c))| c.pos())
-            .map(|(i, _)| i);
-        match best {
-            Some(i) => cs.remove(i).1,
-            None => Cursor::new(plan.clone()),
-        }
-    }
-
-    fn put_cursor(&self, digest: Digest, cur: Cursor) {
-        let mut cs = self.inner.cursors.lock();
-        if cs.len() >= CURSORS {
-            cs.remove(0);
-        }
-        cs.push((digest, cur));
     }
 
     /// Streams `[offset, end)` of one recipe's stream.
