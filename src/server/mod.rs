@@ -237,6 +237,7 @@ pub async fn serve(
     // Workers of finished requests may still hold the store for a moment (a
     // write stream saving its upload record); the index must be closed before
     // this returns, so a restart in the same process can open it again.
+    store.drop_cursors();
     let deadline = tokio::time::Instant::now() + opts.shutdown_grace;
     while store.handles() > 1 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -318,10 +318,14 @@ impl ChunkSink {
         self.recipe().chunk(hash, bytes.len() as u32);
         if !self.to_raw {
             if let Some(key) = self.prefix.chunk(&hash, bytes.len() as u32) {
-                self.follow = Store {
+                // Following only saves time: a failed lookup chunks as usual.
+                let store = Store {
                     inner: self.inner.clone(),
-                }
-                .follow(&key)?;
+                };
+                self.follow = store.follow(&key).unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "looking for a stored blob to follow failed");
+                    None
+                });
             }
         }
         if let Some(s) = self.seen.get_mut(&hash) {

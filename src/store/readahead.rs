@@ -130,6 +130,12 @@ impl Held {
 }
 
 impl Store {
+    /// Forgets every paused rebuild: fillers stop after their current step
+    /// (at shutdown, so they do not hold the store open).
+    pub fn drop_cursors(&self) {
+        self.inner.cursors.lock().clear();
+    }
+
     /// The paused rebuild of this blob nearest before `offset`, taken out of
     /// the list, or a new one.
     pub(super) fn take_cursor(&self, digest: &Digest, plan: &Arc<Plan>, offset: u64) -> Arc<Held> {
