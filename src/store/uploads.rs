@@ -4,7 +4,9 @@
 //! so a partial upload survives a broken stream and a daemon restart and
 //! resumes from its length. While the stream is open the same bytes also feed a
 //! live [`Ingest`], so COMMIT does not read them again: they are chunked and
-//! deduplicated exactly like a `strata.v1` push.
+//! deduplicated exactly like a `strata.v1` push. The live ingest runs on its
+//! own thread, so a WRITE's reply does not wait for its chunking; if it fails,
+//! COMMIT chunks the file instead.
 //!
 //! On a full disk (or below the store's `min_free_bytes`) a WRITE fails with
 //! `ResourceExhausted` and none of its bytes are kept: the upload stays at the
@@ -15,6 +17,7 @@ use super::ingest::{Ingest, IngestOptions, PushOutcome};
 use super::{validate_namespace, Store};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
@@ -22,6 +25,8 @@ use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What is known of an upload besides its bytes.
@@ -67,8 +72,60 @@ pub struct Upload {
     path: PathBuf,
     offset: u64,
     sha: Sha256,
-    live: Option<Ingest>,
+    live: Option<LiveFeed>,
     last_saved: i64,
+}
+
+/// The live ingest, fed on its own thread: a WRITE is answered once its
+/// bytes are in the upload file, and chunking them overlaps with containerd
+/// sending the next one (it waits for each reply). A few messages queue at
+/// most, so memory stays bounded.
+struct LiveFeed {
+    tx: Option<SyncSender<Bytes>>,
+    handle: Option<JoinHandle<Result<Ingest>>>,
+}
+
+impl LiveFeed {
+    fn start(mut ingest: Ingest) -> Result<LiveFeed> {
+        let (tx, rx) = sync_channel::<Bytes>(4);
+        let handle = std::thread::Builder::new()
+            .name("strata-upload".into())
+            .spawn(move || {
+                for b in rx {
+                    ingest.write_bytes(b)?;
+                }
+                Ok(ingest)
+            })
+            .map_err(|e| Error::io("starting an upload's ingest thread", e))?;
+        Ok(LiveFeed {
+            tx: Some(tx),
+            handle: Some(handle),
+        })
+    }
+
+    /// False when the ingest stopped on an error (`finish` returns it).
+    fn send(&mut self, b: Bytes) -> bool {
+        self.tx.as_ref().is_some_and(|tx| tx.send(b).is_ok())
+    }
+
+    /// Waits for every byte sent to be ingested.
+    fn finish(mut self) -> Result<Ingest> {
+        drop(self.tx.take());
+        self.handle
+            .take()
+            .expect("joined once")
+            .join()
+            .map_err(|_| Error::Internal("an upload's ingest thread panicked".into()))?
+    }
+}
+
+impl Drop for LiveFeed {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 impl Store {
@@ -281,7 +338,7 @@ impl Upload {
         let n_total = feed(&self.file, &mut ingest, Some(&mut sha))?;
         self.sha = sha;
         self.offset = n_total;
-        self.live = ingest;
+        self.live = ingest.map(LiveFeed::start).transpose()?;
         Ok(())
     }
 
@@ -320,14 +377,14 @@ impl Upload {
         self.offset = 0;
         self.sha = Sha256::new();
         self.live = None;
-        self.live = Some(self.new_ingest()?);
+        self.live = Some(LiveFeed::start(self.new_ingest()?)?);
         self.touch(true)
     }
 
     /// Appends bytes at the current offset. On a full disk (or below the
     /// free-space reserve) nothing of `data` is kept and the upload stays at
     /// its offset, resumable.
-    pub fn append(&mut self, data: &[u8]) -> Result<()> {
+    pub fn append(&mut self, data: Bytes) -> Result<()> {
         if data.is_empty() {
             return Ok(());
         }
@@ -336,26 +393,28 @@ impl Upload {
             .packs
             .claim(&inner.dir, data.len() as u64, inner.cfg.min_free_bytes)
             .map_err(|e| self.kept_at_offset(e))?;
-        let written = self.file.write_all_at(data, self.offset);
+        let written = self.file.write_all_at(&data, self.offset);
         drop(claim);
         if let Err(e) = written {
             self.cut_back();
             let e = Error::io(format!("writing {}", self.path.display()), e);
             return Err(self.kept_at_offset(e));
         }
-        if let Some(live) = self.live.as_mut() {
-            if let Err(e) = live.write(data) {
-                // The live ingest is gone either way; commit re-reads the file.
-                self.live = None;
+        let sent = self.live.as_mut().is_none_or(|l| l.send(data.clone()));
+        if !sent {
+            // The live ingest stopped on an error (about earlier bytes, which
+            // the file keeps); commit re-reads the file.
+            if let Some(Err(e)) = self.live.take().map(LiveFeed::finish) {
                 if e.is_disk_full() {
-                    // These bytes are refused like a failed file write.
+                    // The disk is full now: these bytes are refused like a
+                    // failed file write.
                     self.cut_back();
                     return Err(self.kept_at_offset(e));
                 }
                 tracing::warn!(error = %e, "live chunking of an upload failed; it will be redone at commit");
             }
         }
-        self.sha.update(data);
+        self.sha.update(&data);
         self.offset += data.len() as u64;
         self.touch(false)
     }
@@ -411,7 +470,12 @@ impl Upload {
                 "content {digest} already exists"
             )));
         }
-        let mut ingest = match self.live.take() {
+        let live = self.live.take().map(LiveFeed::finish).transpose();
+        let live = live.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "live chunking of an upload failed; it is redone from the file");
+            None
+        });
+        let mut ingest = match live {
             Some(i) => i,
             None => {
                 self.file.sync_data().ok();

@@ -164,7 +164,7 @@ fn handle(
             if let Some(e) = too_big(up.offset() + req.data.len() as u64) {
                 return Err(e);
             }
-            up.append(&req.data)?;
+            up.append(req.data)?;
             if action == WriteAction::Write {
                 return Ok((reply(up, req.action), false));
             }
