@@ -381,3 +381,39 @@ fn hints_from_a_stored_recipe_never_change_the_chunks() {
     assert_eq!(hinted, split(&long, long.len()).0);
     assert!(taken > 0);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// `confirms` against FastCDC for any valid chunk sizes (the masks
+    /// differ with `avg`, the parity edges with `min` and `max`).
+    #[test]
+    fn confirms_agrees_with_fastcdc_for_any_sizes(
+        min in 64u32..3000,
+        avg_extra in 0u32..6000,
+        max_extra in 0u32..20000,
+        seed in 1u64..u64::MAX,
+    ) {
+        let avg = (min + avg_extra).max(256);
+        let max = (avg + max_extra).max(1024);
+        let sizes = ChunkSizes { min, avg, max };
+        proptest::prop_assume!(sizes.validate().is_ok());
+        let c = Cutter::new(sizes);
+        let max = max as usize;
+        let a = stream(seed, 3 * max);
+        for (p, len) in cuts(&c, &a) {
+            for k in [len - 1, len, len + 1] {
+                if k == 0 || p + k > a.len() {
+                    continue;
+                }
+                let l = c.first_cut(&a[p..p + k]);
+                for tail in [a[p + l..].to_vec(), noise(max, seed ^ p as u64), vec![]] {
+                    let mut b = a[p..p + l].to_vec();
+                    b.extend_from_slice(&tail);
+                    let real = c.first_cut(&b);
+                    proptest::prop_assert_eq!(c.confirms(&b, l, b.len().min(max)), real == l);
+                }
+            }
+        }
+    }
+}
