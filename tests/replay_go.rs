@@ -129,46 +129,14 @@ fn buffer_boundaries() {
         16383, 16384, 16385, 32767, 32768, 32769, 65273, 65274, 65275, 65534, 65535, 65536, 65537,
         65798, 98304, 131071, 131072, 131073,
     ];
-    let mix = mixed(140_000, 1);
-    let txt = text(140_000, 2);
-    let tar = tar_archive(140_000, 3);
-    let rnd = random(140_000, 4);
-    for n in sizes {
-        for (name, data) in [
-            ("mixed", &mix),
-            ("text", &txt),
-            ("tar", &tar),
-            ("random", &rnd),
-        ] {
-            check_levels(name, &data[..n]);
-        }
-    }
+    boundary_inputs(&sizes, check_levels);
 }
 
 /// Incompressible data (stored and Huffman-only decisions), long runs,
 /// text, a generated tar, and random/text alternation.
 #[test]
 fn data_kinds() {
-    check_levels("random", &random(300_000, 5));
-    check_levels("zeros", &vec![0u8; 300_000]);
-    let mut two = vec![b'x'; 100_000];
-    two.extend(vec![b'y'; 100_000]);
-    check_levels("two runs", &two);
-    check_levels("period 3", &b"abc".repeat(60_000));
-    check_levels("text", &text(300_000, 6));
-    check_levels("tar", &tar_archive(500_000, 7));
-    let mut alt = Vec::new();
-    for i in 0..12u64 {
-        if i % 3 == 0 {
-            alt.extend(random(20_000 + i as usize * 777, i));
-        } else {
-            alt.extend(text(15_000 + i as usize * 555, i));
-        }
-        alt.extend(std::iter::repeat_n(i as u8, i as usize * 100));
-    }
-    check_levels("alternating", &alt);
-    // Many window slides at every level.
-    check_levels("mixed", &mixed(1_500_000, 20));
+    go_oracle::data_kinds(300_000, check_levels);
 }
 
 /// Prefixes of the go tool, bash and a shared library.

@@ -242,48 +242,16 @@ fn flate_buffer_boundaries() {
         16383, 16384, 16385, 32767, 32768, 32769, 65273, 65274, 65275, 65535, 65536, 65537, 98304,
         131071, 131072, 131073,
     ];
-    let mix = mixed(140_000, 1);
-    let txt = text(140_000, 2);
-    let tar = tar_archive(140_000, 3);
-    let rnd = random(140_000, 4);
-    for n in sizes {
-        for (name, data) in [
-            ("mixed", &mix),
-            ("text", &txt),
-            ("tar", &tar),
-            ("random", &rnd),
-        ] {
-            check_flate_levels(name, &data[..n]);
-        }
-    }
+    boundary_inputs(&sizes, check_flate_levels);
 }
 
 /// Incompressible data (stored and Huffman-only decisions), long runs,
 /// text, a generated tar, and random/text alternation.
 #[test]
 fn flate_data_kinds() {
-    check_flate_levels("random", &random(300_000, 5));
-    // Kept under 64 KiB: klauspost's level 9 spends ~3 s on any longer
-    // run of one byte (two runs below cover that once).
-    check_flate_levels("zeros", &vec![0u8; 60_000]);
-    let mut two = vec![b'x'; 100_000];
-    two.extend(vec![b'y'; 100_000]);
-    check_flate_levels("two runs", &two);
-    check_flate_levels("period 3", &b"abc".repeat(60_000));
-    check_flate_levels("text", &text(300_000, 6));
-    check_flate_levels("tar", &tar_archive(500_000, 7));
-    let mut alt = Vec::new();
-    for i in 0..12u64 {
-        if i % 3 == 0 {
-            alt.extend(random(20_000 + i as usize * 777, i));
-        } else {
-            alt.extend(text(15_000 + i as usize * 555, i));
-        }
-        alt.extend(std::iter::repeat_n(i as u8, i as usize * 100));
-    }
-    check_flate_levels("alternating", &alt);
-    // Past the fast levels' 5*65535-byte history, several times over.
-    check_flate_levels("mixed", &mixed(1_500_000, 20));
+    // Zeros kept under 64 KiB: klauspost's level 9 spends ~3 s on any longer
+    // run of one byte (the two runs cover that once).
+    data_kinds(60_000, check_flate_levels);
 }
 
 /// Prefixes of the go tool, bash and a shared library.

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use super::report::{Level, Report, SettingFigures};
+use crate::store::ratio;
 
 /// One self-contained HTML page (no network) for the report.
 pub fn render(report: &Report) -> String {
@@ -548,14 +549,6 @@ fn size_td(bytes: u64) -> String {
     )
 }
 
-fn ratio(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        part as f64 / whole as f64
-    }
-}
-
 fn plural(n: usize) -> &'static str {
     if n == 1 {
         ""
@@ -593,23 +586,7 @@ fn truncate(s: &str, max: usize) -> String {
 
 /// Decimal units, as disk and registry sizes are usually quoted.
 fn human(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["KB", "MB", "GB", "TB", "PB", "EB"];
-    if bytes < 1000 {
-        return format!("{bytes} B");
-    }
-    let mut v = bytes as f64 / 1000.0;
-    let mut u = 0;
-    while v >= 999.95 && u + 1 < UNITS.len() {
-        v /= 1000.0;
-        u += 1;
-    }
-    if v >= 100.0 {
-        format!("{v:.0} {}", UNITS[u])
-    } else if v >= 10.0 {
-        format!("{v:.1} {}", UNITS[u])
-    } else {
-        format!("{v:.2} {}", UNITS[u])
-    }
+    super::table::decimal_size(bytes, &["KB", "MB", "GB", "TB", "PB", "EB"])
 }
 
 fn exact(bytes: u64) -> String {

@@ -6,22 +6,26 @@ use std::fmt::Write;
 
 /// Bytes in decimal units, three significant digits ("12.3 MB").
 pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
+    decimal_size(bytes, &["kB", "MB", "GB", "TB", "PB", "EB"])
+}
+
+/// Bytes in decimal units (`units` from kilo up), three significant digits.
+pub(super) fn decimal_size(bytes: u64, units: &[&str; 6]) -> String {
     if bytes < 1000 {
         return format!("{bytes} B");
     }
     let mut v = bytes as f64 / 1000.0;
     let mut u = 0;
-    while v >= 999.95 && u + 1 < UNITS.len() {
+    while v >= 999.95 && u + 1 < units.len() {
         v /= 1000.0;
         u += 1;
     }
     if v < 9.995 {
-        format!("{v:.2} {}", UNITS[u])
+        format!("{v:.2} {}", units[u])
     } else if v < 99.95 {
-        format!("{v:.1} {}", UNITS[u])
+        format!("{v:.1} {}", units[u])
     } else {
-        format!("{v:.0} {}", UNITS[u])
+        format!("{v:.0} {}", units[u])
     }
 }
 

@@ -37,8 +37,7 @@ pub struct Cursor {
     /// Next byte to return.
     pos: u64,
     /// Output for `[pos, pos + ready())`, made but not yet returned, from
-    /// `buf[head..]` (an index, so taking a window from a few MiB made
-    /// ahead copies only the window).
+    /// `buf[head..]` (an index: returning a window copies only the window).
     buf: Vec<u8>,
     head: usize,
 }
@@ -261,23 +260,14 @@ impl Cursor {
         Ok(())
     }
 
-    /// Keeps what of `out` (made from blob offset `start`) lies past what
-    /// the cursor holds already.
+    /// Keeps what of `out` (made from blob offset `start`) lies at or past `pos`.
     fn keep(&mut self, start: u64, out: Vec<u8>) {
-        let held = self.pos + self.ready() as u64;
-        let skip = held.saturating_sub(start) as usize;
+        // Steps run only once everything made before was returned.
+        debug_assert_eq!(self.ready(), 0);
+        let skip = self.pos.saturating_sub(start) as usize;
         if skip < out.len() {
-            if self.ready() == 0 && skip == 0 {
-                self.buf = out;
-                self.head = 0;
-            } else {
-                // Drop what was returned once it is most of the buffer.
-                if self.head > 0 && self.head * 2 >= self.buf.len() {
-                    self.buf.drain(..self.head);
-                    self.head = 0;
-                }
-                self.buf.extend_from_slice(&out[skip..]);
-            }
+            self.buf = out;
+            self.head = skip;
         }
     }
 

@@ -6,12 +6,13 @@
 //! Symbolic and hard links between members resolve (legacy `docker save`
 //! links a repeated layer.tar to the first copy).
 
+use crate::split::tar as ustar;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
-const BLOCK: u64 = 512;
+const BLOCK: u64 = ustar::BLOCK as u64;
 /// Bounds on the metadata members that are read into memory.
 const MAX_META: u64 = 1 << 20;
 const MAX_LINK_HOPS: usize = 16;
@@ -51,7 +52,7 @@ impl TarIndex {
                 break; // end-of-archive marker
             }
             check_sum(&header, pos)?;
-            let mut size = parse_number(&header[124..136])
+            let mut size = ustar::parse_numeric(&header[124..136])
                 .ok_or_else(|| bad(format!("member at offset {pos}: bad size field")))?;
             if let Some(s) = pax.get("size") {
                 size = s
@@ -147,58 +148,13 @@ fn bad(msg: String) -> io::Error {
 }
 
 fn check_sum(h: &[u8; 512], pos: u64) -> io::Result<()> {
-    let want = parse_number(&h[148..156])
-        .ok_or_else(|| bad(format!("not a tar: header at offset {pos} has no checksum")))?;
-    let unsigned: u64 = h
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| {
-            if (148..156).contains(&i) {
-                32
-            } else {
-                b as u64
-            }
-        })
-        .sum();
-    // Some old writers summed signed bytes.
-    let signed: i64 = h
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| {
-            if (148..156).contains(&i) {
-                32
-            } else {
-                b as i8 as i64
-            }
-        })
-        .sum();
-    if want == unsigned || want as i64 == signed {
+    if ustar::checksum_ok(h) {
         Ok(())
     } else {
         Err(bad(format!(
             "not a tar: bad header checksum at offset {pos}"
         )))
     }
-}
-
-/// An octal field (NUL/space padded) or GNU base-256 (high bit set).
-fn parse_number(field: &[u8]) -> Option<u64> {
-    if field.first().is_some_and(|&b| b & 0x80 != 0) {
-        if field[0] == 0xff {
-            return None; // negative
-        }
-        let mut v: u64 = (field[0] & 0x7f) as u64;
-        for &b in &field[1..] {
-            v = v.checked_mul(256)?.checked_add(b as u64)?;
-        }
-        return Some(v);
-    }
-    let s = std::str::from_utf8(field).ok()?;
-    let s = s.trim_matches(|c| c == ' ' || c == '\0');
-    if s.is_empty() {
-        return Some(0);
-    }
-    u64::from_str_radix(s, 8).ok()
 }
 
 fn cstr(b: &[u8]) -> String {

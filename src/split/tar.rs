@@ -70,7 +70,9 @@ pub fn padding(size: u64) -> u64 {
     (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64
 }
 
-fn checksum_ok(b: &[u8; BLOCK]) -> bool {
+/// Whether a header block's checksum (unsigned, or the signed sum some old
+/// writers used) matches.
+pub fn checksum_ok(b: &[u8; BLOCK]) -> bool {
     let Some(stored) = parse_octal(&b[148..156]) else {
         return false;
     };
@@ -86,7 +88,7 @@ fn checksum_ok(b: &[u8; BLOCK]) -> bool {
 }
 
 /// Numeric header field: octal text, or GNU base-256 when the top bit is set.
-fn parse_numeric(f: &[u8]) -> Option<u64> {
+pub fn parse_numeric(f: &[u8]) -> Option<u64> {
     if f[0] & 0x80 != 0 {
         if f[0] == 0xff {
             return None; // negative

@@ -51,17 +51,13 @@ impl Store {
                     Error::DataLoss(format!("recipe page {page} of {digest} is missing"))
                 })?;
                 for seg in decode_page(&stored)? {
-                    match seg {
-                        Segment::Chunk { hash, len } => {
-                            *refs.entry(hash).or_default() += 1;
-                            if page < plain_pages {
-                                if let Some(k) = prefix.chunk(&hash, len) {
-                                    batch.delete_cf(cf(db, CF_PREFIXES), prefix_entry(&k, digest));
-                                }
-                            }
+                    if page < plain_pages {
+                        if let Some(k) = prefix.segment(&seg) {
+                            batch.delete_cf(cf(db, CF_PREFIXES), prefix_entry(&k, digest));
                         }
-                        Segment::Literal(b) if page < plain_pages => prefix.literal(&b),
-                        Segment::Literal(_) => {}
+                    }
+                    if let Segment::Chunk { hash, .. } = seg {
+                        *refs.entry(hash).or_default() += 1;
                     }
                 }
                 batch.delete_cf(cf(db, CF_RECIPES), key);

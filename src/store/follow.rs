@@ -71,6 +71,17 @@ impl PrefixKey {
     pub fn key(&self) -> Option<Hash> {
         self.key
     }
+
+    /// Feeds a stored recipe's segment; returns the name when it completes it.
+    pub fn segment(&mut self, s: &Segment) -> Option<Hash> {
+        match s {
+            Segment::Literal(b) => {
+                self.literal(b);
+                None
+            }
+            Segment::Chunk { hash, len } => self.chunk(hash, *len),
+        }
+    }
 }
 
 /// Key in `prefixes`: the prefix name, then the content's digest.

@@ -19,7 +19,7 @@ const ENTRY_LEN: usize = 36;
 /// Upper bound on one record's plain bytes; blocks are far smaller in practice.
 pub const MAX_BLOCK_PLAIN: u32 = 64 << 20;
 
-pub type Hash = [u8; 32];
+pub use crate::split::Hash;
 
 /// Where a chunk's bytes are: the block record that holds it, and its place in
 /// the block's plain bytes.

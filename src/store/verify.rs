@@ -208,10 +208,7 @@ impl Store {
                 for s in segs {
                     *at += s.len();
                     if page < plain_pages {
-                        match &s {
-                            Segment::Literal(b) => prefix.literal(b),
-                            Segment::Chunk { hash, len } => drop(prefix.chunk(hash, *len)),
-                        }
+                        prefix.segment(&s);
                     }
                     if let Segment::Chunk { hash, len } = s {
                         *refs.entry(hash).or_default() += 1;

@@ -325,3 +325,47 @@ pub fn real_files(max: usize) -> Vec<(String, Vec<u8>)> {
     assert!(names.len() >= 2, "too few real files readable: {names:?}");
     files
 }
+
+/// The four kinds of input the buffer-boundary tests cut to each size.
+pub fn boundary_inputs(sizes: &[usize], mut check: impl FnMut(&str, &[u8])) {
+    let mix = mixed(140_000, 1);
+    let txt = text(140_000, 2);
+    let tar = tar_archive(140_000, 3);
+    let rnd = random(140_000, 4);
+    for &n in sizes {
+        for (name, data) in [
+            ("mixed", &mix),
+            ("text", &txt),
+            ("tar", &tar),
+            ("random", &rnd),
+        ] {
+            check(name, &data[..n]);
+        }
+    }
+}
+
+/// Incompressible data (stored and Huffman-only decisions), a run of
+/// `zeros` zero bytes, two long runs, a short period, text, a generated
+/// tar, random/text alternation, and 1.5 MB of mixed data (many window
+/// slides).
+pub fn data_kinds(zeros: usize, mut check: impl FnMut(&str, &[u8])) {
+    check("random", &random(300_000, 5));
+    check("zeros", &vec![0u8; zeros]);
+    let mut two = vec![b'x'; 100_000];
+    two.extend(vec![b'y'; 100_000]);
+    check("two runs", &two);
+    check("period 3", &b"abc".repeat(60_000));
+    check("text", &text(300_000, 6));
+    check("tar", &tar_archive(500_000, 7));
+    let mut alt = Vec::new();
+    for i in 0..12u64 {
+        if i % 3 == 0 {
+            alt.extend(random(20_000 + i as usize * 777, i));
+        } else {
+            alt.extend(text(15_000 + i as usize * 555, i));
+        }
+        alt.extend(std::iter::repeat_n(i as u8, i as usize * 100));
+    }
+    check("alternating", &alt);
+    check("mixed", &mixed(1_500_000, 20));
+}
