@@ -4,41 +4,14 @@
 mod common;
 
 use common::*;
-use std::io::Write;
-use std::process::{Command, Stdio};
 use strata::proto::strata::v1 as pb;
-
-/// Runs a compressor with `input` on stdin and returns its stdout.
-fn run(cmd: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
-    let mut child = Command::new(cmd)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{cmd} (install it: .ci/deps): {e}"));
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let w = std::thread::spawn(move || stdin.write_all(&input));
-    let out = child.wait_with_output().unwrap();
-    w.join().unwrap().unwrap();
-    assert!(out.status.success(), "{cmd} {args:?} failed");
-    out.stdout
-}
-
-/// Python's gzip module (zlib underneath), as Python build tools use it.
-fn python_gzip(data: &[u8], level: u32) -> Vec<u8> {
-    let code = format!(
-        "import sys,gzip; sys.stdout.buffer.write(gzip.compress(sys.stdin.buffer.read(), {level}, mtime=0))"
-    );
-    run("/usr/bin/python3", &["-c", &code], data)
-}
 
 /// Python's GzipFile writing in 8 KiB pieces, with a file name in the header.
 fn python_gzipfile(data: &[u8], level: u32) -> Vec<u8> {
     let code = format!(
         "import sys,gzip,io\nb=io.BytesIO()\nf=gzip.GzipFile('layer.tar','wb',{level},b,mtime=1700000000)\nd=sys.stdin.buffer.read()\nfor i in range(0,len(d),8192): f.write(d[i:i+8192])\nf.close()\nsys.stdout.buffer.write(b.getvalue())"
     );
-    run("/usr/bin/python3", &["-c", &code], data)
+    filter("/usr/bin/python3", &["-c", &code], data)
 }
 
 /// Words with some structure, so files compress like real text and code.
@@ -219,7 +192,7 @@ async fn gnu_gzip_and_pigz_read_back_exactly() {
     // hundred bytes per MB on real files.
     let tar = real_files_tar(3 << 20);
     for level in ["-1", "-6", "-9"] {
-        let gz = run("gzip", &["-n", level, "-c"], &tar);
+        let gz = filter("gzip", &["-n", level, "-c"], &tar);
         let info = push_checked(&mut c, &gz, Some(&tar)).await;
         if level == "-9" {
             // preflate may lose track part way through a -9 stream (it then
@@ -249,7 +222,7 @@ async fn gnu_gzip_and_pigz_read_back_exactly() {
     ] {
         let mut a = vec!["-n", "-c"];
         a.extend_from_slice(args);
-        let gz = run("pigz", &a, &tar);
+        let gz = filter("pigz", &a, &tar);
         let info = push_checked(&mut c, &gz, Some(&tar)).await;
         assert_eq!(
             info.strategy, "replay",
@@ -384,7 +357,7 @@ async fn a_gzip_bomb_is_stored_as_received() {
     let mut c = d.client().await;
     // 1 GiB of zeros, gzipped by zlib in a stream: about 1 MB.
     let code = "import sys,zlib\nc=zlib.compressobj(9,zlib.DEFLATED,31)\nz=bytes(1<<20)\nfor _ in range(1024): sys.stdout.buffer.write(c.compress(z))\nsys.stdout.buffer.write(c.flush())";
-    let bomb = run("/usr/bin/python3", &["-c", code], b"");
+    let bomb = filter("/usr/bin/python3", &["-c", code], b"");
     assert!(bomb.len() < 2 << 20);
     let r = push(&mut c, &bomb).await;
     assert!(
@@ -402,7 +375,7 @@ async fn a_gzip_bomb_is_stored_as_received() {
 /// zstd's CLI from a file (it knows the size) or from a pipe (it does not).
 fn zstd_cli(data: &[u8], args: &[&str], from_file: bool) -> Vec<u8> {
     if !from_file {
-        return run("zstd", &[&["-q", "-c"], args].concat(), data);
+        return filter("zstd", &[&["-q", "-c"], args].concat(), data);
     }
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("layer.tar");
@@ -410,7 +383,10 @@ fn zstd_cli(data: &[u8], args: &[&str], from_file: bool) -> Vec<u8> {
     let mut a = vec!["-q", "-c"];
     a.extend_from_slice(args);
     a.push(src.to_str().unwrap());
-    let out = Command::new("zstd").args(&a).output().unwrap();
+    let out = std::process::Command::new("zstd")
+        .args(&a)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "zstd {a:?}");
     out.stdout
 }
@@ -499,7 +475,7 @@ async fn pigz_ranged_reads_start_at_restart_points() {
         vec!["-6", "-n", "-c", "-i"],
         vec!["-1", "-n", "-c", "-b", "64"],
     ] {
-        let gz = run("pigz", &args, &tar);
+        let gz = filter("pigz", &args, &tar);
         let info = push_checked(&mut c, &gz, Some(&tar)).await;
         assert!(info.kept.starts_with("pigz-"), "{args:?}: {}", info.kept);
         let n = gz.len() as u64;

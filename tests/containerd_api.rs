@@ -13,6 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use strata::proto::containerd::services::content::v1 as cpb;
+use strata::proto::strata::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -1947,4 +1948,174 @@ async fn content_api_writes_are_chunked_like_a_push() {
     assert!(unique < 8192, "unique_plain_bytes grew by {unique}");
     assert!(read(&mut c, Some("other"), &dg, 0, 0).await.unwrap() == b);
     d.stop().await;
+}
+
+/// Waits until the daemon has converted every blob kept as received.
+async fn wait_converted(s: &mut Client) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while stats(s).await.pending_conversions > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not converted in 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzip_layer_written_is_kept_as_received_then_converted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daemon::start_custom(tmp.path(), |o| {
+        o.convert_after = Some(Duration::from_millis(100))
+    })
+    .await;
+    let mut s = d.client().await;
+    let tar = tar_of(
+        &[
+            ("usr/lib/libbig.so", &noise(3_000_000, 21)),
+            ("etc/conf", &noise(20_000, 22)),
+        ],
+        5,
+    );
+    let gz = python_gzip(&tar, 6);
+    let mut c = content(&d).await;
+    let dg = write_blob(&mut c, None, "default/1/layer", &gz).await;
+    assert!(read(&mut c, None, &dg, 0, 0).await.unwrap() == gz);
+    wait_converted(&mut s).await;
+    let info = s
+        .stat(pb::StatRequest {
+            namespace: "default".into(),
+            digest: dg.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.codec, "gzip");
+    assert!(info.kept.starts_with("zlib-6"), "kept as {}", info.kept);
+    assert_eq!(info.diff_id, sha256_digest(&tar));
+    assert!(read(&mut c, None, &dg, 0, 0).await.unwrap() == gz);
+    let plain = read_req(
+        &mut s,
+        pb::ReadRequest {
+            namespace: "default".into(),
+            digest: dg.clone(),
+            plain: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(plain == tar);
+    // Stored as a push stores it: the same tar pushed plain adds no chunk.
+    let before = stats(&mut s).await;
+    let pushed = push(&mut s, &tar).await;
+    assert_eq!(pushed.new_chunks, 0);
+    assert_eq!(stats(&mut s).await.chunks, before.chunks);
+    d.stop().await;
+}
+
+// ------------------------------------------------------------------------- Crash
+
+/// `strata serve` as a child process converting as soon as it can.
+fn spawn_daemon(data: &Path, socket: &Path, log: &Path) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--socket")
+        .arg(socket)
+        .args(["--convert-after", "0s", "--metrics-addr", "off"])
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawning strata serve")
+}
+
+async fn ready(socket: &Path) -> Client {
+    for _ in 0..3000 {
+        if let Ok(mut c) = strata::client::connect(socket).await {
+            if c.stats(pb::StatsRequest {}).await.is_ok() {
+                return c;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the daemon did not answer within 30 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layers_stay_exact_when_the_daemon_is_killed_while_converting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, socket, log) = (
+        tmp.path().join("data"),
+        tmp.path().join("s.sock"),
+        tmp.path().join("daemon.log"),
+    );
+    let layers: Vec<Vec<u8>> = (0..6u64)
+        .map(|i| {
+            let tar = tar_of(
+                &[
+                    ("lib/a.so", &noise(5_000_000, 40 + i)),
+                    ("etc/b", &noise(30_000, 50 + i)),
+                ],
+                i,
+            );
+            python_gzip(&tar, 6)
+        })
+        .collect();
+    let mut child = spawn_daemon(&data, &socket, &log);
+    ready(&socket).await;
+    let mut c = content_at(&socket).await;
+    let mut digests = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        digests.push(write_blob(&mut c, None, &format!("layer-{i}"), l).await);
+    }
+    drop(c);
+    // Kill it at moments spread over the conversions; each restart goes on
+    // with what is still marked.
+    for delay_ms in [0u64, 25, 50, 75, 100, 130, 160, 200, 250, 320, 400, 500] {
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        child = spawn_daemon(&data, &socket, &log);
+        ready(&socket).await;
+        let mut c = content_at(&socket).await;
+        for (d, l) in digests.iter().zip(&layers) {
+            let got = read(&mut c, None, d, 0, 0).await.unwrap();
+            assert!(got == *l, "{d} differs after a kill at {delay_ms} ms");
+        }
+    }
+    let mut s = ready(&socket).await;
+    wait_converted(&mut s).await;
+    let v = s
+        .verify(pb::VerifyRequest { deep: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v.problems.is_empty(), "{:?}", v.problems);
+    for d in &digests {
+        let info = s
+            .stat(pb::StatRequest {
+                namespace: "default".into(),
+                digest: d.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(info.kept.starts_with("zlib-6"), "{d} kept as {}", info.kept);
+    }
+    let mut c = content_at(&socket).await;
+    for (d, l) in digests.iter().zip(&layers) {
+        assert!(read(&mut c, None, d, 0, 0).await.unwrap() == *l);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("blob converted"), "no conversion logged");
 }

@@ -3,12 +3,12 @@
 //! error (never a panic, never other bytes). Stored corrections are not
 //! self-checking: corrupting them is only required not to panic.
 
+mod common;
+
 use flate2::{Decompress, FlushDecompress, Status};
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::io::Write;
-use std::process::{Command, Stdio};
 use strata::codec::preflate::{Piece, PreflateRebuilder, PreflateSplitter, MAX_PIECE_PLAIN};
 
 /// Plain bytes with the mix a layer has: text-like runs, random bytes (as in
@@ -50,25 +50,8 @@ fn layer_like(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-/// Runs a tool with `input` on stdin; its stdout.
-fn pipe(cmd: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
-    let mut child = Command::new(cmd)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("these tests need `{cmd}`: {e}"));
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    assert!(out.status.success(), "{cmd} {args:?} failed");
-    out.stdout
-}
-
 fn gnu_gzip(plain: &[u8], level: u32) -> Vec<u8> {
-    pipe("gzip", &["-n", "-c", &format!("-{level}")], plain)
+    common::filter("gzip", &["-n", "-c", &format!("-{level}")], plain)
 }
 
 /// Raw deflate from Python's zlib (the system zlib).
@@ -79,7 +62,7 @@ fn python_zlib(plain: &[u8], level: u32) -> Vec<u8> {
          d = sys.stdin.buffer.read()\n\
          sys.stdout.buffer.write(c.compress(d) + c.flush())\n"
     );
-    pipe("python3", &["-c", &script], plain)
+    common::filter("python3", &["-c", &script], plain)
 }
 
 /// Raw deflate from miniz_oxide (flate2's default backend).

@@ -4,31 +4,9 @@
 //! blob's own bytes.
 
 mod common;
-use common::{noise, tar_of};
-use std::io::Write;
-use std::process::{Command, Stdio};
+use common::{noise, python_gzip, tar_of};
 use strata::digest::Digest;
 use strata::store::{Content, IngestOptions, Store, StoreConfig};
-
-/// Python's gzip at level 6 (the system zlib): a blob strata keeps by replay.
-fn python_gzip(data: &[u8]) -> Vec<u8> {
-    let mut child = Command::new("/usr/bin/python3")
-        .args([
-            "-c",
-            "import gzip,sys; sys.stdout.buffer.write(gzip.compress(sys.stdin.buffer.read(), 6, mtime=1))",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut stdin = child.stdin.take().unwrap();
-    let input = data.to_vec();
-    let writer = std::thread::spawn(move || stdin.write_all(&input).unwrap());
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    assert!(out.status.success());
-    out.stdout
-}
 
 fn layer() -> Vec<u8> {
     let text: Vec<u8> = (0..3_000_000u32)
@@ -47,7 +25,7 @@ fn layer() -> Vec<u8> {
 
 fn stored_gzip(dir: &std::path::Path) -> (Store, Digest, Content, Vec<u8>) {
     let store = Store::open(dir, StoreConfig::default()).unwrap();
-    let gz = python_gzip(&layer());
+    let gz = python_gzip(&layer(), 6);
     let mut ing = store
         .begin_ingest(IngestOptions {
             namespace: "default".into(),

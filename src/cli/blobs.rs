@@ -208,6 +208,7 @@ pub async fn stats(a: StatsArgs, target: &client::Target) -> anyhow::Result<()> 
             "dedup_ratio": s.dedup_ratio, "compression_ratio": s.compression_ratio,
             "rebuild_bytes": s.rebuild_bytes, "contents_by_strategy": s.contents_by_strategy,
             "logical_stream_bytes": s.logical_stream_bytes,
+            "pending_conversions": s.pending_conversions,
         }));
     } else {
         println!(
@@ -246,6 +247,12 @@ pub async fn stats(a: StatsArgs, target: &client::Target) -> anyhow::Result<()> 
             })
             .collect();
         println!("contents by strategy: {}", by.join(", "));
+        if s.pending_conversions > 0 {
+            println!(
+                "pending conversions: {} (stored as received; converted in the background)",
+                s.pending_conversions
+            );
+        }
     }
     Ok(())
 }

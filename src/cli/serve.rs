@@ -84,6 +84,13 @@ pub struct ServeArgs {
     /// runs at a few to 30 MB/s) at the cost of their dedup
     #[arg(long)]
     pub no_preflate: bool,
+    /// gzip and zstd layers written through containerd's content API are
+    /// stored as received, so containerd's import does not wait for their
+    /// decoding and rebuild proof; they are converted (decoded, deduplicated,
+    /// proven) in the background, at low priority, once no upload has written
+    /// for this long. "off": convert during the write, as `strata push` does
+    #[arg(long, default_value = "2s", value_parser = parse_convert_after, value_name = "DURATION|off")]
+    pub convert_after: ConvertAfter,
     /// Also serve on TCP at HOST:PORT (strata.v1 and the content API, for
     /// clients on other machines: `strata --addr`). Any address but loopback
     /// needs --tls-cert and --tls-key
@@ -122,6 +129,17 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(1 << shift)
         .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+/// `--convert-after`: a duration, or None for "off".
+#[derive(Debug, Clone, Copy)]
+pub struct ConvertAfter(pub Option<Duration>);
+
+fn parse_convert_after(s: &str) -> Result<ConvertAfter, String> {
+    match s {
+        "off" => Ok(ConvertAfter(None)),
+        _ => parse_duration(s).map(|d| ConvertAfter(Some(d))),
+    }
 }
 
 /// "90s", "30m", "24h", "2d", or plain seconds.
@@ -190,6 +208,7 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
         containerd_namespace: args.containerd_namespace,
         upload_expiry: args.upload_expiry,
         gc_interval: args.gc_interval,
+        convert_after: args.convert_after.0,
         gc_unreferenced: args.gc_unreferenced,
         metrics_addr,
         socket_group: args.socket_group,
@@ -208,8 +227,7 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
             unwrap: crate::codec::unwrap::UnwrapConfig {
                 max_ratio: args.max_decompression_ratio.max(1),
                 preflate: !args.no_preflate,
-                decode_only: false,
-                trust_probe: false,
+                ..Default::default()
             },
             ..StoreConfig::default()
         },

@@ -48,6 +48,10 @@ pub struct UnwrapConfig {
     /// member instead of re-encoding in step: what `strata analyze` does to
     /// run at decoding speed. The daemon never does this.
     pub trust_probe: bool,
+    /// Keep a gzip or zstd blob as received, undecoded, and say so
+    /// (`Unwrapper::deferred`): a later conversion decodes and proves it
+    /// (`store/convert.rs`), so a writer waiting on each reply does not.
+    pub defer: bool,
 }
 
 impl Default for UnwrapConfig {
@@ -57,6 +61,7 @@ impl Default for UnwrapConfig {
             preflate: true,
             decode_only: false,
             trust_probe: false,
+            defer: false,
         }
     }
 }
@@ -68,6 +73,7 @@ impl UnwrapConfig {
             preflate: false,
             decode_only: true,
             trust_probe: false,
+            defer: false,
         }
     }
 }
@@ -116,6 +122,8 @@ pub struct Unwrapper {
     decoded: bool,
     /// CRC-32 and size of the gzip member just decoded, for its trailer.
     member_check: Option<(u32, u32)>,
+    /// A compressed blob passed through as it came (`UnwrapConfig::defer`).
+    deferred: bool,
 }
 
 impl Unwrapper {
@@ -130,7 +138,21 @@ impl Unwrapper {
             plain_size: 0,
             decoded: true,
             member_check: None,
+            deferred: false,
         }
+    }
+
+    /// The blob looked compressed and was passed on undecoded, as its own
+    /// plain stream (`UnwrapConfig::defer`).
+    pub fn deferred(&self) -> bool {
+        self.deferred
+    }
+
+    /// Passes the whole blob on as its own plain stream.
+    fn defer(&mut self, buf: Vec<u8>, out: &mut dyn Streams) -> Result<()> {
+        self.deferred = true;
+        self.state = State::Plain;
+        out.plain(&buf)
     }
 
     pub fn feed(&mut self, mut data: &[u8], out: &mut dyn Streams) -> Result<()> {
@@ -266,12 +288,18 @@ impl Unwrapper {
                 self.state = State::Sniff(buf);
                 return Ok(());
             }
+            if self.cfg.defer {
+                return self.defer(buf, out);
+            }
             // The header parser decides whether this really is gzip.
             self.state = State::GzHeader(Vec::new());
             return self.feed(&buf, out);
         }
         let magic = &buf[..buf.len().min(4)];
         if ZSTD_MAGIC.starts_with(magic) || skippable_prefix(magic) {
+            if buf.len() >= 4 && self.cfg.defer {
+                return self.defer(buf, out);
+            }
             if buf.len() >= 4 {
                 self.codec = Some(Codec::Zstd);
                 self.state = State::ZstdNext(Vec::new());

@@ -138,6 +138,13 @@ impl Metrics {
             "Pack bytes garbage collection freed.",
             self.gc_pack_bytes_freed.load(Relaxed),
         );
+        if let Ok(p) = store.pending_conversions() {
+            let _ = writeln!(
+                o,
+                "# HELP strata_pending_conversions Blobs stored as received, waiting for their background conversion.\n# TYPE strata_pending_conversions gauge\nstrata_pending_conversions {}",
+                p.len()
+            );
+        }
         if let Ok(c) = store.stats_counters() {
             let unique = c.chunk_plain_bytes + c.literal_bytes;
             let dedup = if unique == 0 {

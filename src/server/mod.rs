@@ -41,6 +41,9 @@ pub struct ServeOptions {
     pub gc_interval: Duration,
     /// ...and sooner once this many chunks are unreferenced.
     pub gc_unreferenced: u64,
+    /// Blobs stored as received for later conversion (`StoreConfig::defer_uploads`)
+    /// are converted once no upload has written for this long.
+    pub convert_after: Option<Duration>,
     pub limits: Limits,
     /// Serve Prometheus metrics over HTTP here.
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -62,6 +65,7 @@ impl ServeOptions {
             upload_expiry: Duration::from_secs(24 * 3600),
             gc_interval: Duration::from_secs(600),
             gc_unreferenced: 10_000,
+            convert_after: Some(Duration::from_secs(2)),
             limits: Limits::default(),
             metrics_addr: None,
             socket_group: None,
@@ -69,6 +73,10 @@ impl ServeOptions {
         }
     }
 }
+
+/// How long after the last upload write a daemon converts blobs that were
+/// marked while deferral was on, when it is off now.
+const CONVERT_AFTER: Duration = Duration::from_secs(2);
 
 /// Binds the socket (mode 0660, owned by `group` when given), replacing a
 /// stale one no daemon answers on.
@@ -134,11 +142,14 @@ pub async fn serve(
         None => None,
     };
     let store = {
-        let (dir, cfg) = (opts.data_dir.clone(), opts.store.clone());
+        let (dir, mut cfg) = (opts.data_dir.clone(), opts.store.clone());
+        cfg.defer_uploads |= opts.convert_after.is_some();
         tokio::task::spawn_blocking(move || Store::open(&dir, cfg))
             .await
             .map_err(|e| Error::Internal(e.to_string()))??
     };
+    // Runs even with deferral off: blobs marked before still get converted.
+    let converter = store.start_converter(opts.convert_after.unwrap_or(CONVERT_AFTER))?;
     let stop = new_stop();
     let mut servers = Vec::new();
     let listener = bind_socket(&opts.socket, opts.socket_group.as_deref()).await?;
@@ -237,6 +248,7 @@ pub async fn serve(
     // Workers of finished requests may still hold the store for a moment (a
     // write stream saving its upload record); the index must be closed before
     // this returns, so a restart in the same process can open it again.
+    let _ = tokio::task::spawn_blocking(move || drop(converter)).await;
     store.drop_cursors();
     let deadline = tokio::time::Instant::now() + opts.shutdown_grace;
     while store.handles() > 1 && tokio::time::Instant::now() < deadline {

@@ -123,6 +123,7 @@ impl StoreApi for StrataService {
             expected_size: (start.expected_size != 0).then_some(start.expected_size),
             media_type: start.media_type,
             labels: start.labels.into_iter().collect(),
+            ..Default::default()
         };
         crate::store::validate_namespace(&opts.namespace)?;
         if let Some(n) = opts.expected_size {
@@ -294,6 +295,7 @@ impl StoreApi for StrataService {
             unreferenced_chunks: c.unreferenced_chunks,
             rebuild_bytes: c.rebuild_bytes,
             logical_stream_bytes: c.logical_stream_bytes,
+            pending_conversions: s.pending_conversions,
             contents_by_strategy: Strategy::ALL
                 .iter()
                 .map(|s| (s.name().to_string(), c.by_strategy[*s as usize]))

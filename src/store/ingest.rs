@@ -14,15 +14,12 @@
 //! may abort the process instead), and deletes and garbage collection, which
 //! free space, can always run.
 
-use super::follow::{prefix_entry, Follow, PrefixKey};
+use super::follow::{Follow, PrefixKey};
 use super::hasher::BackgroundSha256;
-use super::index::{
-    self, cf, BlobMeta, Content, Wrap, CF_BLOBS, CF_CHUNKS, CF_META, CF_PACKS, CF_PREFIXES,
-    CF_RECIPES, CF_REFCOUNTS,
-};
+use super::index::{cf, CF_CHUNKS};
 use super::pack::{self, BlockBuilder, ChunkLoc, Hash, PackWriter};
 use super::recipe::{Recipe, RecipeBuilder};
-use super::{now_secs, validate_namespace, Inner, Store};
+use super::{validate_namespace, Inner, Store};
 use crate::codec::plan::Plan;
 use crate::codec::unwrap::{Streams, Unwrapper};
 use crate::digest::Digest;
@@ -50,6 +47,11 @@ pub struct IngestOptions {
     pub expected_size: Option<u64>,
     pub media_type: String,
     pub labels: BTreeMap<String, String>,
+    /// Store a gzip or zstd blob as received and mark it for conversion
+    /// (`convert.rs`) instead of decoding and proving it now.
+    pub defer_compressed: bool,
+    /// A conversion's own ingest: its writes are not client activity.
+    pub background: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -70,12 +72,30 @@ pub struct PushOutcome {
 }
 
 /// What a commit writes of a blob's recipes.
-struct Recipes {
-    recipe: Recipe,
-    raw: Recipe,
-    plan: Option<Plan>,
+pub(super) struct Recipes {
+    pub(super) recipe: Recipe,
+    pub(super) raw: Recipe,
+    pub(super) plan: Option<Plan>,
     /// The plain stream's prefix name (`follow::PrefixKey`), when it has one.
-    prefix: Option<Hash>,
+    pub(super) prefix: Option<Hash>,
+}
+
+/// A finished ingest's streams, its pack synced, ready to commit.
+struct Finished {
+    digest: Digest,
+    layout: Layout,
+    recipes: Recipes,
+    done: WriterDone,
+}
+
+/// What one commit stores.
+pub(super) struct Committing<'a> {
+    pub digest: Digest,
+    pub size: u64,
+    pub layout: Layout,
+    pub recipes: Recipes,
+    pub seen: &'a HashMap<Hash, Seen>,
+    pub done: &'a WriterDone,
 }
 
 pub struct Ingest {
@@ -92,8 +112,8 @@ pub struct Ingest {
     unchecked: u64,
 }
 
-struct Seen {
-    refs: u64,
+pub(super) struct Seen {
+    pub(super) refs: u64,
     /// Reused from the store: pinned against garbage collection until this
     /// ingest ends (see gc.rs).
     pinned: bool,
@@ -124,10 +144,10 @@ struct WriterThread {
     handle: JoinHandle<WriterDone>,
 }
 
-struct WriterDone {
-    writer: PackWriter,
-    start_len: u64,
-    locs: Vec<(Hash, ChunkLoc)>,
+pub(super) struct WriterDone {
+    pub(super) writer: PackWriter,
+    pub(super) start_len: u64,
+    pub(super) locs: Vec<(Hash, ChunkLoc)>,
     result: Result<()>,
 }
 
@@ -149,6 +169,7 @@ impl Store {
 
     fn begin_ingest_inner(&self, opts: IngestOptions) -> Result<Ingest> {
         validate_namespace(&opts.namespace)?;
+        let defer = opts.defer_compressed;
         let inner = self.inner.clone();
         let writer = inner.packs.lease()?;
         let level = inner.cfg.zstd_level;
@@ -167,7 +188,10 @@ impl Store {
             ),
             size: 0,
             unwrap: Some(Unwrapper::new(
-                inner.cfg.unwrap.clone(),
+                crate::codec::unwrap::UnwrapConfig {
+                    defer,
+                    ..inner.cfg.unwrap.clone()
+                },
                 &inner.dir.join("ingest"),
             )),
             splitter: Splitter::new(inner.cutter.clone()),
@@ -469,6 +493,9 @@ impl Ingest {
     }
 
     fn write_bytes_inner(&mut self, data: Bytes) -> Result<()> {
+        if !self.opts.background {
+            self.sink.inner.convert.touch();
+        }
         self.unchecked += data.len() as u64;
         if self.unchecked >= SPACE_CHECK_EVERY {
             self.unchecked = 0;
@@ -514,6 +541,98 @@ impl Ingest {
     }
 
     fn commit_inner(mut self) -> Result<PushOutcome> {
+        let deferred = self.unwrap.as_ref().is_some_and(Unwrapper::deferred);
+        let Finished {
+            digest,
+            layout,
+            recipes,
+            done,
+        } = self.finish()?;
+        if let Err(e) = self.check_expected(&digest) {
+            self.sink.discard(done);
+            return Err(e);
+        }
+        let sink = &self.sink;
+        let result = self.store.commit_content(
+            &self.opts,
+            Committing {
+                digest,
+                size: self.size,
+                layout,
+                recipes,
+                seen: &sink.seen,
+                done: &done,
+            },
+            deferred,
+        );
+        match result {
+            Ok(mut outcome) => {
+                if outcome.already_stored {
+                    sink.discard(done);
+                } else {
+                    sink.inner.packs.release(done.writer);
+                }
+                outcome.new_chunks = if outcome.already_stored {
+                    0
+                } else {
+                    sink.new_chunks
+                };
+                outcome.followed_chunks = sink.followed_chunks;
+                outcome.reused_chunks = sink.reused_chunks
+                    + if outcome.already_stored {
+                        sink.new_chunks
+                    } else {
+                        0
+                    };
+                tracing::info!(
+                    %digest, size = self.size, layout = layout.as_str(), entries = self.splitter.entries(), kept = %outcome.kept, deferred,
+                    new_chunks = outcome.new_chunks, reused = outcome.reused_chunks, followed = outcome.followed_chunks, added = outcome.bytes_added,
+                    "blob committed"
+                );
+                Ok(outcome)
+            }
+            Err(e) => {
+                sink.discard(done);
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends a conversion's ingest of a stored blob: swaps the blob's recipe
+    /// for this one (`Store::swap_content`). False when there was nothing to
+    /// swap (the blob was deleted or converted meanwhile).
+    pub(super) fn commit_conversion(mut self, digest: Digest) -> Result<bool> {
+        let f = self.finish()?;
+        if f.digest != digest || Some(self.size) != self.opts.expected_size {
+            self.sink.discard(f.done);
+            return Err(Error::DataLoss(format!(
+                "{digest} reads back as {} bytes hashing to {}",
+                self.size, f.digest
+            )));
+        }
+        let new = Committing {
+            digest,
+            size: self.size,
+            layout: f.layout,
+            recipes: f.recipes,
+            seen: &self.sink.seen,
+            done: &f.done,
+        };
+        match self.store.swap_content(new) {
+            Ok(true) => {
+                self.sink.inner.packs.release(f.done.writer);
+                Ok(true)
+            }
+            other => {
+                self.sink.discard(f.done);
+                other
+            }
+        }
+    }
+
+    /// Ends the streams, waits for the pack writer and syncs its pack; the
+    /// caller commits `done` or discards it.
+    fn finish(&mut self) -> Result<Finished> {
         let unwrap = self.unwrap.take().expect("codec stage runs until commit");
         let plan = unwrap.finish(&mut Bridge {
             splitter: &mut self.splitter,
@@ -543,59 +662,25 @@ impl Ingest {
         // written to the index (see the module doc).
         let index_bytes = recipe.stored_bytes() + raw.stored_bytes();
         let check = self
-            .check_expected(&digest)
-            .and_then(|_| self.sink.inner.check_room(index_bytes))
+            .sink
+            .inner
+            .check_room(index_bytes)
             .and_then(|_| done.writer.sync());
         if let Err(e) = check {
             self.sink.discard(done);
             return Err(e);
         }
-        let sink = &self.sink;
-        let result = self.store.commit_content(
-            &self.opts,
+        Ok(Finished {
             digest,
-            self.size,
             layout,
-            Recipes {
+            recipes: Recipes {
                 recipe,
                 raw,
                 plan,
                 prefix: self.sink.prefix.key(),
             },
-            &sink.seen,
-            &done,
-        );
-        match result {
-            Ok(mut outcome) => {
-                if outcome.already_stored {
-                    sink.discard(done);
-                } else {
-                    sink.inner.packs.release(done.writer);
-                }
-                outcome.new_chunks = if outcome.already_stored {
-                    0
-                } else {
-                    sink.new_chunks
-                };
-                outcome.followed_chunks = sink.followed_chunks;
-                outcome.reused_chunks = sink.reused_chunks
-                    + if outcome.already_stored {
-                        sink.new_chunks
-                    } else {
-                        0
-                    };
-                tracing::info!(
-                    %digest, size = self.size, layout = layout.as_str(), entries = self.splitter.entries(), kept = %outcome.kept,
-                    new_chunks = outcome.new_chunks, reused = outcome.reused_chunks, followed = outcome.followed_chunks, added = outcome.bytes_added,
-                    "blob committed"
-                );
-                Ok(outcome)
-            }
-            Err(e) => {
-                sink.discard(done);
-                Err(e)
-            }
-        }
+            done,
+        })
     }
 
     fn check_expected(&self, digest: &Digest) -> Result<()> {
@@ -615,160 +700,5 @@ impl Ingest {
             }
         }
         Ok(())
-    }
-}
-
-impl Store {
-    #[allow(clippy::too_many_arguments)]
-    fn commit_content(
-        &self,
-        opts: &IngestOptions,
-        digest: Digest,
-        size: u64,
-        layout: Layout,
-        recipes: Recipes,
-        seen: &HashMap<Hash, Seen>,
-        done: &WriterDone,
-    ) -> Result<PushOutcome> {
-        let inner = &self.inner;
-        let db = &inner.db;
-        let mut counters = inner.counters.lock();
-        let mut c = *counters;
-        let mut batch = rocksdb::WriteBatch::default();
-        let now = now_secs();
-        let bkey = index::blob_key(&opts.namespace, &digest);
-        let old_meta = db
-            .get_cf(cf(db, CF_BLOBS), &bkey)?
-            .map(|v| BlobMeta::decode(&v))
-            .transpose()?;
-        let meta = BlobMeta {
-            media_type: opts.media_type.clone(),
-            labels: opts.labels.clone(),
-            created_at: old_meta.as_ref().map_or(now, |m| m.created_at),
-            updated_at: now,
-        };
-        batch.put_cf(cf(db, CF_BLOBS), &bkey, meta.encode());
-        let Recipes {
-            recipe,
-            raw,
-            plan,
-            prefix,
-        } = recipes;
-        let mut outcome = PushOutcome {
-            digest: Some(digest),
-            size,
-            plain_bytes: size,
-            kept: plan.as_ref().map(Plan::describe).unwrap_or_default(),
-            ..Default::default()
-        };
-
-        if let Some(mut content) = self.content(&digest)? {
-            outcome.already_stored = true;
-            if old_meta.is_none() {
-                content.holders += 1;
-                batch.put_cf(cf(db, CF_RECIPES), digest.0, content.encode());
-                c.blobs += 1;
-                c.logical_bytes += size;
-                c.logical_stream_bytes += content.stream_bytes();
-            }
-        } else {
-            let chunks_cf = cf(db, CF_CHUNKS);
-            for (hash, loc) in &done.locs {
-                // A concurrent push may have committed the same chunk meanwhile;
-                // its copy wins and ours is left for garbage collection.
-                if db.get_pinned_cf(chunks_cf, hash)?.is_some() {
-                    continue;
-                }
-                batch.put_cf(chunks_cf, hash, loc.encode());
-                c.chunks += 1;
-                c.chunk_plain_bytes += loc.len as u64;
-            }
-            let rc_cf = cf(db, CF_REFCOUNTS);
-            let hashes: Vec<&Hash> = seen.keys().collect();
-            let olds = db.multi_get_cf(hashes.iter().map(|h| (rc_cf, h.as_slice())));
-            for (h, old) in hashes.iter().zip(olds) {
-                let old = match old? {
-                    Some(v) => {
-                        let n = u64::from_le_bytes(
-                            v[..]
-                                .try_into()
-                                .map_err(|_| Error::DataLoss("bad refcount".into()))?,
-                        );
-                        if n == 0 {
-                            c.unreferenced_chunks -= 1;
-                        }
-                        n
-                    }
-                    None => 0,
-                };
-                batch.put_cf(rc_cf, h, (old + seen[*h].refs).to_le_bytes());
-            }
-            let mut recipe_bytes = recipe.stored_bytes();
-            for (i, page) in recipe.pages.iter().chain(raw.pages.iter()).enumerate() {
-                batch.put_cf(cf(db, CF_RECIPES), index::page_key(&digest, i as u32), page);
-            }
-            let wrap = match &plan {
-                None => None,
-                Some(plan) => {
-                    let rec = plan.encode();
-                    recipe_bytes += raw.stored_bytes() + rec.len() as u64;
-                    batch.put_cf(cf(db, CF_RECIPES), index::plan_key(&digest), &rec);
-                    Some(Wrap {
-                        codec: plan.codec.tag(),
-                        strategy: plan.strategy() as u8,
-                        recipe_size: recipe.size,
-                        plain_size: plan.plain_size,
-                        diff_id: plan.diff_id,
-                        raw_size: raw.size,
-                        raw_page_starts: raw.page_starts.clone(),
-                        extra_bytes: raw.size + rec.len() as u64,
-                    })
-                }
-            };
-            if let Some(p) = &plan {
-                outcome.plain_bytes = p.plain_size.unwrap_or(recipe.size);
-            }
-            let content = Content {
-                size,
-                layout: match layout {
-                    Layout::Raw => 0,
-                    Layout::Tar => 1,
-                    Layout::TarThenRaw => 2,
-                },
-                holders: 1,
-                chunk_refs: recipe.chunk_refs + raw.chunk_refs,
-                literal_bytes: recipe.literal_bytes + raw.literal_bytes,
-                recipe_bytes,
-                page_starts: recipe.page_starts,
-                wrap,
-            };
-            batch.put_cf(cf(db, CF_RECIPES), digest.0, content.encode());
-            if let Some(key) = prefix {
-                batch.put_cf(cf(db, CF_PREFIXES), prefix_entry(&key, &digest), []);
-            }
-            c.rebuild_bytes += content.wrap.as_ref().map_or(0, |w| w.extra_bytes);
-            c.by_strategy[content.strategy() as usize] += 1;
-            let written = done.writer.len - done.start_len;
-            batch.put_cf(
-                cf(db, CF_PACKS),
-                done.writer.id.to_be_bytes(),
-                done.writer.len.to_le_bytes(),
-            );
-            c.pack_bytes += written;
-            c.contents += 1;
-            c.literal_bytes += content.literal_bytes;
-            if old_meta.is_none() {
-                c.blobs += 1;
-                c.logical_bytes += size;
-                c.logical_stream_bytes += content.stream_bytes();
-            }
-            outcome.bytes_added = written + recipe_bytes;
-        }
-        batch.put_cf(cf(db, CF_META), index::META_COUNTERS, c.encode());
-        let mut wo = rocksdb::WriteOptions::default();
-        wo.set_sync(true);
-        db.write_opt(batch, &wo)?;
-        *counters = c;
-        Ok(outcome)
     }
 }

@@ -8,6 +8,8 @@
 
 pub mod cache;
 pub mod codec;
+mod commit;
+pub mod convert;
 mod delete;
 mod follow;
 pub mod gc;
@@ -55,6 +57,9 @@ pub struct StoreConfig {
     /// and memtable flushes (up to 32 MiB) never meet ENOSPC, which stops the
     /// index until a restart. Deletes and GC ignore it. 0 keeps none.
     pub min_free_bytes: u64,
+    /// containerd uploads of gzip and zstd blobs are stored as received and
+    /// marked for a background conversion (`convert.rs`).
+    pub defer_uploads: bool,
 }
 
 impl Default for StoreConfig {
@@ -67,6 +72,7 @@ impl Default for StoreConfig {
             cache_bytes: 32 << 20,
             unwrap: Default::default(),
             min_free_bytes: 64 << 20,
+            defer_uploads: false,
         }
     }
 }
@@ -101,6 +107,11 @@ struct Inner {
     chunk_drops: std::sync::atomic::AtomicU64,
     /// Upload refs being written by a stream (namespace \0 ref).
     upload_locks: Mutex<std::collections::HashSet<Vec<u8>>>,
+    /// Reads hold their digest's shard shared; a conversion's swap, exclusively.
+    swap_locks: [parking_lot::RwLock<()>; 64],
+    /// Held around loading and caching one page or plan (see `forget_recipe`).
+    page_locks: [parking_lot::RwLock<()>; 16],
+    convert: convert::Signal,
 }
 
 /// What a client sees of one blob.
@@ -129,6 +140,8 @@ pub struct Stats {
     pub bytes_on_disk: u64,
     pub index_bytes: u64,
     pub pack_file_bytes: u64,
+    /// Blobs stored as received, waiting for conversion (`convert.rs`).
+    pub pending_conversions: u64,
 }
 
 impl Stats {
@@ -299,6 +312,9 @@ impl Store {
                 pins: Mutex::new(HashMap::new()),
                 chunk_drops: Default::default(),
                 gc_lock: Mutex::new(()),
+                swap_locks: std::array::from_fn(|_| Default::default()),
+                page_locks: std::array::from_fn(|_| Default::default()),
+                convert: Default::default(),
             }),
         })
     }
@@ -402,7 +418,9 @@ impl Store {
         let index_bytes = dir_bytes(&self.inner.dir.join("index"));
         let pack_file_bytes = dir_bytes(&self.inner.dir.join("packs"));
         let bytes_on_disk = dir_bytes(&self.inner.dir);
+        let pending_conversions = self.pending_conversions()?.len() as u64;
         Ok(Stats {
+            pending_conversions,
             counters,
             bytes_on_disk,
             index_bytes,

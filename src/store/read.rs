@@ -94,6 +94,9 @@ impl Store {
         length: u64,
         out: &mut dyn FnMut(&[u8]) -> Result<bool>,
     ) -> Result<()> {
+        let _no_swap = self.inner.swap_lock(digest).read_recursive();
+        let current = self.current(digest, content)?;
+        let content = current.as_ref().unwrap_or(content);
         let end = check_range(digest, content.size, offset, length)?;
         if content.wrap.is_none() {
             self.read_recipe(digest, RecipeView::plain(content), offset, end, false, out)?;
@@ -123,6 +126,13 @@ impl Store {
         length: u64,
         out: &mut dyn FnMut(&[u8]) -> Result<bool>,
     ) -> Result<()> {
+        // A blob still kept as received has no plain form yet: give it one.
+        if self.current(digest, content)?.is_some() {
+            self.convert(digest, &std::sync::atomic::AtomicBool::new(false))?;
+        }
+        let _no_swap = self.inner.swap_lock(digest).read_recursive();
+        let current = self.current(digest, content)?;
+        let content = current.as_ref().unwrap_or(content);
         let Some(w) = &content.wrap else {
             return self.read_range(digest, content, offset, length, out);
         };
@@ -149,6 +159,9 @@ impl Store {
         length: u64,
         out: &mut dyn FnMut(&[u8]) -> Result<bool>,
     ) -> Result<bool> {
+        let _no_swap = self.inner.swap_lock(digest).read_recursive();
+        let current = self.current(digest, content)?;
+        let content = current.as_ref().unwrap_or(content);
         let end = check_range(digest, content.size, offset, length)?;
         if content.wrap.is_some() {
             return Ok(offset == end || self.read_made(digest, content, offset, end, out)?);
@@ -156,8 +169,22 @@ impl Store {
         self.read_recipe(digest, RecipeView::plain(content), offset, end, true, out)
     }
 
+    /// The record to read by, when a conversion may have replaced `content`
+    /// (the caller loaded it before taking the swap lock): a blob kept as
+    /// plain data is read by its record as it is now.
+    fn current(&self, digest: &Digest, content: &Content) -> Result<Option<Content>> {
+        if content.wrap.is_some() || content.layout != 0 {
+            return Ok(None);
+        }
+        match self.content(digest)? {
+            Some(c) => Ok(Some(c)),
+            None => Err(Error::NotFound(format!("blob {digest} was deleted"))),
+        }
+    }
+
     /// A compressed blob's rebuild plan, from the cache when it is there.
     pub(crate) fn plan(&self, digest: &Digest) -> Result<Arc<Plan>> {
+        let _loading = self.inner.page_lock(digest).read_recursive();
         if let Some(p) = self.inner.plans.get(digest) {
             return Ok(p);
         }
@@ -240,6 +267,7 @@ impl Store {
         page: u32,
         cached_only: bool,
     ) -> Result<Option<Arc<Vec<Segment>>>> {
+        let _loading = self.inner.page_lock(digest).read_recursive();
         if let Some(p) = self.inner.pages.get(&(*digest, page)) {
             return Ok(Some(p));
         }

@@ -320,6 +320,7 @@ impl Upload {
     fn new_ingest(&self) -> Result<Ingest> {
         self.store.begin_ingest(IngestOptions {
             namespace: self.record.namespace.clone(),
+            defer_compressed: self.store.inner.cfg.defer_uploads,
             ..Default::default()
         })
     }

@@ -7,6 +7,7 @@
 //! 2. every chunk location in the index holds that chunk;
 //! 3. every recipe's chunks exist, and its pages add up to its size;
 //!    prefix entries (follow.rs) name contents that begin as they say;
+//!    conversion marks (convert.rs) name contents kept as plain data;
 //! 4. every chunk's refcount equals the recipe references to it;
 //! 5. blob records, holders and the store's counters agree;
 //! 6. with `deep`, every content rebuilt hashes to its digest.
@@ -282,6 +283,46 @@ impl Store {
                     vec![digest],
                 )),
                 _ => {}
+            }
+        }
+
+        // 3c. Conversion marks name contents still kept as received.
+        let marks = snap.iterator_cf(
+            cf(db, super::index::CF_META),
+            rocksdb::IteratorMode::From(super::convert::MARK, rocksdb::Direction::Forward),
+        );
+        for item in marks {
+            let (k, _) = item?;
+            let Some(d) = k.strip_prefix(super::convert::MARK) else {
+                break;
+            };
+            let Ok(d) = <[u8; 32]>::try_from(d) else {
+                problems.push((
+                    "recipe".into(),
+                    format!("malformed conversion mark {}", hex::encode(&k)),
+                    vec![],
+                    vec![],
+                ));
+                continue;
+            };
+            let digest = Digest(d);
+            let plain = contents
+                .get(&digest)
+                .map(|c| c.wrap.is_none() && c.layout == 0);
+            if plain != Some(true) {
+                problems.push((
+                    "recipe".into(),
+                    format!(
+                        "conversion mark for {digest}, which {}",
+                        if plain.is_none() {
+                            "has no recipe"
+                        } else {
+                            "is not kept as received"
+                        }
+                    ),
+                    vec![],
+                    vec![digest],
+                ));
             }
         }
 

@@ -184,3 +184,30 @@ pub fn pack_bytes(dir: &Path) -> u64 {
         .map(|e| e.metadata().unwrap().len())
         .sum()
 }
+
+/// Runs `cmd` with `input` on its stdin; its stdout.
+pub fn filter(cmd: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let w = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    w.join().unwrap().unwrap();
+    assert!(out.status.success(), "{cmd} {args:?} failed");
+    out.stdout
+}
+
+/// Python's gzip module (the system zlib): a blob strata keeps by replay.
+pub fn python_gzip(data: &[u8], level: u32) -> Vec<u8> {
+    let code = format!(
+        "import sys,gzip; sys.stdout.buffer.write(gzip.compress(sys.stdin.buffer.read(), {level}, mtime=0))"
+    );
+    filter("/usr/bin/python3", &["-c", &code], data)
+}

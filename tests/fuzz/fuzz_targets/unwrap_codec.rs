@@ -101,6 +101,7 @@ fuzz_target!(|input: &[u8]| {
         preflate: cfg_byte & 2 == 0,
         decode_only: false,
         trust_probe: cfg_byte & 4 != 0,
+        defer: false,
     };
     let bomb_ratio = cfg.max_ratio;
     let mut un = Unwrapper::new(cfg, spool_dir());

@@ -1,0 +1,270 @@
+//! The commit: one synced WriteBatch that makes a blob visible (invariant 2),
+//! written under the commit lock so refcounts and counters stay exact.
+//! Shared by pushes (`ingest.rs`), deletes (`delete.rs`) and conversions
+//! (`convert.rs`), which all move chunk references.
+
+use super::follow::{prefix_entry, PrefixKey};
+use super::index::{
+    self, cf, page_key, BlobMeta, Content, Counters, Wrap, CF_BLOBS, CF_CHUNKS, CF_META, CF_PACKS,
+    CF_PREFIXES, CF_RECIPES, CF_REFCOUNTS,
+};
+use super::ingest::{Committing, IngestOptions, PushOutcome, Recipes};
+use super::pack::Hash;
+use super::recipe::{decode_page, Segment};
+use super::{convert, now_secs, Store};
+use crate::codec::plan::Plan;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::split::Layout;
+use rocksdb::{WriteBatch, DB};
+use std::collections::HashMap;
+
+/// Writes a commit's batch with a synced log.
+pub(super) fn write_synced(db: &DB, batch: WriteBatch) -> Result<()> {
+    let mut wo = rocksdb::WriteOptions::default();
+    wo.set_sync(true);
+    db.write_opt(batch, &wo)?;
+    Ok(())
+}
+
+impl Store {
+    /// Commits a pushed blob: a new blob record for a content already stored,
+    /// or the content itself. `deferred`: it was stored as received, and is
+    /// marked for conversion.
+    pub(super) fn commit_content(
+        &self,
+        opts: &IngestOptions,
+        new: Committing,
+        deferred: bool,
+    ) -> Result<PushOutcome> {
+        let db = self.db();
+        let mut counters = self.inner.counters.lock();
+        let mut c = *counters;
+        let mut batch = WriteBatch::default();
+        let now = now_secs();
+        let digest = new.digest;
+        let bkey = index::blob_key(&opts.namespace, &digest);
+        let old_meta = db
+            .get_cf(cf(db, CF_BLOBS), &bkey)?
+            .map(|v| BlobMeta::decode(&v))
+            .transpose()?;
+        let meta = BlobMeta {
+            media_type: opts.media_type.clone(),
+            labels: opts.labels.clone(),
+            created_at: old_meta.as_ref().map_or(now, |m| m.created_at),
+            updated_at: now,
+        };
+        batch.put_cf(cf(db, CF_BLOBS), &bkey, meta.encode());
+        let mut outcome = PushOutcome {
+            digest: Some(digest),
+            size: new.size,
+            plain_bytes: new.size,
+            kept: new
+                .recipes
+                .plan
+                .as_ref()
+                .map(Plan::describe)
+                .unwrap_or_default(),
+            ..Default::default()
+        };
+        let content = match self.content(&digest)? {
+            Some(mut content) => {
+                outcome.already_stored = true;
+                if old_meta.is_none() {
+                    content.holders += 1;
+                    batch.put_cf(cf(db, CF_RECIPES), digest.0, content.encode());
+                }
+                content
+            }
+            None => {
+                let deltas = new.seen.iter().map(|(h, s)| (*h, s.refs as i64)).collect();
+                self.move_refs(&mut batch, &mut c, &deltas)?;
+                let (content, recipe_bytes) = self.put_content(&mut batch, &mut c, &new, 1)?;
+                if let Some(p) = &new.recipes.plan {
+                    outcome.plain_bytes = p.plain_size.unwrap_or(new.recipes.recipe.size);
+                }
+                if deferred {
+                    batch.put_cf(cf(db, CF_META), convert::mark_key(&digest), []);
+                }
+                c.contents += 1;
+                outcome.bytes_added = (new.done.writer.len - new.done.start_len) + recipe_bytes;
+                content
+            }
+        };
+        if old_meta.is_none() {
+            c.blobs += 1;
+            c.logical_bytes += new.size;
+            c.logical_stream_bytes += content.stream_bytes();
+        }
+        batch.put_cf(cf(db, CF_META), index::META_COUNTERS, c.encode());
+        write_synced(db, batch)?;
+        *counters = c;
+        if deferred && !outcome.already_stored {
+            self.inner.convert.wake();
+        }
+        Ok(outcome)
+    }
+
+    /// Puts a new content's chunk locations, recipe pages, plan and prefix
+    /// entry and its record in `batch`, and counts them (not `contents`, not
+    /// refcounts: see `move_refs`). Returns the record and its recipe bytes.
+    pub(super) fn put_content(
+        &self,
+        batch: &mut WriteBatch,
+        c: &mut Counters,
+        new: &Committing,
+        holders: u32,
+    ) -> Result<(Content, u64)> {
+        let db = self.db();
+        let digest = &new.digest;
+        let chunks_cf = cf(db, CF_CHUNKS);
+        for (hash, loc) in &new.done.locs {
+            // A concurrent push may have committed the same chunk meanwhile;
+            // its copy wins and ours is left for garbage collection.
+            if db.get_pinned_cf(chunks_cf, hash)?.is_some() {
+                continue;
+            }
+            batch.put_cf(chunks_cf, hash, loc.encode());
+            c.chunks += 1;
+            c.chunk_plain_bytes += loc.len as u64;
+        }
+        let Recipes {
+            recipe,
+            raw,
+            plan,
+            prefix,
+        } = &new.recipes;
+        let mut recipe_bytes = recipe.stored_bytes();
+        for (i, page) in recipe.pages.iter().chain(raw.pages.iter()).enumerate() {
+            batch.put_cf(cf(db, CF_RECIPES), page_key(digest, i as u32), page);
+        }
+        let wrap = match plan {
+            None => None,
+            Some(plan) => {
+                let rec = plan.encode();
+                recipe_bytes += raw.stored_bytes() + rec.len() as u64;
+                batch.put_cf(cf(db, CF_RECIPES), index::plan_key(digest), &rec);
+                Some(Wrap {
+                    codec: plan.codec.tag(),
+                    strategy: plan.strategy() as u8,
+                    recipe_size: recipe.size,
+                    plain_size: plan.plain_size,
+                    diff_id: plan.diff_id,
+                    raw_size: raw.size,
+                    raw_page_starts: raw.page_starts.clone(),
+                    extra_bytes: raw.size + rec.len() as u64,
+                })
+            }
+        };
+        let content = Content {
+            size: new.size,
+            layout: match new.layout {
+                Layout::Raw => 0,
+                Layout::Tar => 1,
+                Layout::TarThenRaw => 2,
+            },
+            holders,
+            chunk_refs: recipe.chunk_refs + raw.chunk_refs,
+            literal_bytes: recipe.literal_bytes + raw.literal_bytes,
+            recipe_bytes,
+            page_starts: recipe.page_starts.clone(),
+            wrap,
+        };
+        batch.put_cf(cf(db, CF_RECIPES), digest.0, content.encode());
+        if let Some(key) = prefix {
+            batch.put_cf(cf(db, CF_PREFIXES), prefix_entry(key, digest), []);
+        }
+        c.rebuild_bytes += content.wrap.as_ref().map_or(0, |w| w.extra_bytes);
+        c.by_strategy[content.strategy() as usize] += 1;
+        let done = new.done;
+        batch.put_cf(
+            cf(db, CF_PACKS),
+            done.writer.id.to_be_bytes(),
+            done.writer.len.to_le_bytes(),
+        );
+        c.pack_bytes += done.writer.len - done.start_len;
+        c.literal_bytes += content.literal_bytes;
+        Ok((content, recipe_bytes))
+    }
+
+    /// Deletes a content's recipe pages, plan and prefix entry in `batch`,
+    /// uncounts them (not `contents`), and returns the chunk references its
+    /// recipes held, as negative deltas for `move_refs`.
+    pub(super) fn drop_content(
+        &self,
+        batch: &mut WriteBatch,
+        c: &mut Counters,
+        digest: &Digest,
+        content: &Content,
+    ) -> Result<HashMap<Hash, i64>> {
+        let db = self.db();
+        let mut refs: HashMap<Hash, i64> = HashMap::new();
+        // The plain recipe's pages come first; they name its prefix entry.
+        let plain_pages = content.page_starts.len() as u32;
+        let mut prefix = PrefixKey::default();
+        for page in 0..content.page_count() {
+            let key = page_key(digest, page);
+            let stored = db.get_pinned_cf(cf(db, CF_RECIPES), key)?.ok_or_else(|| {
+                Error::DataLoss(format!("recipe page {page} of {digest} is missing"))
+            })?;
+            for seg in decode_page(&stored)? {
+                if page < plain_pages {
+                    if let Some(k) = prefix.segment(&seg) {
+                        batch.delete_cf(cf(db, CF_PREFIXES), prefix_entry(&k, digest));
+                    }
+                }
+                if let Segment::Chunk { hash, .. } = seg {
+                    *refs.entry(hash).or_default() -= 1;
+                }
+            }
+            batch.delete_cf(cf(db, CF_RECIPES), key);
+        }
+        if content.wrap.is_some() {
+            batch.delete_cf(cf(db, CF_RECIPES), index::plan_key(digest));
+        }
+        c.rebuild_bytes -= content.wrap.as_ref().map_or(0, |w| w.extra_bytes);
+        let s = &mut c.by_strategy[content.strategy() as usize];
+        *s = s.saturating_sub(1);
+        c.literal_bytes -= content.literal_bytes;
+        Ok(refs)
+    }
+
+    /// Adds `deltas` to chunk refcounts in `batch`, keeping the count of
+    /// unreferenced chunks.
+    pub(super) fn move_refs(
+        &self,
+        batch: &mut WriteBatch,
+        c: &mut Counters,
+        deltas: &HashMap<Hash, i64>,
+    ) -> Result<()> {
+        let db = self.db();
+        let rc_cf = cf(db, CF_REFCOUNTS);
+        let hashes: Vec<&Hash> = deltas.keys().filter(|h| deltas[*h] != 0).collect();
+        let olds = db.multi_get_cf(hashes.iter().map(|h| (rc_cf, h.as_slice())));
+        for (h, old) in hashes.iter().zip(olds) {
+            let old = old?
+                .map(|v| v[..].try_into().map(u64::from_le_bytes))
+                .transpose()
+                .map_err(|_| Error::DataLoss("bad refcount".into()))?;
+            let delta = deltas[*h];
+            let before = old.unwrap_or(0);
+            if (before as i64) < -delta {
+                tracing::error!(
+                    chunk = hex::encode(h),
+                    old = before,
+                    delta,
+                    "refcount lower than the references being released"
+                );
+            }
+            let after = (before as i64 + delta).max(0) as u64;
+            if old == Some(0) && after > 0 {
+                c.unreferenced_chunks -= 1;
+            }
+            if before > 0 && after == 0 {
+                c.unreferenced_chunks += 1;
+            }
+            batch.put_cf(rc_cf, h, after.to_le_bytes());
+        }
+        Ok(())
+    }
+}
