@@ -89,19 +89,23 @@ timed_get() {
 }
 
 run() { # run NAME DIR: import everything, measure DIR, time reads of the biggest layer
-  local name=$1 t0 t1
+  local name=$1 t0 t1 c0 s0=0 s1=0
+  c0=$(cpu_s "$CPID"); [ -n "${SPID:-}" ] && s0=$(cpu_s "$SPID")
   t0=$(now)
   for img in "${IMAGES[@]}"; do
     ctr -a "$SOCK" -n bench images import --no-unpack --base-name "bench.local/$img" "$WORK/archives/$img.tar" >/dev/null
   done
   t1=$(now)
   IMPORT[$name]=$(secs "$t0" "$t1")
+  [ -n "${SPID:-}" ] && s1=$(cpu_s "$SPID")
+  IMPORT_CPU[$name]="containerd $(python3 -c "print(f'{$(cpu_s "$CPID")-$c0:.1f}')"), strata $(python3 -c "print(f'{$s1-$s0:.1f}')")"
   if [ "$name" = strata ]; then
     BYTES[strata.received]=$(du -sb "$2" | cut -f1)
     while [ "$(STRATA_SOCKET=$WORK/strata/s.sock "$STRATA" stats --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["pending_conversions"])')" != 0 ]; do
       sleep 0.5
     done
     CONVERTED=$(secs "$t1" "$(now)")
+    CONVERT_CPU=$(python3 -c "print(f'{$(cpu_s "$SPID")-$s1:.1f}')")
     STRATA_SOCKET=$WORK/strata/s.sock "$STRATA" gc >/dev/null
   fi
   timed_get "$name" layer "$BIG_D"
@@ -111,7 +115,7 @@ run() { # run NAME DIR: import everything, measure DIR, time reads of the bigges
   ctr -a "$SOCK" -n bench content ingest --expected-digest "$RND_D" bench-random <"$WORK/random" >/dev/null
   timed_get "$name" random "$RND_D"
 }
-declare -A IMPORT READ BYTES CPU
+declare -A IMPORT READ BYTES CPU IMPORT_CPU
 head -c "$BIG_N" /dev/urandom >"$WORK/random"
 RND_D=sha256:$(sha256sum "$WORK/random" | cut -d' ' -f1)
 
@@ -144,7 +148,9 @@ for n in local strata; do
   say "| $n | ${BYTES[$n]} | ${IMPORT[$n]} | $(python3 -c "print(f'{${READ[$n.layer]}:.2f}')") | $(python3 -c "print(f'{$BIG_N/1e6/${READ[$n.layer]}:.0f}')") | ${CPU[$n.layer]} |"
 done
 say ""
-say "strata: bytes on disk right after the import (layers as received) ${BYTES[strata.received]}; conversions done ${CONVERTED} s after the import ended, at nice 19 (bytes, and the read, are measured after them and a \`strata gc\`)"
+say "strata: bytes on disk right after the import (layers as received) ${BYTES[strata.received]}; conversions done ${CONVERTED} s after the import ended, at nice 19, with ${CONVERT_CPU} s of strata's CPU (bytes, and the read, are measured after them and a \`strata gc\`)"
+say ""
+say "CPU s in the import: local: ${IMPORT_CPU[local]}; strata: ${IMPORT_CPU[strata]}"
 say ""
 say "ratios strata/local: bytes $(python3 -c "print(f'{${BYTES[strata]}/${BYTES[local]}:.3f}')"), import time $(python3 -c "print(f'{${IMPORT[strata]}/${IMPORT[local]}:.2f}')"), read time $(python3 -c "print(f'{${READ[strata.layer]}/${READ[local.layer]}:.2f}')"); strata daemon peak RSS $((SHWM / 1024)) MiB"
 say ""

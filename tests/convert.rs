@@ -35,6 +35,19 @@ fn deferring() -> StoreConfig {
     }
 }
 
+/// A deferring store with small chunks: recipes of several pages, so a
+/// reader loads pages after a conversion or a delete could change them.
+fn small_chunk_store(dir: &std::path::Path) -> Store {
+    Store::open(
+        dir,
+        StoreConfig {
+            chunk_sizes: strata::split::ChunkSizes::parse("64/256/1K").unwrap(),
+            ..deferring()
+        },
+    )
+    .unwrap()
+}
+
 /// Writes a blob as containerd does (an upload, in 1 MiB pieces) and commits it.
 fn upload(store: &Store, ns: &str, data: &[u8]) -> Digest {
     let mut up = store
@@ -174,16 +187,7 @@ fn an_upload_is_kept_as_received_then_converted_like_a_push() {
 fn reads_during_a_conversion_get_the_blobs_own_bytes() {
     let tmp = tempfile::tempdir().unwrap();
     let gz = python_gzip(&layer(2), 6);
-    // Small chunks: recipes of several pages, so a reader loads pages after
-    // the conversion is ready to swap them.
-    let store = Store::open(
-        tmp.path(),
-        StoreConfig {
-            chunk_sizes: strata::split::ChunkSizes::parse("64/256/1K").unwrap(),
-            ..deferring()
-        },
-    )
-    .unwrap();
+    let store = small_chunk_store(tmp.path());
     let d = upload(&store, "containerd", &gz);
     let before = store.content(&d).unwrap().unwrap();
     assert!(
@@ -338,6 +342,40 @@ fn the_background_converter_converts_once_uploads_are_quiet() {
     }
     drop(converter);
     assert!(kept(&store, &d).starts_with("zlib-6"));
+    assert!(read_all(&store, &d) == gz);
+    assert_verified(&store);
+}
+
+#[test]
+fn a_read_fails_rather_than_mix_two_recipes_of_its_blob() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gz = python_gzip(&layer(8), 6);
+    let store = small_chunk_store(tmp.path());
+    let d = upload(&store, "containerd", &gz);
+    assert_eq!(store.convert_pending().unwrap(), 1);
+    let converted = store.content(&d).unwrap().unwrap();
+    assert!(converted.page_starts.len() > 3);
+    // While the converted blob is read, it is deleted and written again,
+    // kept as received this time: the read stops with UNAVAILABLE, and what
+    // it gave before is the blob's own bytes.
+    let mut got = Vec::new();
+    let mut replaced = false;
+    let r = store.read_range(&d, &converted, 0, 0, &mut |b: &[u8]| {
+        if !replaced {
+            replaced = true;
+            assert!(store.delete("containerd", &d).unwrap());
+            upload(&store, "containerd", &gz);
+        }
+        got.extend_from_slice(b);
+        Ok(true)
+    });
+    assert!(replaced);
+    match r {
+        Err(strata::Error::Unavailable(_)) => {}
+        other => panic!("expected UNAVAILABLE, got {other:?}"),
+    }
+    assert!(got.len() < gz.len() && gz.starts_with(&got));
+    assert_eq!(kept(&store, &d), "");
     assert!(read_all(&store, &d) == gz);
     assert_verified(&store);
 }

@@ -248,7 +248,13 @@ pub async fn serve(
     // Workers of finished requests may still hold the store for a moment (a
     // write stream saving its upload record); the index must be closed before
     // this returns, so a restart in the same process can open it again.
-    let _ = tokio::task::spawn_blocking(move || drop(converter)).await;
+    // A conversion stops at its next piece; a collection it started runs
+    // to its end, within the grace period.
+    let _ = tokio::time::timeout(
+        opts.shutdown_grace,
+        tokio::task::spawn_blocking(move || drop(converter)),
+    )
+    .await;
     store.drop_cursors();
     let deadline = tokio::time::Instant::now() + opts.shutdown_grace;
     while store.handles() > 1 && tokio::time::Instant::now() < deadline {

@@ -37,9 +37,15 @@ pub(super) const MARK: &[u8] = b"convert\0";
 /// tries again later.
 const SWAP_WAIT: Duration = Duration::from_secs(2);
 
-/// Conversions of one blob that fail (not for a shutdown) before the thread
-/// leaves it alone until the next start.
+/// Failures of one blob's conversion (not counting readers in the way or a
+/// full disk) after which it is tried only every `FAILED_RETRY`.
 const MAX_FAILURES: u32 = 3;
+const FAILED_RETRY: Duration = Duration::from_secs(3600);
+/// When a blob is tried again after readers were in the way, the disk was
+/// full, or a failure below MAX_FAILURES.
+const TRANSIENT_RETRY: Duration = Duration::from_secs(30);
+/// Longest marked blobs wait for uploads to be quiet.
+const MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// The `meta` key marking a content for conversion.
 pub(super) fn mark_key(d: &Digest) -> Vec<u8> {
@@ -155,46 +161,45 @@ impl Store {
         Ok(n)
     }
 
-    /// Converts one marked blob; false when there was nothing to convert or
-    /// `stop` was set.
+    /// Converts one marked blob now, at this thread's priority; false when
+    /// there was nothing to convert or `stop` was set.
     pub fn convert(&self, digest: &Digest, stop: &AtomicBool) -> Result<bool> {
-        let db = self.db();
-        if db
-            .get_pinned_cf(cf(db, CF_META), mark_key(digest))?
-            .is_none()
-        {
+        self.convert_at(digest, stop, false)
+    }
+
+    /// `lowered`: the reading, decoding and proving run on a thread at the
+    /// lowest priority (with the threads it starts), and only the swap, which
+    /// takes the commit lock, at this thread's.
+    fn convert_at(&self, digest: &Digest, stop: &AtomicBool, lowered: bool) -> Result<bool> {
+        if !self.is_marked(digest)? {
             return Ok(false);
         }
         let Some(content) = self.content(digest)? else {
             // Deleted: the delete took the mark too; a stray one goes.
+            let db = self.db();
             db.delete_cf(cf(db, CF_META), mark_key(digest))?;
             return Ok(false);
         };
         let started = Instant::now();
-        let mut ingest = self.begin_ingest(IngestOptions {
-            namespace: crate::config::DEFAULT_NAMESPACE.into(),
-            expected_size: Some(content.size),
-            background: true,
-            ..Default::default()
-        })?;
-        let mut failed = None;
-        self.read_range(digest, &content, 0, 0, &mut |b| {
-            if stop.load(Ordering::Relaxed) {
-                return Ok(false);
-            }
-            if let Err(e) = ingest.write(b) {
-                failed = Some(e);
-                return Ok(false);
-            }
-            Ok(true)
-        })?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        if stop.load(Ordering::Relaxed) {
+        let ingest = if lowered {
+            std::thread::scope(|s| {
+                std::thread::Builder::new()
+                    .name("strata-convert-work".into())
+                    .spawn_scoped(s, || {
+                        crate::codec::block_pool::lower_this_thread();
+                        self.reingest(digest, &content, stop)
+                    })
+                    .map_err(|e| Error::io("starting a conversion thread", e))?
+                    .join()
+                    .map_err(|_| Error::Internal("a conversion thread panicked".into()))?
+            })?
+        } else {
+            self.reingest(digest, &content, stop)?
+        };
+        let Some(ingest) = ingest else {
             return Ok(false);
-        }
-        let swapped = ingest.commit_conversion(*digest)?;
+        };
+        let swapped = ingest.commit_conversion(*digest, content.size)?;
         if swapped {
             let c = self.content(digest)?;
             tracing::info!(
@@ -208,10 +213,49 @@ impl Store {
         Ok(swapped)
     }
 
+    fn is_marked(&self, digest: &Digest) -> Result<bool> {
+        let db = self.db();
+        Ok(db
+            .get_pinned_cf(cf(db, CF_META), mark_key(digest))?
+            .is_some())
+    }
+
+    /// Reads a stored blob into a new ingest; None when `stop` was set.
+    fn reingest(
+        &self,
+        digest: &Digest,
+        content: &super::Content,
+        stop: &AtomicBool,
+    ) -> Result<Option<super::Ingest>> {
+        let mut ingest = self.begin_ingest(IngestOptions {
+            namespace: crate::config::DEFAULT_NAMESPACE.into(),
+            background: true,
+            ..Default::default()
+        })?;
+        let mut failed = None;
+        self.read_range(digest, content, 0, 0, &mut |b| {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(false);
+            }
+            if let Err(e) = ingest.write(b) {
+                failed = Some(e);
+                return Ok(false);
+            }
+            Ok(true)
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        Ok((!stop.load(Ordering::Relaxed)).then_some(ingest))
+    }
+
     /// Replaces a marked content's recipe with a conversion's (see the
     /// module doc). False, with nothing written, when the mark is gone.
     pub(super) fn swap_content(&self, new: Committing) -> Result<bool> {
         let digest = new.digest;
+        if !self.is_marked(&digest)? {
+            return Ok(false);
+        }
         let lock = self.inner.swap_lock(&digest);
         let Some(_readers_out) = lock.try_write_for(SWAP_WAIT) else {
             return Err(Error::Unavailable(format!(
@@ -268,10 +312,7 @@ impl Store {
         let flag = stop.clone();
         let handle = std::thread::Builder::new()
             .name("strata-convert".into())
-            .spawn(move || {
-                crate::codec::block_pool::lower_this_thread();
-                store.convert_loop(after, &flag)
-            })
+            .spawn(move || store.convert_loop(after, &flag))
             .map_err(|e| Error::io("starting the converter thread", e))?;
         Ok(Converter {
             stop,
@@ -282,7 +323,10 @@ impl Store {
 
     fn convert_loop(&self, after: Duration, stop: &AtomicBool) {
         let signal = &self.inner.convert;
-        let mut failures: HashMap<Digest, u32> = HashMap::new();
+        // Blobs whose conversion failed, and when to try them again.
+        let mut failures: HashMap<Digest, (u32, Instant)> = HashMap::new();
+        // Since when marked blobs have waited for a quiet moment.
+        let mut waiting: Option<Instant> = None;
         // Marks left by a previous run are looked at right away.
         let mut idle = Duration::ZERO;
         while !stop.load(Ordering::SeqCst) {
@@ -295,34 +339,45 @@ impl Store {
                     continue;
                 }
             };
+            let now = Instant::now();
+            failures.retain(|_, (_, retry)| *retry > now);
             let pending: Vec<Digest> = pending
                 .into_iter()
-                .filter(|d| failures.get(d).copied().unwrap_or(0) < MAX_FAILURES)
+                .filter(|d| !failures.contains_key(d))
                 .collect();
             idle = if pending.is_empty() {
+                waiting = None;
                 Duration::from_secs(60)
             } else {
                 Duration::from_millis(200)
             };
             let mut converted = 0;
             for d in pending {
-                if stop.load(Ordering::SeqCst) || signal.quiet_for() < after {
+                // Clients writing all the time would put conversions off
+                // forever: past MAX_WAIT they go on anyway, at low priority.
+                let since = *waiting.get_or_insert_with(Instant::now);
+                let quiet = signal.quiet_for() >= after || since.elapsed() >= MAX_WAIT;
+                if stop.load(Ordering::SeqCst) || !quiet {
                     break;
                 }
-                match self.convert(&d, stop) {
-                    Ok(done) => {
-                        converted += done as usize;
-                        failures.remove(&d);
-                    }
-                    Err(Error::Unavailable(e)) => {
-                        tracing::debug!(digest = %d, error = %e, "conversion postponed");
-                    }
+                match self.convert_at(&d, stop, true) {
+                    Ok(done) => converted += done as usize,
                     Err(e) => {
-                        let n = failures.entry(d).or_default();
-                        *n += 1;
-                        tracing::warn!(digest = %d, error = %e, failures = *n, "converting a blob stored as received failed; it stays as it is");
+                        // Readers held the blob, or the disk is full: later,
+                        // without counting against the blob.
+                        let transient = matches!(e, Error::Unavailable(_)) || e.is_disk_full();
+                        let (n, retry) = failures.entry(d).or_insert((0, now));
+                        if !transient {
+                            *n += 1;
+                        }
+                        *retry = Instant::now()
+                            + if *n >= MAX_FAILURES {
+                                FAILED_RETRY
+                            } else {
+                                TRANSIENT_RETRY
+                            };
+                        tracing::warn!(digest = %d, error = %e, failures = *n, "converting a blob stored as received failed; it stays as it is for now");
                         if e.is_disk_full() {
-                            idle = Duration::from_secs(60);
                             break;
                         }
                     }
@@ -331,7 +386,10 @@ impl Store {
             // The copies kept as received are garbage now: give their space
             // back once the queue is empty, rather than at the next timed
             // collection.
-            if converted > 0 && self.pending_conversions().is_ok_and(|p| p.is_empty()) {
+            if converted > 0
+                && !stop.load(Ordering::SeqCst)
+                && self.pending_conversions().is_ok_and(|p| p.is_empty())
+            {
                 if let Err(e) = self.gc(super::gc::GcOptions::default()) {
                     tracing::warn!(error = %e, "collecting the copies of converted blobs failed");
                 }

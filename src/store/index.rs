@@ -182,6 +182,14 @@ pub struct Wrap {
 
 impl Content {
     /// Pages of both recipes.
+    /// Both records describe the same recipe (holders aside).
+    pub fn same_recipe(&self, other: &Content) -> bool {
+        self.size == other.size
+            && self.layout == other.layout
+            && self.page_starts == other.page_starts
+            && self.wrap == other.wrap
+    }
+
     pub fn page_count(&self) -> u32 {
         (self.page_starts.len() + self.wrap.as_ref().map_or(0, |w| w.raw_page_starts.len())) as u32
     }

@@ -548,10 +548,6 @@ impl Ingest {
             recipes,
             done,
         } = self.finish()?;
-        if let Err(e) = self.check_expected(&digest) {
-            self.sink.discard(done);
-            return Err(e);
-        }
         let sink = &self.sink;
         let result = self.store.commit_content(
             &self.opts,
@@ -601,9 +597,9 @@ impl Ingest {
     /// Ends a conversion's ingest of a stored blob: swaps the blob's recipe
     /// for this one (`Store::swap_content`). False when there was nothing to
     /// swap (the blob was deleted or converted meanwhile).
-    pub(super) fn commit_conversion(mut self, digest: Digest) -> Result<bool> {
+    pub(super) fn commit_conversion(mut self, digest: Digest, size: u64) -> Result<bool> {
         let f = self.finish()?;
-        if f.digest != digest || Some(self.size) != self.opts.expected_size {
+        if f.digest != digest || self.size != size {
             self.sink.discard(f.done);
             return Err(Error::DataLoss(format!(
                 "{digest} reads back as {} bytes hashing to {}",
@@ -630,8 +626,8 @@ impl Ingest {
         }
     }
 
-    /// Ends the streams, waits for the pack writer and syncs its pack; the
-    /// caller commits `done` or discards it.
+    /// Ends the streams, waits for the pack writer, checks what the client
+    /// expected and syncs the pack; the caller commits `done` or discards it.
     fn finish(&mut self) -> Result<Finished> {
         let unwrap = self.unwrap.take().expect("codec stage runs until commit");
         let plan = unwrap.finish(&mut Bridge {
@@ -662,9 +658,8 @@ impl Ingest {
         // written to the index (see the module doc).
         let index_bytes = recipe.stored_bytes() + raw.stored_bytes();
         let check = self
-            .sink
-            .inner
-            .check_room(index_bytes)
+            .check_expected(&digest)
+            .and_then(|_| self.sink.inner.check_room(index_bytes))
             .and_then(|_| done.writer.sync());
         if let Err(e) = check {
             self.sink.discard(done);

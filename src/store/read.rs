@@ -59,6 +59,8 @@ impl Source for StoreSource<'_> {
 /// One of a content's recipes: its pages and the stream they rebuild.
 #[derive(Clone, Copy)]
 struct RecipeView<'a> {
+    /// The record the pages are read by.
+    content: &'a Content,
     page_base: u32,
     page_starts: &'a [u64],
     size: u64,
@@ -67,6 +69,7 @@ struct RecipeView<'a> {
 impl<'a> RecipeView<'a> {
     fn plain(c: &'a Content) -> Self {
         RecipeView {
+            content: c,
             page_base: 0,
             page_starts: &c.page_starts,
             size: c.recipe_size(),
@@ -76,6 +79,7 @@ impl<'a> RecipeView<'a> {
     fn raw(c: &'a Content) -> Self {
         let w = c.wrap.as_ref();
         RecipeView {
+            content: c,
             page_base: c.page_starts.len() as u32,
             page_starts: w.map_or(&[][..], |w| &w.raw_page_starts[..]),
             size: w.map_or(0, |w| w.raw_size),
@@ -182,6 +186,23 @@ impl Store {
         }
     }
 
+    /// Fails unless the blob's record still is `content`, checked after a
+    /// page is taken: a page written after `content` was loaded (the blob
+    /// deleted and stored again in another shape, say as received where it
+    /// was converted) comes with a record written in the same batch, so a
+    /// read never serves another recipe's bytes.
+    fn check_unchanged(&self, digest: &Digest, content: &Content) -> Result<()> {
+        match self.content(digest)? {
+            Some(c) if c.same_recipe(content) => Ok(()),
+            Some(_) => Err(Error::Unavailable(format!(
+                "{digest} was deleted and stored again while it was read; read it again"
+            ))),
+            None => Err(Error::NotFound(format!(
+                "{digest} was deleted while it was read"
+            ))),
+        }
+    }
+
     /// A compressed blob's rebuild plan, from the cache when it is there.
     pub(crate) fn plan(&self, digest: &Digest) -> Result<Arc<Plan>> {
         let _loading = self.inner.page_lock(digest).read_recursive();
@@ -227,6 +248,7 @@ impl Store {
             let Some(segs) = self.page(digest, rec.page_base + page as u32, cached_only)? else {
                 return Ok(false);
             };
+            self.check_unchanged(digest, rec.content)?;
             for seg in segs.iter() {
                 let seg_end = pos + seg.len();
                 if seg_end > offset && pos < end {
