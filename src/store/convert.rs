@@ -175,9 +175,13 @@ impl Store {
             return Ok(false);
         }
         let Some(content) = self.content(digest)? else {
-            // Deleted: the delete took the mark too; a stray one goes.
-            let db = self.db();
-            db.delete_cf(cf(db, CF_META), mark_key(digest))?;
+            // Deleted: the delete took the mark too; a stray one goes, under
+            // the commit lock so a new upload's mark is not taken with it.
+            let _commits = self.inner.counters.lock();
+            if self.content(digest)?.is_none() {
+                let db = self.db();
+                db.delete_cf(cf(db, CF_META), mark_key(digest))?;
+            }
             return Ok(false);
         };
         let started = Instant::now();
