@@ -77,6 +77,42 @@ fn kept(store: &Store, d: &Digest) -> String {
     store.kept(d, &c).unwrap()
 }
 
+/// `a` holds what `b` holds, chunk for chunk, with no garbage left.
+fn assert_same_counters(a: &Store, b: &Store) {
+    let (a, b) = (a.stats_counters().unwrap(), b.stats_counters().unwrap());
+    assert_eq!(a.unreferenced_chunks, 0);
+    assert_eq!(
+        (
+            a.blobs,
+            a.contents,
+            a.chunks,
+            a.chunk_plain_bytes,
+            a.literal_bytes
+        ),
+        (
+            b.blobs,
+            b.contents,
+            b.chunks,
+            b.chunk_plain_bytes,
+            b.literal_bytes
+        )
+    );
+    assert_eq!(
+        (
+            a.logical_bytes,
+            a.logical_stream_bytes,
+            a.rebuild_bytes,
+            a.by_strategy
+        ),
+        (
+            b.logical_bytes,
+            b.logical_stream_bytes,
+            b.rebuild_bytes,
+            b.by_strategy
+        )
+    );
+}
+
 fn assert_verified(store: &Store) {
     let r = store.verify(true).unwrap();
     assert!(r.ok(), "verify found problems: {:?}", r.problems);
@@ -146,41 +182,7 @@ fn an_upload_is_kept_as_received_then_converted_like_a_push() {
         ing.write(blob).unwrap();
         ing.commit().unwrap();
     }
-    let (a, b) = (
-        store.stats_counters().unwrap(),
-        other.stats_counters().unwrap(),
-    );
-    assert_eq!(a.unreferenced_chunks, 0);
-    assert_eq!(
-        (
-            a.blobs,
-            a.contents,
-            a.chunks,
-            a.chunk_plain_bytes,
-            a.literal_bytes
-        ),
-        (
-            b.blobs,
-            b.contents,
-            b.chunks,
-            b.chunk_plain_bytes,
-            b.literal_bytes
-        )
-    );
-    assert_eq!(
-        (
-            a.logical_bytes,
-            a.logical_stream_bytes,
-            a.rebuild_bytes,
-            a.by_strategy
-        ),
-        (
-            b.logical_bytes,
-            b.logical_stream_bytes,
-            b.rebuild_bytes,
-            b.by_strategy
-        )
-    );
+    assert_same_counters(&store, &other);
 }
 
 #[test]
@@ -378,4 +380,39 @@ fn a_read_fails_rather_than_mix_two_recipes_of_its_blob() {
     assert_eq!(kept(&store, &d), "");
     assert!(read_all(&store, &d) == gz);
     assert_verified(&store);
+}
+
+#[test]
+fn pushing_a_blob_kept_as_received_converts_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gz = python_gzip(&layer(9), 6);
+    let store = Store::open(tmp.path(), deferring()).unwrap();
+    let d = upload(&store, "containerd", &gz);
+    assert_eq!(store.pending_conversions().unwrap(), vec![d]);
+    let mut ing = store
+        .begin_ingest(IngestOptions {
+            namespace: "build".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    ing.write(&gz).unwrap();
+    let out = ing.commit().unwrap();
+    assert!(out.already_stored);
+    assert!(out.new_chunks > 0);
+    assert!(out.kept.starts_with("zlib-6"), "kept as {}", out.kept);
+    // Converted by the push itself, held by both namespaces.
+    assert!(store.pending_conversions().unwrap().is_empty());
+    assert_eq!(kept(&store, &d), out.kept);
+    assert_eq!(store.content(&d).unwrap().unwrap().holders, 2);
+    assert!(read_all(&store, &d) == gz);
+    assert_verified(&store);
+    store.gc(GcOptions::default()).unwrap();
+
+    // The same counters as when the background conversion does it.
+    let other = Store::open(&tmp.path().join("other"), deferring()).unwrap();
+    upload(&other, "containerd", &gz);
+    upload(&other, "build", &gz);
+    assert_eq!(other.convert_pending().unwrap(), 1);
+    other.gc(GcOptions::default()).unwrap();
+    assert_same_counters(&store, &other);
 }

@@ -31,12 +31,14 @@ impl Store {
     /// Commits a pushed blob: a new blob record for a content already stored,
     /// or the content itself. `deferred`: it was stored as received, and is
     /// marked for conversion.
+    /// Also returns whether `new`'s chunks were stored (false: the content
+    /// was there, and the caller cuts them off the pack).
     pub(super) fn commit_content(
         &self,
         opts: &IngestOptions,
         new: Committing,
         deferred: bool,
-    ) -> Result<PushOutcome> {
+    ) -> Result<(PushOutcome, bool)> {
         let db = self.db();
         let mut counters = self.inner.counters.lock();
         let mut c = *counters;
@@ -67,14 +69,30 @@ impl Store {
                 .unwrap_or_default(),
             ..Default::default()
         };
+        let mut stored_new = false;
+        // A blob kept as received, pushed: this push's recipe is its
+        // conversion, swapped in this batch unless a reader holds it now.
+        let mut swap = None;
         let content = match self.content(&digest)? {
             Some(mut content) => {
                 outcome.already_stored = true;
-                if old_meta.is_none() {
-                    content.holders += 1;
-                    batch.put_cf(cf(db, CF_RECIPES), digest.0, content.encode());
+                let holders = content.holders + old_meta.is_none() as u32;
+                if !deferred && self.is_marked(&digest)? {
+                    swap = self.inner.swap_lock(&digest).try_write();
                 }
-                content
+                if swap.is_some() {
+                    let (fresh, recipe_bytes) =
+                        self.replace_recipe(&mut batch, &mut c, &content, &new, holders)?;
+                    outcome.bytes_added = (new.done.writer.len - new.done.start_len) + recipe_bytes;
+                    stored_new = true;
+                    fresh
+                } else {
+                    if old_meta.is_none() {
+                        content.holders = holders;
+                        batch.put_cf(cf(db, CF_RECIPES), digest.0, content.encode());
+                    }
+                    content
+                }
             }
             None => {
                 let deltas = new.seen.iter().map(|(h, s)| (*h, s.refs as i64)).collect();
@@ -88,6 +106,7 @@ impl Store {
                 }
                 c.contents += 1;
                 outcome.bytes_added = (new.done.writer.len - new.done.start_len) + recipe_bytes;
+                stored_new = true;
                 content
             }
         };
@@ -99,10 +118,14 @@ impl Store {
         batch.put_cf(cf(db, CF_META), index::META_COUNTERS, c.encode());
         write_synced(db, batch)?;
         *counters = c;
+        drop(counters);
+        if swap.is_some() {
+            self.forget_recipe(&digest);
+        }
         if deferred && !outcome.already_stored {
             self.inner.convert.wake();
         }
-        Ok(outcome)
+        Ok((outcome, stored_new))
     }
 
     /// Puts a new content's chunk locations, recipe pages, plan and prefix

@@ -217,7 +217,7 @@ impl Store {
         Ok(swapped)
     }
 
-    fn is_marked(&self, digest: &Digest) -> Result<bool> {
+    pub(super) fn is_marked(&self, digest: &Digest) -> Result<bool> {
         let db = self.db();
         Ok(db
             .get_pinned_cf(cf(db, CF_META), mark_key(digest))?
@@ -279,22 +279,42 @@ impl Store {
             return Ok(false);
         };
         let mut batch = rocksdb::WriteBatch::default();
-        let mut deltas = self.drop_content(&mut batch, &mut c, &digest, &old)?;
-        for (h, s) in new.seen {
-            *deltas.entry(*h).or_default() += s.refs as i64;
-        }
-        self.move_refs(&mut batch, &mut c, &deltas)?;
-        let (content, _) = self.put_content(&mut batch, &mut c, &new, old.holders)?;
-        let holders = old.holders as u64;
-        c.logical_stream_bytes = (c.logical_stream_bytes + holders * content.stream_bytes())
-            .saturating_sub(holders * old.stream_bytes());
-        batch.delete_cf(cf(db, CF_META), mark_key(&digest));
+        self.replace_recipe(&mut batch, &mut c, &old, &new, old.holders)?;
         batch.put_cf(cf(db, CF_META), index::META_COUNTERS, c.encode());
         write_synced(db, batch)?;
         *counters = c;
         drop(counters);
         self.forget_recipe(&digest);
         Ok(true)
+    }
+
+    /// Puts in `batch` the swap of a marked content's recipe for `new`'s,
+    /// with `holders` namespaces holding it, and counts it; the caller holds
+    /// the commit lock and the digest's swap lock exclusively, and forgets
+    /// the cached recipe after writing the batch. Returns the new record and
+    /// its recipe bytes.
+    pub(super) fn replace_recipe(
+        &self,
+        batch: &mut rocksdb::WriteBatch,
+        c: &mut index::Counters,
+        old: &super::Content,
+        new: &Committing,
+        holders: u32,
+    ) -> Result<(super::Content, u64)> {
+        let digest = new.digest;
+        let mut deltas = self.drop_content(batch, c, &digest, old)?;
+        for (h, s) in new.seen {
+            *deltas.entry(*h).or_default() += s.refs as i64;
+        }
+        self.move_refs(batch, c, &deltas)?;
+        let (content, recipe_bytes) = self.put_content(batch, c, new, holders)?;
+        // Stream bytes count once per namespace holding the blob.
+        let held = old.holders as u64;
+        c.logical_stream_bytes = (c.logical_stream_bytes + held * content.stream_bytes())
+            .saturating_sub(held * old.stream_bytes());
+        let db = self.db();
+        batch.delete_cf(cf(db, CF_META), mark_key(&digest));
+        Ok((content, recipe_bytes))
     }
 
     /// Forgets a content's cached pages, plan and paused rebuilds, after a

@@ -562,24 +562,16 @@ impl Ingest {
             deferred,
         );
         match result {
-            Ok(mut outcome) => {
-                if outcome.already_stored {
-                    sink.discard(done);
-                } else {
+            Ok((mut outcome, stored_new)) => {
+                if stored_new {
                     sink.inner.packs.release(done.writer);
-                }
-                outcome.new_chunks = if outcome.already_stored {
-                    0
                 } else {
-                    sink.new_chunks
-                };
+                    sink.discard(done);
+                }
+                outcome.new_chunks = if stored_new { sink.new_chunks } else { 0 };
                 outcome.followed_chunks = sink.followed_chunks;
-                outcome.reused_chunks = sink.reused_chunks
-                    + if outcome.already_stored {
-                        sink.new_chunks
-                    } else {
-                        0
-                    };
+                outcome.reused_chunks =
+                    sink.reused_chunks + if stored_new { 0 } else { sink.new_chunks };
                 tracing::info!(
                     %digest, size = self.size, layout = layout.as_str(), entries = self.splitter.entries(), kept = %outcome.kept, deferred,
                     new_chunks = outcome.new_chunks, reused = outcome.reused_chunks, followed = outcome.followed_chunks, added = outcome.bytes_added,
