@@ -110,6 +110,7 @@ fn windows_of_a_replayed_blob_are_exact_while_it_is_rebuilt_ahead() {
             "window {win}: the bytes read differ from the blob"
         );
     }
+    settle(&store);
 }
 
 #[test]
@@ -151,4 +152,11 @@ fn readers_that_interleave_or_jump_back_get_exact_bytes() {
             });
         }
     });
+    settle(&store);
+}
+
+/// Fillers still rebuilding ahead would use the index while the test
+/// process exits (RocksDB aborts then): stop them first.
+fn settle(store: &Store) {
+    assert!(store.settle(std::time::Duration::from_secs(30)));
 }

@@ -136,6 +136,22 @@ impl Store {
         self.inner.cursors.lock().clear();
     }
 
+    /// Forgets every paused rebuild and waits, up to `within`, until no
+    /// filler holds the store any more; true when none does. For a process
+    /// about to exit with this as its only handle: RocksDB must not be in use
+    /// while the process's static objects are destroyed.
+    pub fn settle(&self, within: std::time::Duration) -> bool {
+        self.drop_cursors();
+        let deadline = std::time::Instant::now() + within;
+        while self.handles() > 1 {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        true
+    }
+
     /// The paused rebuild of this blob nearest before `offset`, taken out of
     /// the list, or a new one.
     pub(super) fn take_cursor(&self, digest: &Digest, plan: &Arc<Plan>, offset: u64) -> Arc<Held> {
