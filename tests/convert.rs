@@ -405,6 +405,7 @@ fn pushing_a_blob_kept_as_received_converts_it() {
     assert!(out.already_stored);
     assert!(out.new_chunks > 0);
     assert!(out.kept.starts_with("zlib-6"), "kept as {}", out.kept);
+    assert_eq!(out.plain_bytes, layer(9).len() as u64);
     // Converted by the push itself, held by both namespaces.
     assert!(store.pending_conversions().unwrap().is_empty());
     assert_eq!(kept(&store, &d), out.kept);

@@ -85,6 +85,9 @@ impl Store {
                         self.replace_recipe(&mut batch, &mut c, &content, &new, holders)?;
                     outcome.bytes_added = (new.done.writer.len - new.done.start_len) + recipe_bytes;
                     stored_new = true;
+                    if let Some(p) = &new.recipes.plan {
+                        outcome.plain_bytes = p.plain_size.unwrap_or(new.recipes.recipe.size);
+                    }
                     fresh
                 } else {
                     if old_meta.is_none() {
