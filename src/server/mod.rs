@@ -42,7 +42,8 @@ pub struct ServeOptions {
     /// ...and sooner once this many chunks are unreferenced.
     pub gc_unreferenced: u64,
     /// Blobs stored as received for later conversion (`StoreConfig::defer_uploads`)
-    /// are converted once no upload has written for this long.
+    /// are converted once no push or upload has written for this long; None:
+    /// uploads are converted as they are written.
     pub convert_after: Option<Duration>,
     pub limits: Limits,
     /// Serve Prometheus metrics over HTTP here.
@@ -65,7 +66,7 @@ impl ServeOptions {
             upload_expiry: Duration::from_secs(24 * 3600),
             gc_interval: Duration::from_secs(600),
             gc_unreferenced: 10_000,
-            convert_after: Some(Duration::from_secs(2)),
+            convert_after: Some(CONVERT_AFTER),
             limits: Limits::default(),
             metrics_addr: None,
             socket_group: None,
@@ -74,8 +75,8 @@ impl ServeOptions {
     }
 }
 
-/// How long after the last upload write a daemon converts blobs that were
-/// marked while deferral was on, when it is off now.
+/// The default `convert_after`; also how long a daemon with deferral off
+/// waits to convert blobs marked while it was on.
 const CONVERT_AFTER: Duration = Duration::from_secs(2);
 
 /// Binds the socket (mode 0660, owned by `group` when given), replacing a
@@ -245,9 +246,6 @@ pub async fn serve(
         }
         Err(_) => tracing::warn!("requests still running after the grace period were abandoned"),
     }
-    // Workers of finished requests may still hold the store for a moment (a
-    // write stream saving its upload record); the index must be closed before
-    // this returns, so a restart in the same process can open it again.
     // A conversion stops at its next piece; a collection it started runs
     // to its end, within the grace period.
     let _ = tokio::time::timeout(
@@ -255,6 +253,9 @@ pub async fn serve(
         tokio::task::spawn_blocking(move || drop(converter)),
     )
     .await;
+    // Workers of finished requests may still hold the store for a moment (a
+    // write stream saving its upload record); the index must be closed before
+    // this returns, so a restart in the same process can open it again.
     store.drop_cursors();
     let deadline = tokio::time::Instant::now() + opts.shutdown_grace;
     while store.handles() > 1 && tokio::time::Instant::now() < deadline {

@@ -181,7 +181,6 @@ pub struct Wrap {
 }
 
 impl Content {
-    /// Pages of both recipes.
     /// Both records describe the same recipe (holders aside).
     pub fn same_recipe(&self, other: &Content) -> bool {
         self.size == other.size
@@ -190,6 +189,7 @@ impl Content {
             && self.wrap == other.wrap
     }
 
+    /// Pages of both recipes.
     pub fn page_count(&self) -> u32 {
         (self.page_starts.len() + self.wrap.as_ref().map_or(0, |w| w.raw_page_starts.len())) as u32
     }

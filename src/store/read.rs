@@ -9,6 +9,7 @@ use crate::codec::plan::Plan;
 use crate::codec::rebuild::{self, Out, Source};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// The end of a requested range, or OutOfRange past the end (containerd's rules).
@@ -98,9 +99,8 @@ impl Store {
         length: u64,
         out: &mut dyn FnMut(&[u8]) -> Result<bool>,
     ) -> Result<()> {
-        let _no_swap = self.inner.swap_lock(digest).read_recursive();
-        let current = self.current(digest, content)?;
-        let content = current.as_ref().unwrap_or(content);
+        let (_no_swap, content) = self.hold(digest, content)?;
+        let content = &*content;
         let end = check_range(digest, content.size, offset, length)?;
         if content.wrap.is_none() {
             self.read_recipe(digest, RecipeView::plain(content), offset, end, false, out)?;
@@ -130,13 +130,11 @@ impl Store {
         length: u64,
         out: &mut dyn FnMut(&[u8]) -> Result<bool>,
     ) -> Result<()> {
-        // A blob still kept as received has no plain form yet: give it one.
-        if self.current(digest, content)?.is_some() {
-            self.convert(digest, &std::sync::atomic::AtomicBool::new(false))?;
-        }
-        let _no_swap = self.inner.swap_lock(digest).read_recursive();
-        let current = self.current(digest, content)?;
-        let content = current.as_ref().unwrap_or(content);
+        // A blob still kept as received has no plain form yet: give it one
+        // (nothing to do, and one lookup, for any other blob).
+        self.convert(digest, &std::sync::atomic::AtomicBool::new(false))?;
+        let (_no_swap, content) = self.hold(digest, content)?;
+        let content = &*content;
         let Some(w) = &content.wrap else {
             return self.read_range(digest, content, offset, length, out);
         };
@@ -163,9 +161,8 @@ impl Store {
         length: u64,
         out: &mut dyn FnMut(&[u8]) -> Result<bool>,
     ) -> Result<bool> {
-        let _no_swap = self.inner.swap_lock(digest).read_recursive();
-        let current = self.current(digest, content)?;
-        let content = current.as_ref().unwrap_or(content);
+        let (_no_swap, content) = self.hold(digest, content)?;
+        let content = &*content;
         let end = check_range(digest, content.size, offset, length)?;
         if content.wrap.is_some() {
             return Ok(offset == end || self.read_made(digest, content, offset, end, out)?);
@@ -173,15 +170,20 @@ impl Store {
         self.read_recipe(digest, RecipeView::plain(content), offset, end, true, out)
     }
 
-    /// The record to read by, when a conversion may have replaced `content`
-    /// (the caller loaded it before taking the swap lock): a blob kept as
-    /// plain data is read by its record as it is now.
-    fn current(&self, digest: &Digest, content: &Content) -> Result<Option<Content>> {
+    /// Holds the digest's swap lock for a read, and gives the record to read
+    /// by: `content`, or, for a blob kept as plain data (which a conversion
+    /// may have replaced since the caller loaded `content`), its record now.
+    fn hold<'a>(
+        &'a self,
+        digest: &Digest,
+        content: &'a Content,
+    ) -> Result<(parking_lot::RwLockReadGuard<'a, ()>, Cow<'a, Content>)> {
+        let guard = self.inner.swap_lock(digest).read_recursive();
         if content.wrap.is_some() || content.layout != 0 {
-            return Ok(None);
+            return Ok((guard, Cow::Borrowed(content)));
         }
         match self.content(digest)? {
-            Some(c) => Ok(Some(c)),
+            Some(c) => Ok((guard, Cow::Owned(c))),
             None => Err(Error::NotFound(format!("blob {digest} was deleted"))),
         }
     }
