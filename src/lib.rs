@@ -2,8 +2,11 @@
 //! content once and gives every blob back byte for byte.
 //!
 //! The data path, stage by stage: [`split`] (tar-aware content-defined chunking),
-//! [`store`] (packs, recipes and the RocksDB index), [`server`] (the gRPC
-//! daemon), [`client`] (the CLI's side of the socket).
+//! [`codec`] (decoding gzip/zstd and the plans that rebuild them; the bit-exact
+//! Go encoders live in the workspace crates `goflate` and `kpflate`), [`store`]
+//! (packs, recipes and the RocksDB index), [`server`] (the gRPC daemon),
+//! [`client`] (the CLI's side of the socket). Each module uses only what sits
+//! below it; ARCHITECTURE.md at the repository root is the map.
 
 pub mod analyze;
 pub mod cli;
@@ -11,6 +14,7 @@ pub mod client;
 pub mod codec;
 pub mod config;
 pub mod digest;
+pub mod encoding;
 pub mod error;
 pub mod image;
 pub mod server;

@@ -92,7 +92,7 @@ fn tar_of(files: &[(String, Vec<u8>)]) -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
-/// gzip by flate2 (miniz): strata may or may not replay it; either is fine here.
+/// gzip by flate2 (zlib-rs): strata may or may not replay it; either is fine here.
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(data).unwrap();

@@ -7,7 +7,7 @@
 use super::estimate::{self, BlockJob, BlockPool};
 use super::figures::{self, BlobResult, SettingBlob};
 use super::progress;
-use super::tables::{ChunkTable, FileTable, Hash, ImageSet};
+use super::tables::{Blob, ChunkTable, FileTable, Hash, ImageSet, Shared};
 use super::{Input, Report, Settings};
 use crate::codec::plan::Plan;
 use crate::codec::unwrap::{Streams, Unwrapper};
@@ -25,21 +25,6 @@ use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
 const READ_PIECE: usize = 1 << 20;
-
-/// One distinct blob and every image that holds it.
-pub struct Blob {
-    pub blob: BlobRef,
-    /// Index into the inputs of the first image holding it (its source).
-    pub first: usize,
-    pub images: ImageSet,
-    pub is_layer: bool,
-}
-
-/// The tables every worker fills, per setting.
-pub struct Shared {
-    pub tables: Vec<ChunkTable>,
-    pub files: FileTable,
-}
 
 /// Distinct blobs in push order: per image, its layers, config, manifest.
 pub fn distinct_blobs(inputs: &[Input]) -> Vec<Blob> {

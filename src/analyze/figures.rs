@@ -1,10 +1,9 @@
 //! Turns what the pass found (per-blob results, the chunk and file tables,
 //! the emulated packs) into the [`Report`]'s figures.
 
-use super::engine::{Blob, Shared};
 use super::estimate::{self, PackTotals};
 use super::report::{ImageFigures, Level, Report, SettingFigures, StrataBytes};
-use super::tables::ImageSet;
+use super::tables::{Blob, ImageSet, Shared};
 use super::{Input, Settings};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -204,7 +203,7 @@ pub fn sizes_label(cs: &crate::split::ChunkSizes) -> String {
 /// The decoders the codec stage uses, and how the layers' exact bytes were
 /// proven (the same replays and preflate an ingest runs).
 fn inflate_backend(kept: &[String]) -> String {
-    let mut s = "gzip: flate2 (miniz_oxide); zstd: libzstd".to_string();
+    let mut s = crate::codec::decoders();
     if !kept.is_empty() {
         s.push_str(&format!("; rebuilt by {}", kept.join(", ")));
     }

@@ -1,11 +1,28 @@
 //! The in-memory tables an analysis fills: every distinct chunk (length,
 //! which images hold it) and every distinct file body. Memory grows with the
-//! number of distinct chunks, never with the bytes analyzed.
+//! number of distinct chunks, never with the bytes analyzed. Also the
+//! distinct blobs of the pass and what its workers share.
 
+use crate::image::BlobRef;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One distinct blob and every image that holds it.
+pub struct Blob {
+    pub blob: BlobRef,
+    /// Index into the inputs of the first image holding it (its source).
+    pub first: usize,
+    pub images: ImageSet,
+    pub is_layer: bool,
+}
+
+/// The tables every worker fills, per setting.
+pub struct Shared {
+    pub tables: Vec<ChunkTable>,
+    pub files: FileTable,
+}
 
 pub type Hash = [u8; 32];
 

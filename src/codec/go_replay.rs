@@ -4,9 +4,9 @@
 //! parameters and candidates. `compress/gzip` never flushes on its own, so a
 //! member is one flate stream, closed at the end.
 
-use super::goflate::Writer;
 use super::Reencoder;
 use crate::error::{Error, Result};
+use goflate::Writer;
 
 const FORMAT_V1: u8 = 1;
 /// The output family: Go 1.15 and later (Debian 12's 1.19 checked).

@@ -16,11 +16,11 @@ use std::collections::VecDeque;
 use std::sync::mpsc::Receiver;
 
 use super::block_pool;
-use super::kpflate::deflate::Writer;
-use super::kpflate::pgzip;
 use super::plan::Restart;
 use super::Reencoder;
 use crate::error::{Error, Result};
+use kpflate::deflate::Writer;
+use kpflate::pgzip;
 
 /// pgzip's default block size.
 pub const PGZIP_DEFAULT_BLOCK: u32 = 1 << 20;

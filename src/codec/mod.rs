@@ -22,10 +22,8 @@ pub trait Reencoder: Send {
 
 pub mod block_pool;
 pub mod go_replay;
-pub mod goflate;
 pub mod gzip;
 pub mod kp_replay;
-pub mod kpflate;
 pub mod plan;
 pub mod preflate;
 pub mod rebuild;
@@ -34,6 +32,16 @@ pub mod zlib;
 pub mod zstd_replay;
 
 use plan::{Encoder, EncoderKind};
+
+/// The decoders this build runs, as `strata analyze` reports them: the
+/// libzstd version is the one linked, read at run time, so the line cannot
+/// go stale when the system library changes.
+pub fn decoders() -> String {
+    format!(
+        "gzip: flate2; zstd: libzstd {}",
+        zstd_safe::version_string()
+    )
+}
 
 /// The re-encoder a replay part names, as ingest runs it: on the caller's
 /// thread, its output trailing the input as little as the encoder allows.

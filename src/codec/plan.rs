@@ -8,8 +8,8 @@
 //! *raw* stream (compressed bytes kept as they are, and preflate corrections).
 //! A part consumes the next bytes of each stream it names.
 
+use crate::encoding::{put_varint, Reader};
 use crate::error::{Error, Result};
-use crate::store::codec::{put_varint, Reader};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {

@@ -11,7 +11,7 @@ use super::index::{
 use super::ingest::{Committing, IngestOptions, PushOutcome, Recipes};
 use super::pack::Hash;
 use super::recipe::{decode_page, Segment};
-use super::{convert, now_secs, Store};
+use super::{now_secs, Store};
 use crate::codec::plan::Plan;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -105,7 +105,7 @@ impl Store {
                     outcome.plain_bytes = p.plain_size.unwrap_or(new.recipes.recipe.size);
                 }
                 if deferred {
-                    batch.put_cf(cf(db, CF_META), convert::mark_key(&digest), []);
+                    batch.put_cf(cf(db, CF_META), index::mark_key(&digest), []);
                 }
                 c.contents += 1;
                 outcome.bytes_added = (new.done.writer.len - new.done.start_len) + recipe_bytes;

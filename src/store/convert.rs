@@ -18,7 +18,7 @@
 //! trimmed at start); after it, converted.
 
 use super::commit::write_synced;
-use super::index::{self, cf, CF_META};
+use super::index::{self, cf, mark_key, CF_META, MARK};
 use super::ingest::{Committing, IngestOptions};
 use super::{Inner, Store};
 use crate::digest::Digest;
@@ -29,9 +29,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-/// Conversion marks in `meta`: this, then the digest.
-pub(super) const MARK: &[u8] = b"convert\0";
 
 /// How long a swap waits for readers of its shard before it gives up and
 /// tries again later.
@@ -46,13 +43,6 @@ const FAILED_RETRY: Duration = Duration::from_secs(3600);
 const TRANSIENT_RETRY: Duration = Duration::from_secs(30);
 /// Longest marked blobs wait for uploads to be quiet.
 const MAX_WAIT: Duration = Duration::from_secs(600);
-
-/// The `meta` key marking a content for conversion.
-pub(super) fn mark_key(d: &Digest) -> Vec<u8> {
-    let mut k = MARK.to_vec();
-    k.extend_from_slice(&d.0);
-    k
-}
 
 /// What the converter thread waits on.
 pub(super) struct Signal {

@@ -4,7 +4,7 @@
 
 use super::commit::write_synced;
 use super::index::{self, cf, BlobMeta, CF_BLOBS, CF_META, CF_RECIPES};
-use super::{convert, validate_namespace, Store};
+use super::{validate_namespace, Store};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 
@@ -40,7 +40,7 @@ impl Store {
             let refs = self.drop_content(&mut batch, &mut c, digest, &content)?;
             self.move_refs(&mut batch, &mut c, &refs)?;
             batch.delete_cf(cf(db, CF_RECIPES), digest.0);
-            batch.delete_cf(cf(db, CF_META), convert::mark_key(digest));
+            batch.delete_cf(cf(db, CF_META), index::mark_key(digest));
             c.contents -= 1;
         } else {
             batch.put_cf(cf(db, CF_RECIPES), digest.0, content.encode());

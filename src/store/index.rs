@@ -10,11 +10,12 @@
 //! | refcounts | blake3[32]                  | u64: recipe references to the chunk    |
 //! | packs     | pack id u32 BE              | u64: committed (durable) length        |
 //! | meta      | name                        | format, chunk sizes, counters          |
+//! | meta      | "convert" \0 sha256[32]    | empty: content kept as received, to convert |
 //! | prefixes  | prefix name[32] sha256[32]  | empty: contents whose plain stream begins so (follow.rs) |
 //! | ingests   | (reserved for resumable uploads) |                                   |
 
-use super::codec::{put_varint, Reader};
 use crate::digest::Digest;
+use crate::encoding::{put_varint, Reader};
 use crate::error::{Error, Result};
 use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, Options, DB};
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,15 @@ pub const META_FORMAT: &[u8] = b"format";
 pub const META_CHUNK_SIZES: &[u8] = b"chunk_sizes";
 pub const META_COUNTERS: &[u8] = b"counters";
 pub const FORMAT_VERSION: &str = "strata-1";
+/// Conversion marks in `meta` (convert.rs): this, then the digest.
+pub const MARK: &[u8] = b"convert\0";
+
+/// The `meta` key marking a content for conversion.
+pub fn mark_key(d: &Digest) -> Vec<u8> {
+    let mut k = MARK.to_vec();
+    k.extend_from_slice(&d.0);
+    k
+}
 
 const MEMTABLE_BUDGET: usize = 32 << 20;
 const BLOCK_CACHE_BYTES: usize = 16 << 20;

@@ -6,8 +6,8 @@
 //! Page encoding: varint segment count; per segment varint (len << 1 | is_chunk)
 //! and, for a chunk, its 32-byte hash; then every literal's bytes, in order.
 
-use super::codec::{put_varint, Reader};
 use super::pack::Hash;
+use crate::encoding::{put_varint, Reader};
 use crate::error::{Error, Result};
 
 const PAGE_MAX_SEGMENTS: usize = 2048;

@@ -289,11 +289,11 @@ impl Store {
         // 3c. Conversion marks name contents still kept as received.
         let marks = snap.iterator_cf(
             cf(db, super::index::CF_META),
-            rocksdb::IteratorMode::From(super::convert::MARK, rocksdb::Direction::Forward),
+            rocksdb::IteratorMode::From(super::index::MARK, rocksdb::Direction::Forward),
         );
         for item in marks {
             let (k, _) = item?;
-            let Some(d) = k.strip_prefix(super::convert::MARK) else {
+            let Some(d) = k.strip_prefix(super::index::MARK) else {
                 break;
             };
             let Ok(d) = <[u8; 32]>::try_from(d) else {

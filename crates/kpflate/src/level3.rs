@@ -1,6 +1,6 @@
 //! Level 3; mirrors klauspost/compress/flate level3.go (`fastEncL3`).
 
-use super::fast::{
+use super::fast_gen::{
     add_match_long, emit_lits, emit_remainder, hash5, load3232, load6432, match_len, matchlen_long,
     new_table, FastEnc, FastGen, TableEntryPrev, BASE_MATCH_OFFSET, BUFFER_RESET, INPUT_MARGIN,
     MAX_MATCH_OFFSET,

@@ -1,6 +1,6 @@
 //! Level 2; mirrors klauspost/compress/flate level2.go (`fastEncL2`).
 
-use super::fast::{
+use super::fast_gen::{
     add_match_long, emit_lits, emit_remainder, hash5, load3232, load6432, matchlen_long, new_table,
     rebase_table, FastEnc, FastGen, BASE_MATCH_OFFSET, BUFFER_RESET, B_TABLE_BITS, B_TABLE_SIZE,
     INPUT_MARGIN, MAX_MATCH_OFFSET,

@@ -1,25 +1,23 @@
-//! Level 6; mirrors klauspost/compress/flate level6.go (`fastEncL6`).
+//! Level 5; mirrors klauspost/compress/flate level5.go (`fastEncL5`).
 
-use super::fast::{
+use super::fast_gen::{
     add_match_long, emit_lits, emit_remainder, extend_back, hash4, hash7, load3232, load6432,
     matchlen, matchlen_long, new_table, prefetch, rebase_table, FastEnc, FastGen, TableEntryPrev,
     BASE_MATCH_OFFSET, BUFFER_RESET, INPUT_MARGIN, MAX_MATCH_LENGTH, MAX_MATCH_OFFSET, TABLE_BITS,
     TABLE_SIZE,
 };
-use super::level5::{push, rebase_table_prev};
 use super::token::Tokens;
 
-/// Go's `fastEncL6`: level 5's tables plus a repeat-offset check and
-/// denser indexing.
-pub struct FastEncL6 {
+/// Go's `fastEncL5`: short table plus a two-deep long (7-byte) table.
+pub struct FastEncL5 {
     g: FastGen,
     table: Box<[i32; TABLE_SIZE]>,
     b_table: Box<[TableEntryPrev; TABLE_SIZE]>,
 }
 
-impl FastEncL6 {
+impl FastEncL5 {
     pub(super) fn new(cur: i32) -> Self {
-        FastEncL6 {
+        FastEncL5 {
             g: FastGen::new(cur),
             table: new_table(),
             b_table: new_table(),
@@ -27,8 +25,35 @@ impl FastEncL6 {
     }
 }
 
-impl FastEnc for FastEncL6 {
-    /// Go's `(*fastEncL6).Encode`.
+/// Go's `eLong.Cur, eLong.Prev = entry, eLong.Cur`.
+#[inline(always)]
+pub(super) fn push(e: &mut TableEntryPrev, offset: i32) {
+    *e = TableEntryPrev {
+        prev: e.cur,
+        cur: offset,
+    };
+}
+
+/// Go's bTable rebasing in levels 5 and 6: an out-of-reach `Cur` also
+/// drops `Prev` (unlike level 3).
+pub(super) fn rebase_table_prev(table: &mut [TableEntryPrev], cur: i32, min_off: i32) {
+    for v in table.iter_mut() {
+        if v.cur <= min_off {
+            v.cur = 0;
+            v.prev = 0;
+        } else {
+            v.cur = v.cur - cur + MAX_MATCH_OFFSET;
+            if v.prev <= min_off {
+                v.prev = 0;
+            } else {
+                v.prev = v.prev - cur + MAX_MATCH_OFFSET;
+            }
+        }
+    }
+}
+
+impl FastEnc for FastEncL5 {
+    /// Go's `(*fastEncL5).Encode`.
     fn encode(&mut self, dst: &mut Tokens, src: &[u8]) {
         // Go: hashLen(cv, tableBits, hashShortBytes) with hashShortBytes = 4.
         let hash_s = |u: u64| hash4(u, TABLE_BITS);
@@ -60,11 +85,9 @@ impl FastEnc for FastEncL6 {
         let mut next_emit = s;
         let s_limit = src.len() as i32 - INPUT_MARGIN;
         let mut cv = load6432(src, s);
-        // Repeat MUST be > 1 and within range
-        let mut repeat: i32 = 1;
 
         'outer: loop {
-            const SKIP_LOG: i32 = 7;
+            const SKIP_LOG: i32 = 6;
             const DO_EVERY: i32 = 1;
 
             let mut next_s = s;
@@ -73,6 +96,7 @@ impl FastEnc for FastEncL6 {
             loop {
                 let mut next_hash_s = hash_s(cv);
                 let mut next_hash_l = hash_l(cv);
+
                 s = next_s;
                 next_s = s + DO_EVERY + ((s - next_emit) >> SKIP_LOG);
                 if next_s > s_limit {
@@ -90,7 +114,6 @@ impl FastEnc for FastEncL6 {
                     prev: l_candidate.cur,
                 };
 
-                // Calculate hashes of 'next'
                 next_hash_s = hash_s(next);
                 next_hash_l = hash_l(next);
                 prefetch(&table[next_hash_s]);
@@ -99,13 +122,10 @@ impl FastEnc for FastEncL6 {
                 t = l_candidate.cur - cur;
                 if s - t < MAX_MATCH_OFFSET {
                     if cv as u32 == load3232(src, l_candidate.cur - cur) {
-                        // Long candidate matches at least 4 bytes.
-
                         // Store the next match
                         table[next_hash_s] = next_s + cur;
                         push(&mut b_table[next_hash_l], next_s + cur);
 
-                        // Check the previous long candidate as well.
                         let t2 = l_candidate.prev - cur;
                         if s - t2 < MAX_MATCH_OFFSET
                             && cv as u32 == load3232(src, l_candidate.prev - cur)
@@ -120,7 +140,6 @@ impl FastEnc for FastEncL6 {
                         }
                         break;
                     }
-                    // Current value did not match, but check if previous long value does.
                     t = l_candidate.prev - cur;
                     if s - t < MAX_MATCH_OFFSET
                         && cv as u32 == load3232(src, l_candidate.prev - cur)
@@ -136,30 +155,13 @@ impl FastEnc for FastEncL6 {
                 if s - t < MAX_MATCH_OFFSET && cv as u32 == load3232(src, s_candidate - cur) {
                     // Found a 4 match...
                     l = matchlen(s + 4, t + 4, src) + 4;
-
-                    // Look up next long candidate (at nextS)
                     l_candidate = b_table[next_hash_l];
-
                     // Store the next match
                     table[next_hash_s] = next_s + cur;
                     push(&mut b_table[next_hash_l], next_s + cur);
 
-                    // Check repeat at s + repOff
-                    const REP_OFF: i32 = 1;
-                    let mut t2 = s - repeat + REP_OFF;
-                    if load3232(src, t2) == (cv >> (8 * REP_OFF)) as u32 {
-                        let ml = matchlen(s + 4 + REP_OFF, t2 + 4, src) + 4;
-                        if ml > l {
-                            t = t2;
-                            l = ml;
-                            s += REP_OFF;
-                            // Not worth checking more.
-                            break;
-                        }
-                    }
-
                     // If the next long is a candidate, use that...
-                    t2 = l_candidate.cur - cur;
+                    let mut t2 = l_candidate.cur - cur;
                     if next_s - t2 < MAX_MATCH_OFFSET {
                         if load3232(src, l_candidate.cur - cur) == next as u32 {
                             let ml = matchlen(next_s + 4, t2 + 4, src) + 4;
@@ -167,7 +169,7 @@ impl FastEnc for FastEncL6 {
                                 t = t2;
                                 s = next_s;
                                 l = ml;
-                                // This is ok, but check previous as well.
+                                break;
                             }
                         }
                         // If the previous long is a candidate, use that...
@@ -189,43 +191,29 @@ impl FastEnc for FastEncL6 {
                 cv = next;
             }
 
-            // Extend the 4-byte match as long as possible.
             if l == 0 {
+                // Extend the 4-byte match as long as possible.
                 l = matchlen_long(s + 4, t + 4, src) + 4;
             } else if l == MAX_MATCH_LENGTH {
                 l += matchlen_long(s + l, t + l, src);
             }
 
-            // Try to locate a better match by checking the end-of-match...
+            // Try to locate a better match by checking the end of best match...
             let s_at = s + l;
-            if s_at < s_limit {
+            if l < 30 && s_at < s_limit {
                 // Allow some bytes at the beginning to mismatch; backward
                 // extension picks them up again if they do match.
                 const SKIP_BEGINNING: i32 = 2;
-                let e_long = b_table[hash_l(load6432(src, s_at))];
-                // Test current
-                let mut t2 = e_long.cur - cur - l + SKIP_BEGINNING;
+                let e_long = b_table[hash_l(load6432(src, s_at))].cur;
+                let t2 = e_long - cur - l + SKIP_BEGINNING;
                 let s2 = s + SKIP_BEGINNING;
                 let off = s2 - t2;
-                if off < MAX_MATCH_OFFSET {
-                    if off > 0 && t2 >= 0 {
-                        let l2 = matchlen_long(s2, t2, src);
-                        if l2 > l {
-                            t = t2;
-                            l = l2;
-                            s = s2;
-                        }
-                    }
-                    // Test next (note: uses the possibly updated l).
-                    t2 = e_long.prev - cur - l + SKIP_BEGINNING;
-                    let off = s2 - t2;
-                    if off > 0 && off < MAX_MATCH_OFFSET && t2 >= 0 {
-                        let l2 = matchlen_long(s2, t2, src);
-                        if l2 > l {
-                            t = t2;
-                            l = l2;
-                            s = s2;
-                        }
+                if t2 >= 0 && off < MAX_MATCH_OFFSET && off > 0 {
+                    let l2 = matchlen_long(s2, t2, src);
+                    if l2 > l {
+                        t = t2;
+                        l = l2;
+                        s = s2;
                     }
                 }
             }
@@ -240,7 +228,6 @@ impl FastEnc for FastEncL6 {
             }
 
             add_match_long(dst, l, (s - t - BASE_MATCH_OFFSET) as u32);
-            repeat = s - t;
             s += l;
             next_emit = s;
             if next_s >= s {
@@ -248,33 +235,46 @@ impl FastEnc for FastEncL6 {
             }
 
             if s >= s_limit {
-                // Index after match end.
-                let mut i = next_s + 1;
-                while i < src.len() as i32 - 8 {
-                    let cv = load6432(src, i);
-                    table[hash_s(cv)] = i + cur;
-                    push(&mut b_table[hash_l(cv)], i + cur);
-                    i += 2;
-                }
                 break 'outer;
             }
 
-            // Store every long hash in-between and every second short.
-            let mut i = next_s + 1;
-            while i < s - 1 {
-                let cv = load6432(src, i);
-                let t = i + cur;
-                let t2 = t + 1;
-                let h_l = hash_l(cv);
-                let h_l2 = hash_l(cv >> 8);
+            // Store every 3rd hash in-between.
+            const HASH_EVERY: i32 = 3;
+            let mut i = s - l + 1;
+            if i < s - 1 {
+                let mut cv = load6432(src, i);
+                let mut t = i + cur;
                 table[hash_s(cv)] = t;
-                push(&mut b_table[h_l], t);
-                push(&mut b_table[h_l2], t2);
-                i += 2;
+                push(&mut b_table[hash_l(cv)], t);
+
+                // Do an long at i+1
+                cv >>= 8;
+                t += 1;
+                push(&mut b_table[hash_l(cv)], t);
+
+                // We only have enough bits for a short entry at i+2
+                cv >>= 8;
+                t += 1;
+                table[hash_s(cv)] = t;
+
+                // Skip one - otherwise we risk hitting 's'
+                i += 4;
+                while i < s - 1 {
+                    let cv = load6432(src, i);
+                    let t = i + cur;
+                    let t2 = t + 1;
+                    push(&mut b_table[hash_l(cv)], t);
+                    table[hash_s(cv >> 8)] = t2;
+                    i += HASH_EVERY;
+                }
             }
 
             // Update the hash table at s-1 and at s.
-            cv = load6432(src, s);
+            let x = load6432(src, s - 1);
+            let o = cur + s - 1;
+            table[hash_s(x)] = o;
+            push(&mut b_table[hash_l(x)], o);
+            cv = x >> 8;
         }
 
         emit_remainder(dst, src, next_emit);

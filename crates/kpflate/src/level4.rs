@@ -1,6 +1,6 @@
 //! Level 4; mirrors klauspost/compress/flate level4.go (`fastEncL4`).
 
-use super::fast::{
+use super::fast_gen::{
     add_match_long, emit_lits, emit_remainder, hash4, hash7, load3232, load6432, match_len,
     matchlen_long, new_table, rebase_table, FastEnc, FastGen, BASE_MATCH_OFFSET, BUFFER_RESET,
     INPUT_MARGIN, MAX_MATCH_OFFSET, TABLE_BITS, TABLE_SIZE,

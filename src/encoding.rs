@@ -1,4 +1,5 @@
-//! Small binary encodings for index values: little-endian integers and varints.
+//! Small binary encodings for index values and plans: varints and a
+//! bounds-checked reader. Sits below `codec` and `store`, which both use it.
 
 use crate::error::{Error, Result};
 

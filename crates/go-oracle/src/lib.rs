@@ -1,11 +1,11 @@
-//! Shared by replay_kp.rs and replay_go.rs: builds the Go oracle programs in
-//! tests/go/ (once per test process, into `<target>/go-oracles/`), runs them
-//! stdin to stdout, compares outputs without dumping them, and makes inputs.
+//! Test support, not published: builds the Go oracle programs in the
+//! repository's tests/go/ (once per test process, into
+//! `<target>/go-oracles/`), runs them stdin to stdout, compares outputs
+//! without dumping them, and makes inputs. Used by the `goflate` and
+//! `kpflate` crates' tests and by strata's replay tests.
 //!
 //! The oracles are not optional: a missing `go` or missing klauspost sources
 //! fail the tests, naming `.ci/deps`, which installs both.
-#![allow(dead_code)]
-
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -31,7 +31,7 @@ fn oracle_dir() -> PathBuf {
 /// never run (or exec) a half-written binary.
 fn build(name: &str, gopath: Option<&str>) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/go")
+        .join("../../tests/go")
         .join(name);
     let dir = oracle_dir();
     std::fs::create_dir_all(&dir)

@@ -1,6 +1,6 @@
 //! Level 1; mirrors klauspost/compress/flate level1.go (`fastEncL1`).
 
-use super::fast::{
+use super::fast_gen::{
     add_match_long, emit_lits, emit_remainder, hash5, load3232, load6432, match_len, new_table,
     rebase_table, FastEnc, FastGen, BASE_MATCH_OFFSET, BUFFER_RESET, INPUT_MARGIN,
     MAX_MATCH_OFFSET, TABLE_BITS, TABLE_SIZE,
