@@ -217,6 +217,7 @@ pub async fn serve(
         opts.gc_unreferenced,
         gate.metrics.clone(),
     ));
+    let flusher = tokio::spawn(flush_when_quiet(store.clone()));
     let metrics_http = opts.metrics_addr.map(|addr| {
         let (m, s) = (gate.metrics.clone(), store.clone());
         tokio::spawn(async move {
@@ -230,6 +231,7 @@ pub async fn serve(
     stop.fire();
     janitor.abort();
     collector.abort();
+    flusher.abort();
     if let Some(m) = metrics_http {
         m.abort();
     }
@@ -260,6 +262,10 @@ pub async fn serve(
     let deadline = tokio::time::Instant::now() + opts.shutdown_grace;
     while store.handles() > 1 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // A store at rest keeps its index in tables, not in a log to replay.
+    if let Err(e) = store.flush_index() {
+        tracing::warn!(error = %e, "flushing the index at shutdown failed; it is replayed from its log at the next start");
     }
     let _ = std::fs::remove_file(&opts.socket);
     if let Some(p) = &opts.containerd_socket {
@@ -298,6 +304,38 @@ async fn collect_garbage(
             Ok(Err(e)) => tracing::error!(error = %e, "background garbage collection failed"),
             Err(e) => tracing::error!(error = %e, "background garbage collection panicked"),
         }
+    }
+}
+
+/// Pushes and uploads quiet this long: the index's memtables are flushed.
+const FLUSH_AFTER: Duration = Duration::from_secs(5);
+
+/// Flushes the index once pushes and uploads have paused for `FLUSH_AFTER`
+/// and no other writer (GC, the converter) has added to its memtables for
+/// a second, so a burst of pushes leaves compressed tables behind rather
+/// than a write-ahead log as large as the burst. Crash safety does not
+/// depend on it: every commit is in the synced log before it is answered.
+async fn flush_when_quiet(store: Store) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = 0;
+    loop {
+        tick.tick().await;
+        let Ok(entries) = store.unflushed_index_entries() else {
+            continue;
+        };
+        let settled = entries > 0 && entries == last && store.quiet_for() >= FLUSH_AFTER;
+        last = entries;
+        if !settled {
+            continue;
+        }
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.flush_index()).await {
+            Ok(Ok(n)) => tracing::debug!(families = n, "index flushed: pushes paused"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "flushing the index failed"),
+            Err(e) => tracing::error!(error = %e, "flushing the index panicked"),
+        }
+        last = 0;
     }
 }
 

@@ -72,7 +72,7 @@ impl Signal {
     }
 
     /// How long since a client last wrote.
-    fn quiet_for(&self) -> Duration {
+    pub(super) fn quiet_for(&self) -> Duration {
         let last = Duration::from_millis(self.last_write_ms.load(Ordering::Relaxed));
         self.started.elapsed().saturating_sub(last)
     }

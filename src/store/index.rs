@@ -17,7 +17,7 @@
 use crate::digest::Digest;
 use crate::encoding::{put_varint, Reader};
 use crate::error::{Error, Result};
-use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, Options, DB};
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, DB};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -57,6 +57,7 @@ pub fn mark_key(d: &Digest) -> Vec<u8> {
 
 const MEMTABLE_BUDGET: usize = 32 << 20;
 const BLOCK_CACHE_BYTES: usize = 16 << 20;
+const MAX_WAL_BYTES: u64 = 64 << 20;
 
 pub fn open(path: &Path) -> Result<DB> {
     let mut opts = Options::default();
@@ -64,13 +65,27 @@ pub fn open(path: &Path) -> Result<DB> {
     opts.create_missing_column_families(true);
     opts.set_max_background_jobs(2);
     opts.set_keep_log_file_num(3);
+    // RocksDB's info log repeats every option of every family at each start
+    // (about 100 KB a time, more than a small store's data); strata logs its
+    // own events, so RocksDB's log keeps only warnings and errors.
+    opts.set_log_level(rocksdb::LogLevel::Warn);
     // Bounded memory: all column families share one block cache and one memtable
     // budget (RocksDB's defaults are 64 MiB of memtable per family).
     opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
+    // A family written once and then left (prefixes, packs) would otherwise
+    // keep every log since alive: past this, its memtable is flushed.
+    opts.set_max_total_wal_size(MAX_WAL_BYTES);
     let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
     let cfs = ALL_CFS.iter().map(|name| {
         let mut o = Options::default();
         o.set_write_buffer_size(MEMTABLE_BUDGET / 4);
+        // Recipe pages carry tar headers as literals, blob records JSON:
+        // zstd takes them to a fraction (snappy, the default, to about half).
+        o.set_compression_type(DBCompressionType::Zstd);
+        o.set_bottommost_compression_type(DBCompressionType::Zstd);
+        // The index grows by appends of new keys and rarely rewrites them:
+        // levels sized from the last one keep space amplification near 1.1.
+        o.set_level_compaction_dynamic_level_bytes(true);
         let mut t = BlockBasedOptions::default();
         t.set_block_cache(&cache);
         // Most chunk lookups during ingest are for new chunks: a bloom filter
@@ -89,6 +104,38 @@ pub fn open(path: &Path) -> Result<DB> {
             Error::Index(e)
         }
     })
+}
+
+/// The memtable entries of `name`'s family (deletes count too).
+fn memtable_entries(db: &DB, name: &str) -> Result<u64> {
+    Ok(db
+        .property_int_value_cf(cf(db, name), "rocksdb.num-entries-active-mem-table")?
+        .unwrap_or(0))
+}
+
+/// Writes not yet flushed from memtables to tables, over every family.
+pub fn unflushed_entries(db: &DB) -> Result<u64> {
+    let mut n = 0;
+    for name in ALL_CFS {
+        n += memtable_entries(db, name)?;
+    }
+    Ok(n)
+}
+
+/// Flushes every column family whose memtable holds writes, so the log
+/// they were written to can be deleted: a data directory at rest then holds
+/// compressed tables, not a log the size of the burst that wrote it.
+/// Durability does not depend on it (every commit's batch is already in a
+/// synced log). Returns how many families it flushed.
+pub fn flush_dirty(db: &DB) -> Result<usize> {
+    let mut flushed = 0;
+    for name in ALL_CFS {
+        if memtable_entries(db, name)? > 0 {
+            db.flush_cf(cf(db, name))?;
+            flushed += 1;
+        }
+    }
+    Ok(flushed)
 }
 
 pub fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {

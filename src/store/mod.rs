@@ -7,7 +7,6 @@
 //! compressing) happens before it, in parallel.
 
 pub mod cache;
-pub mod codec;
 mod commit;
 pub mod convert;
 mod delete;
@@ -406,6 +405,24 @@ impl Store {
             Some(_) => self.plan(digest)?.describe(),
             None => String::new(),
         })
+    }
+
+    /// How long since a push or upload last wrote a byte.
+    pub fn quiet_for(&self) -> std::time::Duration {
+        self.inner.convert.quiet_for()
+    }
+
+    /// Writes in the index's memtables, not yet in its tables (deletes
+    /// included): the log cannot be let go while any are there.
+    pub fn unflushed_index_entries(&self) -> Result<u64> {
+        index::unflushed_entries(self.db())
+    }
+
+    /// Flushes the index's memtables that hold writes, so its write-ahead
+    /// log can be deleted (`index::flush_dirty`). Returns how many column
+    /// families it flushed.
+    pub fn flush_index(&self) -> Result<usize> {
+        index::flush_dirty(self.db())
     }
 
     /// The store's counters alone (no disk walk): cheap.
