@@ -11,6 +11,8 @@
 #    compress/gzip, klauspost's pgzip): per
 #    producer, the strategy used, rebuild data as a share of the compressed
 #    size (total and worst blob), ingest and read throughput.
+# 3. The same compressions pushed after their plain tars into one store
+#    (and the reverse order): the bytes each producer's variants add.
 # Every blob read back is checked against its digest.
 #
 # Environment: STRATA (binary; default: cargo build --release), SUBSET_MB,
@@ -178,3 +180,37 @@ EOF
 done
 say ""
 say "Throughputs count compressed bytes; reads pipe each blob through sha256sum."
+
+# --- 3. compressions of stored tars, in one store ----------------------------
+# One content per tar: the subset's plain tars first, then every producer's
+# compressions of them into the same store (each read back and checked);
+# bytes on disk after each clean stop (the index flushed). Then the reverse
+# order in a second store: every compression first, the plain tars last.
+disk_of() { du -sb "$1" | cut -f1; }
+say ""
+say "## 3. Compressions of stored tars, in one store"
+say ""
+V=$WORK/variants
+strata_start "$V"; push_all "$WORK/subset.list"; strata_stop
+prev=$(disk_of "$V")
+say "The plain tars first: $((prev / 1000000)) MB on disk. Then each producer's compressions of them:"
+say ""
+say "| producer | compressed MB | bytes on disk added | added / compressed |"
+say "|---|---|---|---|"
+for p in $PRODUCERS; do
+  mapfile -t FILES < "$WORK/$p.list"
+  bytes=$(sum_sizes "${FILES[@]}")
+  strata_start "$V"; push_all "$WORK/$p.list"; read_all "$WORK/$p.list"; strata_stop
+  cur=$(disk_of "$V")
+  say "| $p | $(python3 -c "print(f'{$bytes/1e6:.1f}')") | $((cur - prev)) | $(python3 -c "print(f'{100*($cur-$prev)/$bytes:.3f} %')") |"
+  prev=$cur
+done
+R=$WORK/variants-reversed
+strata_start "$R"
+for p in $PRODUCERS; do push_all "$WORK/$p.list"; done
+strata_stop
+before=$(disk_of "$R")
+strata_start "$R"; push_all "$WORK/subset.list"; read_all "$WORK/subset.list"; strata_stop
+after=$(disk_of "$R")
+say ""
+say "Reversed, in a second store: every compression first ($((before / 1000000)) MB on disk), then the plain tars: $((after - before)) bytes added."

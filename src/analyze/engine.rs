@@ -150,10 +150,9 @@ fn process(
     for p in &mut passes {
         per_setting.push(p.finish(&b.blob, plan.as_ref())?);
     }
-    // A replay that failed part way leaves its plain bytes in the stream
-    // (the plan skips them) and preflate hands the member on again: the
-    // store keeps that stream, but the blob's content is read again, decoded
-    // only, for the content figures.
+    // A member given up part way (after preflate too) leaves plain bytes in
+    // the stream that the plan skips: the store keeps that stream, but the
+    // blob's content is read again, decoded only, for the content figures.
     let clean = plan.as_ref().is_none_or(|p| p.plain_size == Some(plain));
     let plain_size = if clean {
         for p in &passes {
@@ -172,8 +171,19 @@ fn process(
         }
         plain
     };
+    // The tar it is, when the store keeps one recipe for it however many
+    // compressions carry it (store/commit.rs::put_content).
+    let tar = match &plan {
+        Some(p) if clean => p.diff_id,
+        Some(_) => None,
+        None if b.is_layer => crate::digest::Digest::parse(&b.blob.digest)
+            .ok()
+            .map(|d| d.0),
+        None => None,
+    };
     Ok(BlobResult {
         plain_size,
+        tar,
         compressed: plan.is_some(),
         codec_secs: codec_time.as_secs_f64(),
         kept: plan.as_ref().map(|p| p.describe()),
@@ -370,6 +380,7 @@ impl<'a> Pass<'a> {
             raw_size: raw.size,
             raw_page_starts: raw.page_starts.clone(),
             extra_bytes: raw.size + plan_bytes.as_ref().map_or(0, |b| b.len() as u64),
+            based: false,
         });
         let rebuild_index = plan_bytes
             .as_ref()

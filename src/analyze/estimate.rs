@@ -153,6 +153,7 @@ pub fn content_record(
         size,
         layout: 1,
         holders: 1,
+        variants: 0,
         chunk_refs,
         literal_bytes,
         recipe_bytes,

@@ -12,6 +12,9 @@ use std::time::Duration;
 pub struct BlobResult {
     /// Bytes of its plain stream (the tar inside a compressed layer).
     pub plain_size: u64,
+    /// The layer's tar (its diff_id, or its own digest when plain): every
+    /// blob of one tar shares one plain recipe in the store.
+    pub tar: Option<[u8; 32]>,
     /// Decoded by the codec stage (gzip or zstd) rather than taken as is.
     pub compressed: bool,
     /// Time spent decoding and proving the rebuild, not splitting.
@@ -138,7 +141,22 @@ pub fn report(
             let p = packs[k];
             let raw_share = p.raw_share.round() as u64;
             let chunks = p.bytes - raw_share.min(p.bytes);
-            let recipes = sum(|s| s.recipe_bytes);
+            // One plain recipe per tar, whatever wraps it.
+            let recipes = {
+                let mut by_tar: HashMap<[u8; 32], u64> = HashMap::new();
+                let mut other = 0;
+                for r in results {
+                    let b = r.per_setting[k].recipe_bytes;
+                    match r.tar {
+                        Some(t) => {
+                            let e = by_tar.entry(t).or_default();
+                            *e = (*e).max(b);
+                        }
+                        None => other += b,
+                    }
+                }
+                other + by_tar.values().sum::<u64>()
+            };
             let rebuild = sum(|s| s.rebuild_index_bytes) + raw_share;
             let index =
                 estimate::chunk_index_bytes(all) + sum(|s| s.index_bytes) + estimate::INDEX_FIXED;

@@ -87,6 +87,7 @@ fn info_json(b: &pb::BlobInfo) -> serde_json::Value {
         "chunks": b.chunks, "literal_bytes": b.literal_bytes, "layout": b.layout,
         "codec": b.codec, "strategy": b.strategy, "kept": b.kept, "diff_id": b.diff_id,
         "plain_size": b.plain_size, "extra_bytes": b.extra_bytes,
+        "shares_plain_of": b.shares_plain_of, "variants": b.variants,
     })
 }
 
@@ -123,6 +124,18 @@ pub async fn stat(a: StatArgs, target: &client::Target) -> anyhow::Result<()> {
             );
             println!("plain size:    {}", b.plain_size);
             println!("extra bytes:   {}", b.extra_bytes);
+            if !b.shares_plain_of.is_empty() {
+                println!(
+                    "plain tar:     shared, stored once as {}",
+                    b.shares_plain_of
+                );
+            }
+        }
+        if b.variants > 0 {
+            println!(
+                "shared with:   {} compressed blob(s) of this tar",
+                b.variants
+            );
         }
         let mut labels: Vec<_> = b.labels.iter().collect();
         labels.sort();

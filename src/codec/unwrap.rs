@@ -600,6 +600,11 @@ struct Member {
     stored_from: u64,
     /// Plain bytes handed on before the member was given up.
     skip_plain: u64,
+    /// Plain bytes a replay that failed part way handed on, which preflate,
+    /// restarting at the member's start, decodes again and must not hand on
+    /// twice: the plain stream stays the member's plain bytes, once, so the
+    /// tar inside keeps its shape (and its chunks, and the content it shares).
+    dup_plain: u64,
 }
 
 impl Member {
@@ -629,6 +634,7 @@ impl Member {
             kept: Vec::new(),
             stored_from: 0,
             skip_plain: 0,
+            dup_plain: 0,
         }
     }
 
@@ -735,10 +741,10 @@ impl Member {
                 covered,
             } => {
                 spool.write(comp)?;
-                let plain_out = &mut self.plain_out;
+                let (plain_out, dup) = (&mut self.plain_out, &mut self.dup_plain);
                 let mut sink_err = None;
                 let r = splitter.feed_with(comp, &mut |p| {
-                    emit_piece(p, out, pieces, covered, plain_out).inspect_err(|e| {
+                    emit_piece(p, out, pieces, covered, plain_out, dup).inspect_err(|e| {
                         sink_err = Some(e.to_string());
                     })
                 });
@@ -924,10 +930,10 @@ impl Member {
                     else {
                         unreachable!("set above")
                     };
-                    let plain_out = &mut self.plain_out;
+                    let (plain_out, dup) = (&mut self.plain_out, &mut self.dup_plain);
                     let mut sink_err = None;
                     let r = splitter.finish_with(&mut |p| {
-                        emit_piece(p, out, pieces, covered, plain_out).inspect_err(|e| {
+                        emit_piece(p, out, pieces, covered, plain_out, dup).inspect_err(|e| {
                             sink_err = Some(e.to_string());
                         })
                     });
@@ -985,25 +991,21 @@ impl Member {
     fn fall_back(&mut self, out: &mut dyn Streams, preflate: bool) -> Result<()> {
         match std::mem::replace(&mut self.phase, Phase::Stored) {
             Phase::Replay { mut spool, .. } if preflate => {
-                // The replay's plain bytes stay in the plain stream; rebuilding
-                // skips them and preflate hands on its own.
-                if self.plain_out > 0 {
-                    self.kept.push(Part::Stored {
-                        len: 0,
-                        skip_plain: self.plain_out,
-                        kind: StoredKind::Opaque,
-                    });
-                }
+                // The replay's plain bytes stay in the plain stream, as the
+                // start of preflate's, which hands on only what follows them.
+                self.dup_plain = self.plain_out;
                 self.plain_out = 0;
                 let mut splitter = Box::new(PreflateSplitter::new());
                 let (mut pieces, mut covered) = (Vec::new(), 0u64);
-                let plain_out = &mut self.plain_out;
+                let (plain_out, dup) = (&mut self.plain_out, &mut self.dup_plain);
                 let mut sink_err = None;
                 let r = spool.for_each(0, &mut |b| {
                     splitter.feed_with(b, &mut |p| {
-                        emit_piece(p, out, &mut pieces, &mut covered, plain_out).inspect_err(|e| {
-                            sink_err = Some(e.to_string());
-                        })
+                        emit_piece(p, out, &mut pieces, &mut covered, plain_out, dup).inspect_err(
+                            |e| {
+                                sink_err = Some(e.to_string());
+                            },
+                        )
                     })
                 });
                 self.phase = Phase::Preflate {
@@ -1030,11 +1032,13 @@ impl Member {
                 ..
             } => {
                 // Each piece rebuilds its own compressed bytes: those stand.
+                // Replayed plain bytes no piece took yet are skipped.
                 spool.copy_to(covered, out)?;
                 if !pieces.is_empty() {
                     self.kept.push(Part::Preflate { pieces });
                 }
                 self.stored_from = covered;
+                self.skip_plain += std::mem::take(&mut self.dup_plain);
                 Ok(())
             }
             Phase::Probe { comp, .. } => out.raw(&comp),
@@ -1106,16 +1110,19 @@ fn next_backup(
     Ok(None)
 }
 
-/// Hands a preflate piece on: plain bytes to the plain stream, corrections
-/// to the raw one.
+/// Hands a preflate piece on: plain bytes to the plain stream (less the
+/// first `dup` of the member, handed on already), corrections to the raw one.
 fn emit_piece(
     p: super::preflate::Piece,
     out: &mut dyn Streams,
     pieces: &mut Vec<PreflatePiece>,
     covered: &mut u64,
     plain_out: &mut u64,
+    dup: &mut u64,
 ) -> Result<()> {
-    out.plain(&p.plain)?;
+    let skip = (*dup).min(p.plain.len() as u64);
+    *dup -= skip;
+    out.plain(&p.plain[skip as usize..])?;
     out.raw(&p.corrections)?;
     *plain_out += p.plain.len() as u64;
     *covered += p.comp_len;

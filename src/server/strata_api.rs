@@ -60,6 +60,8 @@ pub fn blob_info_pb(b: &BlobInfo, kept: String) -> pb::BlobInfo {
             .as_ref()
             .map_or(b.content.size, |w| w.plain_size.unwrap_or(0)),
         extra_bytes: b.content.wrap.as_ref().map_or(0, |w| w.extra_bytes),
+        shares_plain_of: b.content.base().map(|d| d.to_string()).unwrap_or_default(),
+        variants: b.content.variants,
     }
 }
 

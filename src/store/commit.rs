@@ -2,6 +2,12 @@
 //! written under the commit lock so refcounts and counters stay exact.
 //! Shared by pushes (`ingest.rs`), deletes (`delete.rs`) and conversions
 //! (`convert.rs`), which all move chunk references.
+//!
+//! One content per tar: a compressed content whose whole plain stream
+//! decoded (its diff_id is known) keeps only its plan and raw pages; its
+//! plain recipe is the content stored under the diff_id, its *base*, made
+//! by the first variant to arrive when no plain push made it first. The
+//! base stays while a namespace holds it or a variant uses it.
 
 use super::follow::{prefix_entry, PrefixKey};
 use super::index::{
@@ -12,12 +18,77 @@ use super::ingest::{Committing, IngestOptions, PushOutcome, Recipes};
 use super::pack::Hash;
 use super::recipe::{decode_page, Segment};
 use super::{now_secs, Store};
+use crate::codec::plan::Plan as PlanRecord;
 use crate::codec::plan::Plan;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::split::Layout;
 use rocksdb::{WriteBatch, DB};
 use std::collections::HashMap;
+
+/// What `put_content` wrote.
+pub(super) struct Put {
+    pub content: Content,
+    /// Index bytes of the recipes and plan it wrote (a base's too).
+    pub recipe_bytes: u64,
+    /// The chunk references its pages hold (a new base's too), for
+    /// `move_refs`.
+    pub refs: HashMap<Hash, i64>,
+}
+
+/// Base contents changed by one batch: later steps of the same batch read
+/// them through this, and `write` puts them in the batch once.
+#[derive(Default)]
+pub(super) struct Bases(HashMap<Digest, Option<Content>>);
+
+impl Bases {
+    fn get(&self, store: &Store, d: &Digest) -> Result<Option<Content>> {
+        match self.0.get(d) {
+            Some(c) => Ok(c.clone()),
+            None => store.content(d),
+        }
+    }
+
+    /// Puts the changed records in `batch`; returns the bases it deletes,
+    /// whose cached pages the caller forgets once the batch is written.
+    pub(super) fn write(self, db: &DB, batch: &mut WriteBatch) -> Vec<Digest> {
+        let mut gone = Vec::new();
+        for (d, c) in self.0 {
+            match c {
+                Some(c) => batch.put_cf(cf(db, CF_RECIPES), d.0, c.encode()),
+                None => {
+                    batch.delete_cf(cf(db, CF_RECIPES), d.0);
+                    gone.push(d);
+                }
+            }
+        }
+        gone
+    }
+}
+
+/// The base a new compressed content's plain recipe can be: its diff_id,
+/// when every member decoded and the plain recipe is the whole plain stream.
+fn base_digest(
+    digest: &Digest,
+    recipe: &super::recipe::Recipe,
+    plan: &Option<PlanRecord>,
+) -> Option<Digest> {
+    let p = plan.as_ref()?;
+    let d = Digest(p.diff_id?);
+    (p.plain_size == Some(recipe.size) && d != *digest).then_some(d)
+}
+
+/// Chunk references a recipe's encoded pages hold.
+fn page_refs(pages: &[Vec<u8>], refs: &mut HashMap<Hash, i64>) -> Result<()> {
+    for page in pages {
+        for seg in decode_page(page)? {
+            if let Segment::Chunk { hash, .. } = seg {
+                *refs.entry(hash).or_default() += 1;
+            }
+        }
+    }
+    Ok(())
+}
 
 /// Writes a commit's batch with a synced log.
 pub(super) fn write_synced(db: &DB, batch: WriteBatch) -> Result<()> {
@@ -70,6 +141,8 @@ impl Store {
             ..Default::default()
         };
         let mut stored_new = false;
+        // Bases the batch deletes: their cached pages go after it is written.
+        let mut forget = Vec::new();
         // A blob kept as received, pushed: this push's recipe is its
         // conversion, swapped in this batch unless a reader holds it now.
         let mut swap = None;
@@ -81,8 +154,9 @@ impl Store {
                     swap = self.inner.swap_lock(&digest).try_write();
                 }
                 if swap.is_some() {
-                    let (fresh, recipe_bytes) =
+                    let (fresh, recipe_bytes, gone) =
                         self.replace_recipe(&mut batch, &mut c, &content, &new, holders)?;
+                    forget.extend(gone);
                     outcome.bytes_added = (new.done.writer.len - new.done.start_len) + recipe_bytes;
                     stored_new = true;
                     if let Some(p) = &new.recipes.plan {
@@ -98,9 +172,11 @@ impl Store {
                 }
             }
             None => {
-                let deltas = new.seen.iter().map(|(h, s)| (*h, s.refs as i64)).collect();
-                self.move_refs(&mut batch, &mut c, &deltas)?;
-                let (content, recipe_bytes) = self.put_content(&mut batch, &mut c, &new, 1)?;
+                let mut bases = Bases::default();
+                let put = self.put_content(&mut batch, &mut c, &mut bases, &new, 1)?;
+                self.move_refs(&mut batch, &mut c, &put.refs)?;
+                bases.write(db, &mut batch);
+                let (content, recipe_bytes) = (put.content, put.recipe_bytes);
                 if let Some(p) = &new.recipes.plan {
                     outcome.plain_bytes = p.plain_size.unwrap_or(new.recipes.recipe.size);
                 }
@@ -125,6 +201,9 @@ impl Store {
         if swap.is_some() {
             self.forget_recipe(&digest);
         }
+        for d in forget {
+            self.forget_recipe(&d);
+        }
         if deferred && !outcome.already_stored {
             self.inner.convert.wake();
         }
@@ -132,17 +211,71 @@ impl Store {
     }
 
     /// Puts a new content's chunk locations, recipe pages, plan and prefix
-    /// entry and its record in `batch`, and counts them (not `contents`, not
-    /// refcounts: see `move_refs`). Returns the record and its recipe bytes.
+    /// entry and its record in `batch`, and counts them (not `contents` for
+    /// `new` itself, not refcounts: see `Put::refs`). A compressed content
+    /// with a base (see the module doc) writes only its plan and raw pages
+    /// and counts itself a variant of the base, which it makes, and counts
+    /// as a content, when none is stored.
     pub(super) fn put_content(
         &self,
         batch: &mut WriteBatch,
         c: &mut Counters,
+        bases: &mut Bases,
         new: &Committing,
         holders: u32,
-    ) -> Result<(Content, u64)> {
+    ) -> Result<Put> {
         let db = self.db();
         let digest = &new.digest;
+        let Recipes {
+            recipe,
+            raw,
+            plan,
+            prefix,
+        } = &new.recipes;
+        let layout = match new.layout {
+            Layout::Raw => 0,
+            Layout::Tar => 1,
+            Layout::TarThenRaw => 2,
+        };
+        // The base, and whether this commit makes it.
+        let mut base = None;
+        if let Some(d) = base_digest(digest, recipe, plan) {
+            match bases.get(self, &d)? {
+                // Only a plain content whose recipe is this one's page for
+                // page; anything else keeps its own plain recipe.
+                Some(b)
+                    if b.wrap.is_none()
+                        && b.size == recipe.size
+                        && b.page_starts == recipe.page_starts =>
+                {
+                    base = Some((d, b, false))
+                }
+                Some(_) => {}
+                None => {
+                    let b = Content {
+                        size: recipe.size,
+                        layout,
+                        holders: 0,
+                        variants: 0,
+                        chunk_refs: recipe.chunk_refs,
+                        literal_bytes: recipe.literal_bytes,
+                        recipe_bytes: recipe.stored_bytes(),
+                        page_starts: recipe.page_starts.clone(),
+                        wrap: None,
+                    };
+                    base = Some((d, b, true));
+                }
+            }
+        }
+        let mut refs: HashMap<Hash, i64> = HashMap::new();
+        match &base {
+            Some((_, _, false)) => page_refs(&raw.pages, &mut refs)?,
+            _ => {
+                for (h, s) in new.seen {
+                    refs.insert(*h, s.refs as i64);
+                }
+            }
+        }
         let chunks_cf = cf(db, CF_CHUNKS);
         for (hash, loc) in &new.done.locs {
             // A concurrent push may have committed the same chunk meanwhile;
@@ -153,16 +286,46 @@ impl Store {
             batch.put_cf(chunks_cf, hash, loc.encode());
             c.chunks += 1;
             c.chunk_plain_bytes += loc.len as u64;
+            // Only the base's pages use it, and they were stored already:
+            // garbage from the start, for collection to take.
+            if !refs.contains_key(hash) {
+                batch.put_cf(cf(db, CF_REFCOUNTS), hash, 0u64.to_le_bytes());
+                c.unreferenced_chunks += 1;
+            }
         }
-        let Recipes {
-            recipe,
-            raw,
-            plan,
-            prefix,
-        } = &new.recipes;
-        let mut recipe_bytes = recipe.stored_bytes();
-        for (i, page) in recipe.pages.iter().chain(raw.pages.iter()).enumerate() {
-            batch.put_cf(cf(db, CF_RECIPES), page_key(digest, i as u32), page);
+        let mut recipe_bytes = 0;
+        let own_plain = match &mut base {
+            None => true,
+            Some((d, b, made)) => {
+                if *made {
+                    for (i, page) in recipe.pages.iter().enumerate() {
+                        batch.put_cf(cf(db, CF_RECIPES), page_key(d, i as u32), page);
+                    }
+                    if let Some(key) = prefix {
+                        batch.put_cf(cf(db, CF_PREFIXES), prefix_entry(key, d), []);
+                    }
+                    recipe_bytes += b.recipe_bytes;
+                    c.contents += 1;
+                    c.by_strategy[0] += 1;
+                    c.literal_bytes += b.literal_bytes;
+                }
+                b.variants += 1;
+                bases.0.insert(*d, Some(b.clone()));
+                false
+            }
+        };
+        if own_plain {
+            recipe_bytes += recipe.stored_bytes();
+            for (i, page) in recipe.pages.iter().enumerate() {
+                batch.put_cf(cf(db, CF_RECIPES), page_key(digest, i as u32), page);
+            }
+            if let Some(key) = prefix {
+                batch.put_cf(cf(db, CF_PREFIXES), prefix_entry(key, digest), []);
+            }
+        }
+        let n = recipe.pages.len();
+        for (i, page) in raw.pages.iter().enumerate() {
+            batch.put_cf(cf(db, CF_RECIPES), page_key(digest, (n + i) as u32), page);
         }
         let wrap = match plan {
             None => None,
@@ -179,27 +342,34 @@ impl Store {
                     raw_size: raw.size,
                     raw_page_starts: raw.page_starts.clone(),
                     extra_bytes: raw.size + rec.len() as u64,
+                    based: !own_plain,
                 })
             }
         };
+        let (chunk_refs, literal_bytes, own_recipe_bytes) = if own_plain {
+            (
+                recipe.chunk_refs + raw.chunk_refs,
+                recipe.literal_bytes + raw.literal_bytes,
+                recipe_bytes,
+            )
+        } else {
+            let b = base
+                .as_ref()
+                .map_or(0, |(_, b, made)| if *made { b.recipe_bytes } else { 0 });
+            (raw.chunk_refs, raw.literal_bytes, recipe_bytes - b)
+        };
         let content = Content {
             size: new.size,
-            layout: match new.layout {
-                Layout::Raw => 0,
-                Layout::Tar => 1,
-                Layout::TarThenRaw => 2,
-            },
+            layout,
             holders,
-            chunk_refs: recipe.chunk_refs + raw.chunk_refs,
-            literal_bytes: recipe.literal_bytes + raw.literal_bytes,
-            recipe_bytes,
+            variants: 0,
+            chunk_refs,
+            literal_bytes,
+            recipe_bytes: own_recipe_bytes,
             page_starts: recipe.page_starts.clone(),
             wrap,
         };
         batch.put_cf(cf(db, CF_RECIPES), digest.0, content.encode());
-        if let Some(key) = prefix {
-            batch.put_cf(cf(db, CF_PREFIXES), prefix_entry(key, digest), []);
-        }
         c.rebuild_bytes += content.wrap.as_ref().map_or(0, |w| w.extra_bytes);
         c.by_strategy[content.strategy() as usize] += 1;
         let done = new.done;
@@ -210,25 +380,33 @@ impl Store {
         );
         c.pack_bytes += done.writer.len - done.start_len;
         c.literal_bytes += content.literal_bytes;
-        Ok((content, recipe_bytes))
+        Ok(Put {
+            content,
+            recipe_bytes,
+            refs,
+        })
     }
 
     /// Deletes a content's recipe pages, plan and prefix entry in `batch`,
     /// uncounts them (not `contents`), and returns the chunk references its
-    /// recipes held, as negative deltas for `move_refs`.
+    /// recipes held, as negative deltas for `move_refs`. A variant lets go of
+    /// its base, which goes too (counted) when nothing else holds it.
     pub(super) fn drop_content(
         &self,
         batch: &mut WriteBatch,
         c: &mut Counters,
+        bases: &mut Bases,
         digest: &Digest,
         content: &Content,
     ) -> Result<HashMap<Hash, i64>> {
         let db = self.db();
         let mut refs: HashMap<Hash, i64> = HashMap::new();
         // The plain recipe's pages come first; they name its prefix entry.
+        // A variant's are its base's: only its raw pages are its own.
         let plain_pages = content.page_starts.len() as u32;
+        let first = if content.is_based() { plain_pages } else { 0 };
         let mut prefix = PrefixKey::default();
-        for page in 0..content.page_count() {
+        for page in first..content.page_count() {
             let key = page_key(digest, page);
             let stored = db.get_pinned_cf(cf(db, CF_RECIPES), key)?.ok_or_else(|| {
                 Error::DataLoss(format!("recipe page {page} of {digest} is missing"))
@@ -252,6 +430,26 @@ impl Store {
         let s = &mut c.by_strategy[content.strategy() as usize];
         *s = s.saturating_sub(1);
         c.literal_bytes -= content.literal_bytes;
+        if content.is_based() {
+            let base = content.plain_pages_of(digest);
+            match bases.get(self, &base)? {
+                Some(mut b) => {
+                    b.variants = b.variants.saturating_sub(1);
+                    if b.holders == 0 && b.variants == 0 {
+                        for (h, d) in self.drop_content(batch, c, bases, &base, &b)? {
+                            *refs.entry(h).or_default() += d;
+                        }
+                        bases.0.insert(base, None);
+                        c.contents -= 1;
+                    } else {
+                        bases.0.insert(base, Some(b));
+                    }
+                }
+                None => {
+                    tracing::error!(%digest, %base, "the plain recipe a compressed blob shares is missing")
+                }
+            }
+        }
         Ok(refs)
     }
 

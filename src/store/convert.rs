@@ -17,7 +17,7 @@
 //! blob as it was, still marked (its new chunks are an uncommitted pack tail,
 //! trimmed at start); after it, converted.
 
-use super::commit::write_synced;
+use super::commit::{write_synced, Bases};
 use super::index::{self, cf, mark_key, CF_META, MARK};
 use super::ingest::{Committing, IngestOptions};
 use super::{Inner, Store};
@@ -269,20 +269,23 @@ impl Store {
             return Ok(false);
         };
         let mut batch = rocksdb::WriteBatch::default();
-        self.replace_recipe(&mut batch, &mut c, &old, &new, old.holders)?;
+        let (_, _, gone) = self.replace_recipe(&mut batch, &mut c, &old, &new, old.holders)?;
         batch.put_cf(cf(db, CF_META), index::META_COUNTERS, c.encode());
         write_synced(db, batch)?;
         *counters = c;
         drop(counters);
         self.forget_recipe(&digest);
+        for d in gone {
+            self.forget_recipe(&d);
+        }
         Ok(true)
     }
 
     /// Puts in `batch` the swap of a marked content's recipe for `new`'s,
     /// with `holders` namespaces holding it, and counts it; the caller holds
     /// the commit lock and the digest's swap lock exclusively, and forgets
-    /// the cached recipe after writing the batch. Returns the new record and
-    /// its recipe bytes.
+    /// the cached recipe (and those of the bases returned) after writing the
+    /// batch. Returns the new record and its recipe bytes.
     pub(super) fn replace_recipe(
         &self,
         batch: &mut rocksdb::WriteBatch,
@@ -290,21 +293,24 @@ impl Store {
         old: &super::Content,
         new: &Committing,
         holders: u32,
-    ) -> Result<(super::Content, u64)> {
+    ) -> Result<(super::Content, u64, Vec<Digest>)> {
         let digest = new.digest;
-        let mut deltas = self.drop_content(batch, c, &digest, old)?;
-        for (h, s) in new.seen {
-            *deltas.entry(*h).or_default() += s.refs as i64;
+        let db = self.db();
+        let mut bases = Bases::default();
+        let mut deltas = self.drop_content(batch, c, &mut bases, &digest, old)?;
+        let put = self.put_content(batch, c, &mut bases, new, holders)?;
+        for (h, d) in &put.refs {
+            *deltas.entry(*h).or_default() += d;
         }
         self.move_refs(batch, c, &deltas)?;
-        let (content, recipe_bytes) = self.put_content(batch, c, new, holders)?;
+        let gone = bases.write(db, batch);
+        let content = put.content;
         // Stream bytes count once per namespace holding the blob.
         let held = old.holders as u64;
         c.logical_stream_bytes = (c.logical_stream_bytes + held * content.stream_bytes())
             .saturating_sub(held * old.stream_bytes());
-        let db = self.db();
         batch.delete_cf(cf(db, CF_META), mark_key(&digest));
-        Ok((content, recipe_bytes))
+        Ok((content, put.recipe_bytes, gone))
     }
 
     /// Forgets a content's cached pages, plan and paused rebuilds, after a

@@ -2,7 +2,7 @@
 //! released when the last namespace lets go of it; chunks left at zero stay in
 //! their packs (and can be reused) until garbage collection reclaims them.
 
-use super::commit::write_synced;
+use super::commit::{write_synced, Bases};
 use super::index::{self, cf, BlobMeta, CF_BLOBS, CF_META, CF_RECIPES};
 use super::{validate_namespace, Store};
 use crate::digest::Digest;
@@ -35,10 +35,14 @@ impl Store {
             .logical_stream_bytes
             .saturating_sub(content.stream_bytes());
         content.holders = content.holders.saturating_sub(1);
-        let released = content.holders == 0;
+        // A plain tar that compressed blobs still share stays, held by none.
+        let released = content.holders == 0 && content.variants == 0;
+        let mut gone = Vec::new();
         if released {
-            let refs = self.drop_content(&mut batch, &mut c, digest, &content)?;
+            let mut bases = Bases::default();
+            let refs = self.drop_content(&mut batch, &mut c, &mut bases, digest, &content)?;
             self.move_refs(&mut batch, &mut c, &refs)?;
+            gone = bases.write(db, &mut batch);
             batch.delete_cf(cf(db, CF_RECIPES), digest.0);
             batch.delete_cf(cf(db, CF_META), index::mark_key(digest));
             c.contents -= 1;
@@ -51,6 +55,9 @@ impl Store {
         drop(counters);
         if released {
             self.forget_recipe(digest);
+        }
+        for d in gone {
+            self.forget_recipe(&d);
         }
         Ok(released)
     }

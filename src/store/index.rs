@@ -206,11 +206,18 @@ pub struct Content {
     pub layout: u8,
     /// Namespaces holding a blob record for this digest.
     pub holders: u32,
+    /// Compressed contents whose plain recipe is this one's (a plain tar
+    /// stored once however many compressions of it are held): the content
+    /// stays while `holders + variants > 0`, and with no holder it is no
+    /// blob of any namespace, only their plain recipe.
+    pub variants: u32,
     pub chunk_refs: u64,
     pub literal_bytes: u64,
     /// Bytes of the recipe pages in the index.
     pub recipe_bytes: u64,
-    /// Where each page of the plain recipe starts (pages 0..n).
+    /// Where each page of the plain recipe starts (pages 0..n; the base's
+    /// pages when the wrap is `based`, repeated here so a read needs no
+    /// second record).
     pub page_starts: Vec<u64>,
     /// Compressed blobs: how they are kept (see `codec`).
     pub wrap: Option<Wrap>,
@@ -235,9 +242,36 @@ pub struct Wrap {
     /// Bytes kept only to rebuild the compressed form: the plan and the raw
     /// stream (before chunk compression).
     pub extra_bytes: u64,
+    /// The plain recipe is the content stored under `diff_id` (its pages,
+    /// its chunk references), not pages of this digest: this content keeps
+    /// only its plan and raw pages (numbered after the base's pages).
+    pub based: bool,
 }
 
 impl Content {
+    /// The content whose pages hold this one's plain recipe, when it is
+    /// another's: a `based` compressed content's diff_id.
+    pub fn base(&self) -> Option<Digest> {
+        match &self.wrap {
+            Some(Wrap {
+                based: true,
+                diff_id: Some(base),
+                ..
+            }) => Some(Digest(*base)),
+            _ => None,
+        }
+    }
+
+    /// The digest whose pages hold the plain recipe.
+    pub fn plain_pages_of(&self, digest: &Digest) -> Digest {
+        self.base().unwrap_or(*digest)
+    }
+
+    /// Its plain recipe's pages are another content's.
+    pub fn is_based(&self) -> bool {
+        self.base().is_some()
+    }
+
     /// Both records describe the same recipe (holders aside).
     pub fn same_recipe(&self, other: &Content) -> bool {
         self.size == other.size
@@ -270,8 +304,17 @@ impl Content {
         self.wrap.as_ref().map_or(self.size, |w| w.recipe_size)
     }
 
+    /// Versions: 1 plain, 2 compressed, 3 plain with variants (1 then a
+    /// varint), 4 compressed and `based` (2, base digest = diff_id). A store
+    /// written before sharing holds only 1 and 2, which stay as they are.
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = vec![if self.wrap.is_some() { 2u8 } else { 1 }, self.layout];
+        let version = match &self.wrap {
+            None if self.variants > 0 => 3u8,
+            None => 1,
+            Some(w) if w.based => 4,
+            Some(_) => 2,
+        };
+        let mut b = vec![version, self.layout];
         for v in [
             self.size,
             self.holders as u64,
@@ -311,6 +354,8 @@ impl Content {
                 put_varint(&mut b, s - prev);
                 prev = s;
             }
+        } else if self.variants > 0 {
+            put_varint(&mut b, self.variants as u64);
         }
         b
     }
@@ -318,7 +363,7 @@ impl Content {
     pub fn decode(b: &[u8]) -> Result<Self> {
         let mut r = Reader::new(b, "content");
         let version = r.u8()?;
-        if version != 1 && version != 2 {
+        if !(1..=4).contains(&version) {
             return Err(Error::DataLoss(
                 "content record has an unknown version".into(),
             ));
@@ -338,7 +383,7 @@ impl Content {
                 .ok_or_else(|| Error::DataLoss("content record: page offsets overflow".into()))?;
             page_starts.push(prev);
         }
-        let wrap = if version == 2 {
+        let wrap = if version == 2 || version == 4 {
             let codec = r.u8()?;
             let strategy = r.u8()?;
             let recipe_size = r.varint()?;
@@ -358,6 +403,12 @@ impl Content {
                 })?;
                 raw_page_starts.push(prev);
             }
+            let based = version == 4;
+            if based && diff_id.is_none() {
+                return Err(Error::DataLoss(
+                    "content record: shares a plain recipe but names none".into(),
+                ));
+            }
             Some(Wrap {
                 codec,
                 strategy,
@@ -367,14 +418,17 @@ impl Content {
                 raw_size,
                 raw_page_starts,
                 extra_bytes,
+                based,
             })
         } else {
             None
         };
+        let variants = if version == 3 { r.varint()? as u32 } else { 0 };
         Ok(Content {
             size,
             layout,
             holders,
+            variants,
             chunk_refs,
             literal_bytes,
             recipe_bytes,
@@ -470,6 +524,7 @@ mod tests {
             size: 1 << 33,
             layout: 1,
             holders: 3,
+            variants: 0,
             chunk_refs: 10,
             literal_bytes: 5,
             recipe_bytes: 77,
@@ -487,8 +542,38 @@ mod tests {
             raw_size: 12,
             raw_page_starts: vec![0, 7],
             extra_bytes: 40,
+            based: false,
         });
         assert_eq!(Content::decode(&w.encode()).unwrap(), w);
+        // Sharing: a base with variants, a variant on a base.
+        let mut base = c.clone();
+        base.variants = 2;
+        assert_eq!(base.encode()[0], 3);
+        assert_eq!(Content::decode(&base.encode()).unwrap(), base);
+        let mut v = w.clone();
+        v.wrap.as_mut().unwrap().based = true;
+        assert_eq!(v.encode()[0], 4);
+        assert_eq!(Content::decode(&v.encode()).unwrap(), v);
+        assert_eq!(v.plain_pages_of(&Digest([1; 32])), Digest([9; 32]));
+        assert_eq!(w.plain_pages_of(&Digest([1; 32])), Digest([1; 32]));
+        // The records are on-disk format: these bytes never change. Records
+        // without sharing keep the bytes of versions 1 and 2.
+        let golden = [
+            (&c, "01018080808020030a054d0300649cffffff0f"),
+            (&w, "02018080808020030a054d0300649cffffff0f01018827010c28010909090909090909090909090909090909090909090909090909090909090909020007"),
+            (&base, "03018080808020030a054d0300649cffffff0f02"),
+            (&v, "04018080808020030a054d0300649cffffff0f01018827010c28010909090909090909090909090909090909090909090909090909090909090909020007"),
+        ];
+        for (rec, hex) in golden {
+            assert_eq!(hex::encode(rec.encode()), hex);
+            assert_eq!(&Content::decode(&hex::decode(hex).unwrap()).unwrap(), rec);
+        }
+        // A variant that names no base is damage, not a variant.
+        let mut bad = hex::decode(golden[3].1).unwrap();
+        let flag = bad.len() - 3 - 33;
+        bad[flag] = 0;
+        bad.drain(flag + 1..flag + 33);
+        assert!(Content::decode(&bad).is_err());
         // Page offsets that overflow (found by fuzzing) are refused.
         let mut b = vec![1u8, 1];
         for v in [10, 1, 0, 0, 0, 2, u64::MAX, u64::MAX] {

@@ -62,6 +62,9 @@ impl Source for StoreSource<'_> {
 struct RecipeView<'a> {
     /// The record the pages are read by.
     content: &'a Content,
+    /// Whose pages these are when not the blob's own: a variant's plain
+    /// recipe is its base's.
+    base: Option<Digest>,
     page_base: u32,
     page_starts: &'a [u64],
     size: u64,
@@ -71,6 +74,7 @@ impl<'a> RecipeView<'a> {
     fn plain(c: &'a Content) -> Self {
         RecipeView {
             content: c,
+            base: c.base(),
             page_base: 0,
             page_starts: &c.page_starts,
             size: c.recipe_size(),
@@ -81,6 +85,7 @@ impl<'a> RecipeView<'a> {
         let w = c.wrap.as_ref();
         RecipeView {
             content: c,
+            base: None,
             page_base: c.page_starts.len() as u32,
             page_starts: w.map_or(&[][..], |w| &w.raw_page_starts[..]),
             size: w.map_or(0, |w| w.raw_size),
@@ -247,8 +252,16 @@ impl Store {
             if pos >= end {
                 break;
             }
-            let Some(segs) = self.page(digest, rec.page_base + page as u32, cached_only)? else {
-                return Ok(false);
+            let owner = rec.base.as_ref().unwrap_or(digest);
+            let segs = match self.page(owner, rec.page_base + page as u32, cached_only) {
+                Ok(Some(segs)) => segs,
+                Ok(None) => return Ok(false),
+                // A page gone because the blob was deleted meanwhile (its
+                // base with it) is that, not damage.
+                Err(e) => {
+                    self.check_unchanged(digest, rec.content)?;
+                    return Err(e);
+                }
             };
             self.check_unchanged(digest, rec.content)?;
             for seg in segs.iter() {

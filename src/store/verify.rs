@@ -171,10 +171,15 @@ impl Store {
             let digest = Digest(k[..].try_into().expect("32 bytes"));
             let content = Content::decode(&v)?;
             let plain_pages = content.page_starts.len() as u32;
+            // A variant's plain pages are its base's, checked with the base.
+            let first = if content.is_based() { plain_pages } else { 0 };
             let raw_starts: &[u64] = content.wrap.as_ref().map_or(&[], |w| &w.raw_page_starts);
             let (mut total, mut raw_total) = (0u64, 0u64);
+            if content.is_based() {
+                total = content.recipe_size();
+            }
             let mut prefix = PrefixKey::default();
-            for page in 0..content.page_count() {
+            for page in first..content.page_count() {
                 let segs = snap
                     .get_pinned_cf(cf(db, CF_RECIPES), super::index::page_key(&digest, page))?
                     .ok_or_else(|| {
@@ -250,6 +255,45 @@ impl Store {
             prefixes.insert(digest, prefix.key());
         }
         r.contents = contents.len() as u64;
+
+        // 3a. Shared plain recipes: a variant's base is a plain content with
+        // the same pages, counting its variants; no content is held by
+        // nothing.
+        let mut variants: HashMap<Digest, u32> = HashMap::new();
+        for (d, c) in &contents {
+            let Some(base) = c.base() else { continue };
+            *variants.entry(base).or_default() += 1;
+            let fault = match contents.get(&base) {
+                None => Some("its base is not stored".to_string()),
+                Some(b) if b.wrap.is_some() => Some("its base is itself compressed".into()),
+                Some(b) if b.page_starts != c.page_starts || b.size != c.recipe_size() => {
+                    Some("its recipe record does not match its base's".into())
+                }
+                Some(_) => None,
+            };
+            if let Some(f) = fault {
+                problems.push((
+                    "recipe".into(),
+                    format!("{d} shares the plain recipe of {base}: {f}"),
+                    vec![],
+                    vec![*d],
+                ));
+            }
+        }
+        for (d, c) in &contents {
+            let n = variants.get(d).copied().unwrap_or(0);
+            if n != c.variants {
+                problems.push((
+                    "recipe".into(),
+                    format!(
+                        "{d}: {n} compressed blobs share its recipe, its record says {}",
+                        c.variants
+                    ),
+                    vec![],
+                    vec![*d],
+                ));
+            }
+        }
 
         // 3b. Prefix entries name contents that begin so (stores written
         // before prefix entries existed have none for older contents).
@@ -418,6 +462,14 @@ impl Store {
         }
         for (d, c) in &contents {
             let h = holders.get(d).copied().unwrap_or(0);
+            if h == 0 && c.variants == 0 {
+                problems.push((
+                    "blob".into(),
+                    format!("{d}: no namespace holds it and no compressed blob shares it"),
+                    vec![],
+                    vec![*d],
+                ));
+            }
             if h != c.holders {
                 problems.push((
                     "blob".into(),
