@@ -17,6 +17,7 @@ pub mod digest;
 pub mod encoding;
 pub mod error;
 pub mod image;
+pub mod registry;
 pub mod server;
 pub mod split;
 pub mod store;

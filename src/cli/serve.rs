@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("tcp_listener").args(["listen", "registry_listen"]).multiple(true)))]
 pub struct ServeArgs {
     /// Read settings from this TOML file: keys are the long names of these
     /// flags (`data-dir = "/srv/strata"`, `no-preflate = true`); flags given
@@ -96,8 +97,13 @@ pub struct ServeArgs {
     /// needs --tls-cert and --tls-key
     #[arg(long, value_name = "HOST:PORT")]
     pub listen: Option<std::net::SocketAddr>,
-    /// PEM certificate chain for the TCP listener (TLS)
-    #[arg(long, value_name = "FILE", requires = "tls_key", requires = "listen")]
+    /// PEM certificate chain for the TCP listener and the registry (TLS)
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        requires = "tcp_listener"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
@@ -105,6 +111,31 @@ pub struct ServeArgs {
     /// Require TCP clients to present a certificate signed by this PEM CA
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Also serve the OCI distribution API (a registry: docker, podman,
+    /// skopeo, containerd) at HOST:PORT. Any address but loopback needs
+    /// --tls-cert and --tls-key (the same files as --listen)
+    #[arg(long, value_name = "HOST:PORT")]
+    pub registry_listen: Option<std::net::SocketAddr>,
+    /// The strata namespace holding every registry repository (kept apart
+    /// from containerd's)
+    #[arg(long, default_value = "registry", value_name = "NS")]
+    pub registry_namespace: String,
+    /// Require HTTP Basic auth on the registry against this htpasswd file
+    /// (bcrypt entries, `htpasswd -B`)
+    #[arg(long, value_name = "FILE", requires = "registry_listen")]
+    pub registry_htpasswd: Option<PathBuf>,
+    /// Serve pulls only: pushes and deletes get 405 DENIED
+    #[arg(long, requires = "registry_listen")]
+    pub registry_read_only: bool,
+    /// Largest manifest the registry accepts (e.g. 4M)
+    #[arg(long, default_value = "4M", value_parser = parse_size, value_name = "BYTES")]
+    pub registry_max_manifest: u64,
+    /// Registry upload sessions open at once; more get 429 TOO_MANY_REQUESTS
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub registry_max_uploads: usize,
+    /// Cut off a registry request body that sends nothing for this long
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub registry_body_timeout: Duration,
 }
 
 /// "20G", "512M", "64K" (powers of 1024), or plain bytes.
@@ -187,21 +218,35 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
             )
         })?),
     };
+    let tls = args.tls_cert.map(|cert| server::tcp::TlsFiles {
+        cert,
+        key: args
+            .tls_key
+            .expect("clap requires --tls-key with --tls-cert"),
+        client_ca: args.tls_client_ca,
+    });
     let tcp = args.listen.map(|addr| server::tcp::TcpOptions {
         addr,
-        tls: args.tls_cert.map(|cert| server::tcp::TlsFiles {
-            cert,
-            key: args
-                .tls_key
-                .expect("clap requires --tls-key with --tls-cert"),
-            client_ca: args.tls_client_ca,
-        }),
+        tls: tls.clone(),
     });
+    let registry = args
+        .registry_listen
+        .map(|addr| crate::registry::RegistryOptions {
+            tls: tls.clone(),
+            namespace: args.registry_namespace.clone(),
+            htpasswd: args.registry_htpasswd.clone(),
+            read_only: args.registry_read_only,
+            max_manifest_bytes: args.registry_max_manifest.clamp(1024, 1 << 30) as usize,
+            max_uploads: args.registry_max_uploads.max(1),
+            body_timeout: args.registry_body_timeout.max(Duration::from_secs(1)),
+            ..crate::registry::RegistryOptions::new(addr)
+        });
     if let Some(t) = &tcp {
         server::tcp::check(t)?;
     }
     let opts = ServeOptions {
         tcp,
+        registry,
         data_dir,
         socket,
         containerd_socket: args.containerd_socket,

@@ -52,6 +52,8 @@ pub struct ServeOptions {
     pub socket_group: Option<String>,
     /// Also serve `strata.v1` and the content API on TCP.
     pub tcp: Option<tcp::TcpOptions>,
+    /// Also serve the OCI distribution API (`src/registry/`).
+    pub registry: Option<crate::registry::RegistryOptions>,
 }
 
 impl ServeOptions {
@@ -71,6 +73,7 @@ impl ServeOptions {
             metrics_addr: None,
             socket_group: None,
             tcp: None,
+            registry: None,
         }
     }
 }
@@ -142,6 +145,10 @@ pub async fn serve(
         }
         None => None,
     };
+    let registry = match &opts.registry {
+        Some(r) => Some(crate::registry::bind(r).await?),
+        None => None,
+    };
     let store = {
         let (dir, mut cfg) = (opts.data_dir.clone(), opts.store.clone());
         cfg.defer_uploads |= opts.convert_after.is_some();
@@ -195,6 +202,7 @@ pub async fn serve(
             stop.wait(),
         )));
     }
+    let registry = registry.map(|r| tokio::spawn(r.serve(store.clone(), stop.wait())));
     let expiry = opts.upload_expiry;
     let janitor = {
         let store = store.clone();
@@ -247,6 +255,11 @@ pub async fn serve(
             }
         }
         Err(_) => tracing::warn!("requests still running after the grace period were abandoned"),
+    }
+    if let Some(r) = registry {
+        if tokio::time::timeout(opts.shutdown_grace, r).await.is_err() {
+            tracing::warn!("registry requests still running after the grace period were abandoned");
+        }
     }
     // A conversion stops at its next piece; a collection it started runs
     // to its end, within the grace period.
