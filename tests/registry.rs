@@ -758,3 +758,184 @@ async fn plain_http_is_refused_off_loopback() {
     let e = strata::server::serve(opts, async {}).await.unwrap_err();
     assert!(e.to_string().contains("without TLS"), "{e}");
 }
+
+/// A tar of text files, gzipped by the system's gzip (a replayable encoder).
+fn gzip_layer() -> (Vec<u8>, Vec<u8>) {
+    let mut b = tar::Builder::new(Vec::new());
+    for i in 0..8u32 {
+        let mut x = u64::from(i) + 1;
+        let data: Vec<u8> = (0..40_000u32)
+            .flat_map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                format!("{} ", x >> 50).into_bytes()
+            })
+            .collect();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(1_600_000_000);
+        b.append_data(&mut h, format!("f{i}"), data.as_slice())
+            .unwrap();
+    }
+    let tar = b.into_inner().unwrap();
+    let mut child = std::process::Command::new("gzip")
+        .args(["-n", "-6", "-c"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let t = tar.clone();
+    let w = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &t).unwrap());
+    let out = child.wait_with_output().unwrap();
+    w.join().unwrap();
+    assert!(out.status.success());
+    (tar, out.stdout)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_converted_gzip_layer_is_rebuilt_exactly_for_ranged_gets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = start(tmp.path()).await;
+    let (_tar, gz) = gzip_layer();
+    // Chunked, as docker pushes.
+    let r = reg
+        .http
+        .post(reg.url("/v2/gz/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let loc = r.headers()["Location"].to_str().unwrap().to_string();
+    let mut at = 0;
+    for piece in gz.chunks(100_000) {
+        let r = reg
+            .http
+            .patch(reg.url(&loc))
+            .header("Content-Range", format!("{at}-{}", at + piece.len() - 1))
+            .body(piece.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        at += piece.len();
+    }
+    let d = sha(&gz);
+    let r = reg
+        .http
+        .put(reg.url(&format!("{loc}?digest={d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // Stored as received, then converted in the background like a containerd upload.
+    let mut c = reg.daemon.client().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = c
+            .stats(strata::proto::strata::v1::StatsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        if s.pending_conversions == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never converted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let info = c
+        .stat(strata::proto::strata::v1::StatRequest {
+            namespace: "registry".into(),
+            digest: d.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.codec, "gzip", "{info:?}");
+    // Rebuilt on read (a replay or preflate), not kept as received.
+    assert!(
+        info.strategy == "replay" || info.strategy == "preflate",
+        "{info:?}"
+    );
+    let whole = reg
+        .http
+        .get(reg.url(&format!("/v2/gz/blobs/{d}")))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(sha(&whole), d);
+    let n = gz.len();
+    assert!(n > 200_000, "{n}");
+    for (a, b) in [(0, 99), (n / 3, n / 2), (n - 10, n - 1)] {
+        let r = reg
+            .http
+            .get(reg.url(&format!("/v2/gz/blobs/{d}")))
+            .header("Range", format!("bytes={a}-{b}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(r.bytes().await.unwrap().as_ref(), &gz[a..=b], "{a}-{b}");
+    }
+    reg.daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_deletes_leave_containerds_namespace_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = start(tmp.path()).await;
+    let data = b"shared between containerd and the registry ".repeat(3000);
+    let d = reg.push_blob("shared", &data).await;
+    let mut c = reg.daemon.client().await;
+    common::push_as(&mut c, "containerd", &d, &data, 64 << 10)
+        .await
+        .unwrap();
+    let r = reg
+        .http
+        .delete(reg.url(&format!("/v2/shared/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        reg.status(Method::GET, &format!("/v2/shared/blobs/{d}"))
+            .await,
+        StatusCode::NOT_FOUND
+    );
+    c.gc(strata::proto::strata::v1::GcRequest::default())
+        .await
+        .unwrap();
+    let got = common::read_range(&mut c, "containerd", &d, 0, 0)
+        .await
+        .unwrap();
+    assert_eq!(got, data, "containerd's copy is untouched");
+    reg.daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_upload_sessions_are_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = start_with(tmp.path(), free_port(), |o| o.max_uploads = 2).await;
+    for _ in 0..2 {
+        let r = reg
+            .http
+            .post(reg.url("/v2/b/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+    }
+    let r = reg
+        .http
+        .post(reg.url("/v2/b/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(code(r).await, "TOO_MANY_REQUESTS");
+    reg.daemon.stop().await;
+}
