@@ -917,9 +917,28 @@ async fn registry_deletes_leave_containerds_namespace_alone() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn open_upload_sessions_are_bounded() {
+async fn uploads_are_bounded_in_number_and_size() {
     let tmp = tempfile::tempdir().unwrap();
-    let reg = start_with(tmp.path(), free_port(), |o| o.max_uploads = 2).await;
+    let reg = start_with(tmp.path(), free_port(), |o| {
+        o.max_uploads = 2;
+        o.max_blob_bytes = 100_000;
+    })
+    .await;
+    let big = vec![1u8; 150_000];
+    let r = reg
+        .http
+        .post(reg.url(&format!("/v2/b/blobs/uploads/?digest={}", sha(&big))))
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(code(r).await, "SIZE_INVALID");
+    assert_eq!(
+        reg.status(Method::HEAD, &format!("/v2/b/blobs/{}", sha(&big)))
+            .await,
+        StatusCode::NOT_FOUND
+    );
     for _ in 0..2 {
         let r = reg
             .http

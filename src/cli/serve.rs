@@ -238,6 +238,7 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
             read_only: args.registry_read_only,
             max_manifest_bytes: args.registry_max_manifest.clamp(1024, 1 << 30) as usize,
             max_uploads: args.registry_max_uploads.max(1),
+            max_blob_bytes: args.max_blob_size,
             body_timeout: args.registry_body_timeout.max(Duration::from_secs(1)),
             ..crate::registry::RegistryOptions::new(addr)
         });

@@ -23,6 +23,8 @@ pub enum Code {
     Unsupported,
     TooManyRequests,
     TagInvalid,
+    /// A failure of the server's own (500).
+    Unknown,
 }
 
 impl Code {
@@ -43,6 +45,7 @@ impl Code {
             Code::Unsupported => "UNSUPPORTED",
             Code::TooManyRequests => "TOO_MANY_REQUESTS",
             Code::TagInvalid => "TAG_INVALID",
+            Code::Unknown => "UNKNOWN",
         }
     }
 
@@ -57,6 +60,7 @@ impl Code {
             Code::Denied => StatusCode::FORBIDDEN,
             Code::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
             Code::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Code::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -110,7 +114,7 @@ impl ApiError {
             }
             _ => {
                 tracing::error!(error = %msg, "registry request failed in the store");
-                ApiError::new(Code::Unsupported, msg).with_status(StatusCode::INTERNAL_SERVER_ERROR)
+                ApiError::new(Code::Unknown, msg)
             }
         }
     }

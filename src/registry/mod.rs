@@ -51,6 +51,8 @@ pub struct RegistryOptions {
     pub max_manifest_bytes: usize,
     /// Upload sessions open at once; more get TOO_MANY_REQUESTS.
     pub max_uploads: usize,
+    /// Largest blob an upload may grow to (0: no limit), as `--max-blob-size`.
+    pub max_blob_bytes: u64,
     /// A request body that sends nothing for this long is cut off.
     pub body_timeout: Duration,
     /// Upload sessions untouched this long are dropped from memory (their
@@ -68,6 +70,7 @@ impl RegistryOptions {
             read_only: false,
             max_manifest_bytes: DEFAULT_MAX_MANIFEST,
             max_uploads: 256,
+            max_blob_bytes: 0,
             body_timeout: Duration::from_secs(60),
             session_idle: Duration::from_secs(300),
         }

@@ -178,7 +178,12 @@ pub(super) async fn start(state: &Arc<State>, name: &str, req: Request) -> ApiRe
         Some(d) => {
             // Monolithic: the body is the whole blob.
             let mut guard = slot.lock_owned().await;
-            write_body(state, &mut guard, &id, req.into_body()).await?;
+            if let Err(e) = write_body(state, &mut guard, &id, req.into_body()).await {
+                // Nobody knows this session's URL: it ends with its request.
+                let up = guard.upload.take();
+                discard(state, &id, up).await;
+                return Err(e);
+            }
             close(state, name, &id, guard, d).await
         }
     }
@@ -291,6 +296,24 @@ pub(super) async fn put(
     close(state, name, id, g, d).await
 }
 
+/// Ends a session and removes its bytes.
+async fn discard(state: &Arc<State>, id: &str, up: Option<Upload>) {
+    state.sessions.remove(id);
+    let (store, ns, reference) = (
+        state.store.clone(),
+        state.opts.namespace.clone(),
+        format!("{REF_PREFIX}{id}"),
+    );
+    let r = blocking(move || {
+        drop(up);
+        store.abort_upload(&ns, &reference)
+    })
+    .await;
+    if let Ok(Err(e)) = r {
+        tracing::warn!(id, error = %e, "removing a failed registry upload");
+    }
+}
+
 pub(super) async fn cancel(state: &Arc<State>, _name: &str, id: &str) -> ApiResult<Response> {
     let slot = open(state, id, false).await?;
     let mut g = slot.lock_owned().await;
@@ -321,6 +344,8 @@ async fn write_body(
 ) -> ApiResult<()> {
     g.used = Instant::now();
     let mut up = g.upload.take().ok_or_else(|| unknown(id))?;
+    let mut size = up.offset();
+    let max = state.opts.max_blob_bytes;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
     let worker = tokio::task::spawn_blocking(move || {
         let mut r = Ok(());
@@ -339,6 +364,17 @@ async fn write_body(
         match tokio::time::timeout(timeout, stream.next()).await {
             Ok(None) => break,
             Ok(Some(Ok(b))) => {
+                size += b.len() as u64;
+                if max > 0 && size > max {
+                    failed = Some(
+                        ApiError::new(
+                            Code::SizeInvalid,
+                            format!("blobs are limited to {max} bytes (--max-blob-size)"),
+                        )
+                        .with_status(StatusCode::PAYLOAD_TOO_LARGE),
+                    );
+                    break;
+                }
                 if tx.send(b).await.is_err() {
                     break; // the writer failed: its error is below
                 }
