@@ -136,6 +136,12 @@ pub struct ServeArgs {
     /// Cut off a registry request body that sends nothing for this long
     #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     pub registry_body_timeout: Duration,
+    /// Pull-through mirror: what the registry does not hold is fetched from
+    /// this upstream registry (base URL, e.g. http://127.0.0.1:5000;
+    /// repeatable, asked in order), stored, and served locally afterwards.
+    /// Upstreams are asked without credentials
+    #[arg(long, value_name = "URL", requires = "registry_listen")]
+    pub registry_mirror_of: Vec<String>,
 }
 
 /// "20G", "512M", "64K" (powers of 1024), or plain bytes.
@@ -239,6 +245,7 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
             max_manifest_bytes: args.registry_max_manifest.clamp(1024, 1 << 30) as usize,
             max_uploads: args.registry_max_uploads.max(1),
             max_blob_bytes: args.max_blob_size,
+            mirror_of: args.registry_mirror_of.clone(),
             body_timeout: args.registry_body_timeout.max(Duration::from_secs(1)),
             ..crate::registry::RegistryOptions::new(addr)
         });

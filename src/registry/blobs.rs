@@ -92,16 +92,22 @@ fn parse_range(h: &str, size: u64) -> Option<(u64, u64)> {
 
 pub(super) async fn get(
     state: &Arc<State>,
-    _name: &str,
+    name: &str,
     digest: &str,
     range: Option<&str>,
     head: bool,
 ) -> ApiResult<Response> {
     let d = parse_digest(digest)?;
     let ns = &state.opts.namespace;
-    let info = stat(&state.store, ns, &d)
-        .await?
-        .ok_or_else(|| ApiError::new(Code::BlobUnknown, format!("blob {d} is not stored")))?;
+    let mut info = stat(&state.store, ns, &d).await?;
+    if info.is_none()
+        && !state.opts.mirror_of.is_empty()
+        && super::mirror::fetch_blob(state, name, &d).await?
+    {
+        info = stat(&state.store, ns, &d).await?;
+    }
+    let info =
+        info.ok_or_else(|| ApiError::new(Code::BlobUnknown, format!("blob {d} is not stored")))?;
     let size = info.content.size;
     let (status, from, to) = match range {
         Some(r) => match parse_range(r, size) {

@@ -10,7 +10,7 @@
 use super::errors::{ApiError, ApiResult, Code};
 use super::names::{parse_digest, parse_reference, valid_name, valid_tag, Reference};
 use super::routes::{empty, param};
-use super::{blobs, State};
+use super::{blobs, mirror, State};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::{record, BlobRef, Image};
@@ -122,6 +122,29 @@ fn media_type_of(info: &BlobInfo, bytes: &[u8]) -> String {
         .unwrap_or_else(|| OCI_MANIFEST.into())
 }
 
+/// The manifest a reference names in a repository, and its bytes.
+async fn lookup(
+    state: &Arc<State>,
+    name: &str,
+    r: Reference,
+) -> ApiResult<Option<(BlobInfo, Vec<u8>)>> {
+    let (s, ns, n) = (
+        state.store.clone(),
+        state.opts.namespace.clone(),
+        name.to_string(),
+    );
+    Ok(blocking(move || {
+        Ok(match resolve(&s, &ns, &n, &r)? {
+            Some(info) => {
+                let bytes = read_all(&s, &info)?;
+                Some((info, bytes))
+            }
+            None => None,
+        })
+    })
+    .await??)
+}
+
 pub(super) async fn get(
     state: &Arc<State>,
     name: &str,
@@ -140,21 +163,13 @@ pub(super) async fn get(
         Err(e) if e.code == Code::TagInvalid => return Err(unknown()),
         r => r?,
     };
-    let (s, ns, n) = (
-        state.store.clone(),
-        state.opts.namespace.clone(),
-        name.to_string(),
-    );
-    let found = blocking(move || {
-        Ok(match resolve(&s, &ns, &n, &r)? {
-            Some(info) => {
-                let bytes = read_all(&s, &info)?;
-                Some((info, bytes))
-            }
-            None => None,
-        })
-    })
-    .await??;
+    let mut found = lookup(state, name, r.clone()).await?;
+    if found.is_none()
+        && !state.opts.mirror_of.is_empty()
+        && mirror::fetch_manifest(state, name, &r).await?
+    {
+        found = lookup(state, name, r).await?;
+    }
     let Some((info, bytes)) = found else {
         return Err(unknown());
     };
@@ -173,7 +188,7 @@ pub(super) async fn get(
 }
 
 /// What a manifest says of the blobs it names.
-struct Parsed {
+pub(super) struct Parsed {
     media_type: String,
     config: Option<BlobRef>,
     layers: Vec<BlobRef>,
@@ -193,7 +208,7 @@ fn desc(v: &Value) -> Option<BlobRef> {
     })
 }
 
-fn parse_manifest(bytes: &[u8], content_type: Option<&str>) -> ApiResult<Parsed> {
+pub(super) fn parse_manifest(bytes: &[u8], content_type: Option<&str>) -> ApiResult<Parsed> {
     let invalid = |m: String| ApiError::new(Code::ManifestInvalid, m);
     let v: Value = serde_json::from_slice(bytes).map_err(|e| invalid(format!("not JSON: {e}")))?;
     if !v.is_object() {
@@ -358,7 +373,7 @@ fn push_blob(
     }
 }
 
-fn store_manifest(
+pub(super) fn store_manifest(
     store: &Store,
     ns: &str,
     name: &str,

@@ -21,6 +21,7 @@ mod auth;
 mod blobs;
 mod errors;
 mod manifests;
+mod mirror;
 mod names;
 mod routes;
 mod tls;
@@ -58,6 +59,9 @@ pub struct RegistryOptions {
     /// Upload sessions untouched this long are dropped from memory (their
     /// bytes and record stay until `--upload-expiry`).
     pub session_idle: Duration,
+    /// Pull-through: what the store does not hold is asked of these
+    /// registries (base URLs, in order) once, stored, then served locally.
+    pub mirror_of: Vec<String>,
 }
 
 impl RegistryOptions {
@@ -73,6 +77,7 @@ impl RegistryOptions {
             max_blob_bytes: 0,
             body_timeout: Duration::from_secs(60),
             session_idle: Duration::from_secs(300),
+            mirror_of: Vec::new(),
         }
     }
 }
@@ -86,6 +91,7 @@ pub(crate) struct State {
     /// Manifest pushes and deletes, one at a time: tags and repository labels
     /// are read-modify-write.
     pub manifest_lock: tokio::sync::Mutex<()>,
+    pub upstream: reqwest::Client,
 }
 
 /// A bound listener, checked before the store is opened.
@@ -137,6 +143,10 @@ impl Bound {
             auth: self.auth,
             sessions: uploads::Sessions::default(),
             manifest_lock: Default::default(),
+            upstream: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .build()
+                .expect("an HTTP client"),
             opts: self.opts,
         });
         let janitor = tokio::spawn(uploads::close_idle(state.clone()));

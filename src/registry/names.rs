@@ -92,6 +92,7 @@ pub fn parse_digest(s: &str) -> ApiResult<Digest> {
 }
 
 /// A manifest reference: a tag or a digest.
+#[derive(Clone)]
 pub enum Reference {
     Tag(String),
     Digest(Digest),
