@@ -155,6 +155,19 @@ pub(super) async fn fetch_blob(state: &Arc<State>, name: &str, d: &Digest) -> Ap
         if let Some(e) = failed {
             return Err(e);
         }
+        if let Err(Error::Unavailable(_)) = r {
+            // Another request is fetching this blob: wait for its commit.
+            let deadline = tokio::time::Instant::now() + state.opts.body_timeout;
+            while tokio::time::Instant::now() < deadline {
+                if super::blobs::stat(&state.store, &state.opts.namespace, d)
+                    .await?
+                    .is_some()
+                {
+                    return Ok(true);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
         r.map_err(|e| upstream_err(u, e))?;
         tracing::info!(upstream = %u, %name, digest = %d, "mirrored a blob");
         return Ok(true);

@@ -17,6 +17,10 @@
 //!   `strata export` writes it, and an imported image named `repo:tag` is
 //!   pullable.
 
+// HTTP: axum 0.8 on hyper 1 and tower 0.5. tonic 0.14 already links that
+// hyper and tower, so the registry adds one maintained, widely used router on
+// the same stack (same runtime, same TLS library) instead of a second HTTP
+// implementation.
 mod auth;
 mod blobs;
 mod errors;
