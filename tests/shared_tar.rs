@@ -299,3 +299,63 @@ fn sharing_survives_a_restart() {
     assert!(deep.ok(), "{:#?}", deep.problems);
     s.settle(std::time::Duration::from_secs(30));
 }
+
+/// The tar's recipe pages fall where its bytes were cut as they were fed
+/// (literal runs split at a write's end); a compression decoded in other
+/// pieces still shares it: the base is the content under its diff_id,
+/// whatever its pages.
+#[test]
+fn a_tar_paged_otherwise_is_shared_all_the_same() {
+    // Many small files: several pages of segments.
+    let files: Vec<(String, Vec<u8>)> = (0..3000)
+        .map(|i| {
+            (
+                format!("usr/share/doc/f{i}"),
+                noise(300 + i % 1700, i as u64),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), &b[..])).collect();
+    let tar = tar_of(&refs, 9);
+    let gz = python_gzip(&tar, 6);
+    let tmp = tempfile::tempdir().unwrap();
+    let s = store(tmp.path(), false);
+    let mut ing = s
+        .begin_ingest(IngestOptions {
+            namespace: "build".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    for piece in tar.chunks(777) {
+        ing.write(piece).unwrap();
+    }
+    ing.commit().unwrap();
+    push(&s, &gz);
+    let v = s.content(&sha(&gz)).unwrap().unwrap();
+    let t = s.content(&sha(&tar)).unwrap().unwrap();
+    assert_eq!(v.base(), Some(sha(&tar)));
+    assert_eq!(v.page_starts, t.page_starts);
+    // The compression alone pages its tar otherwise: this test is about
+    // recipes that differ.
+    let other = store(&tmp.path().join("other"), false);
+    push(&other, &gz);
+    let alone = other.content(&sha(&tar)).unwrap().unwrap();
+    assert_ne!(
+        alone.page_starts, t.page_starts,
+        "pages fell alike; the test shows nothing"
+    );
+    other.settle(std::time::Duration::from_secs(30));
+    assert_eq!(t.variants, 1);
+    assert!(read_all(&s, &sha(&gz)) == gz);
+    let mut plain = Vec::new();
+    s.read_plain(&sha(&gz), &v, 0, 0, &mut |b: &[u8]| {
+        plain.extend_from_slice(b);
+        Ok(true)
+    })
+    .unwrap();
+    assert!(plain == tar, "the plain read of the compression is the tar");
+    assert_verified(&s);
+    s.gc(GcOptions::default()).unwrap();
+    assert_eq!(s.stats_counters().unwrap().unreferenced_chunks, 0);
+    s.settle(std::time::Duration::from_secs(30));
+}

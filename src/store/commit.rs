@@ -241,13 +241,13 @@ impl Store {
         let mut base = None;
         if let Some(d) = base_digest(digest, recipe, plan) {
             match bases.get(self, &d)? {
-                // Only a plain content whose recipe is this one's page for
-                // page; anything else keeps its own plain recipe.
-                Some(b)
-                    if b.wrap.is_none()
-                        && b.size == recipe.size
-                        && b.page_starts == recipe.page_starts =>
-                {
+                // A plain content under the diff_id rebuilds exactly the
+                // bytes whose sha256 that is: any such recipe is this plain
+                // stream's, however its pages fell (they follow how the
+                // stream was fed to the splitter). Not one kept as received
+                // and marked: its conversion would change what its pages
+                // hold (a tar that is itself compressed).
+                Some(b) if b.wrap.is_none() && b.size == recipe.size && !self.is_marked(&d)? => {
                     base = Some((d, b, false))
                 }
                 Some(_) => {}
@@ -323,7 +323,11 @@ impl Store {
                 batch.put_cf(cf(db, CF_PREFIXES), prefix_entry(key, digest), []);
             }
         }
-        let n = recipe.pages.len();
+        // Raw pages come after the plain ones: the base's, when shared.
+        let n = match &base {
+            Some((_, b, _)) => b.page_starts.len(),
+            None => recipe.pages.len(),
+        };
         for (i, page) in raw.pages.iter().enumerate() {
             batch.put_cf(cf(db, CF_RECIPES), page_key(digest, (n + i) as u32), page);
         }
@@ -358,6 +362,10 @@ impl Store {
                 .map_or(0, |(_, b, made)| if *made { b.recipe_bytes } else { 0 });
             (raw.chunk_refs, raw.literal_bytes, recipe_bytes - b)
         };
+        let (layout, page_starts) = match &base {
+            Some((_, b, _)) => (b.layout, b.page_starts.clone()),
+            None => (layout, recipe.page_starts.clone()),
+        };
         let content = Content {
             size: new.size,
             layout,
@@ -366,7 +374,7 @@ impl Store {
             chunk_refs,
             literal_bytes,
             recipe_bytes: own_recipe_bytes,
-            page_starts: recipe.page_starts.clone(),
+            page_starts,
             wrap,
         };
         batch.put_cf(cf(db, CF_RECIPES), digest.0, content.encode());
