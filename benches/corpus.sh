@@ -11,8 +11,12 @@
 # time for each), and measures the daemon's peak RSS while it ingests one
 # generated 4 GiB tar.
 #
+# Also the data directory at rest (packs, index) and the file-level reference
+# (benches/file_reference.py: distinct file bodies and headers, zstd -3 in
+# 4 MiB frames).
+#
 # Environment: STRATA (binary; default: cargo build --release), SKIP_PEERS=1,
-# SKIP_SWEEP=1, SKIP_BIG=1, BIG_GIB (default 4).
+# SKIP_SWEEP=1, SKIP_BIG=1, SKIP_REFERENCE=1, BIG_GIB (default 4).
 # Prints a markdown report and writes it to WORK_DIR/report.md.
 set -euo pipefail
 
@@ -109,6 +113,19 @@ if [ -z "${SKIP_PEERS:-}" ]; then
   say "read ×$(python3 -c "print(f'{$S_OUT/$R_OUT:.2f}')") restic dump, ×$(python3 -c "print(f'{$S_OUT/$G_OUT:.2f}')") borg extract;"
 fi
 say "re-push of stored layers ×$(python3 -c "print(f'{$S_RE/$S_IN:.2f}')") the first push."
+say ""
+# The data directory at rest (the daemon stopped, its index flushed): packs
+# against index, the index against the logical bytes, and the whole against
+# the file-level reference (every distinct file body once plus the headers,
+# zstd -3 in 4 MiB frames: benches/file_reference.py).
+S_PACKS=$(bytes_of "$D/packs"); S_INDEX=$(bytes_of "$D/index")
+say "at rest: packs $S_PACKS, index $S_INDEX ($(python3 -c "print(f'{100*$S_INDEX/$TOTAL:.3f}')") % of the $TOTAL logical bytes)"
+if [ -z "${SKIP_REFERENCE:-}" ]; then
+  REF=$(python3 "$HERE/file_reference.py" "${LAYERS[@]}")
+  REF_TOTAL=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['total'])" "$REF")
+  say ""
+  say "file-level reference: \`$REF\`; strata $(python3 -c "print(f'{$S_BYTES/$REF_TOTAL:.3f}')") × the reference"
+fi
 say ""
 say "strata stats: \`$(tr -d '\n ' <"$WORK/strata-stats.json")\`"
 say ""
