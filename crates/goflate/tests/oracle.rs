@@ -191,36 +191,6 @@ fn hash_offset_rebase() {
     check("rebase", &data, 2, 1 << 20, 0);
 }
 
-/// Random mixtures of random bytes, runs, copies of earlier data (beyond
-/// the window too), text and mixed data; random level, writes, flushes.
-fn arb_input() -> impl Strategy<Value = Vec<u8>> {
-    let seg = prop_oneof![
-        (1usize..3000, any::<u64>()).prop_map(|(n, s)| (0u8, n, s)),
-        (1usize..40_000, any::<u64>()).prop_map(|(n, s)| (1u8, n, s)),
-        (1usize..40_000, any::<u64>()).prop_map(|(n, s)| (2u8, n, s)),
-        (1usize..50_000, any::<u64>()).prop_map(|(n, s)| (3u8, n, s)),
-        (1usize..50_000, any::<u64>()).prop_map(|(n, s)| (4u8, n, s)),
-    ];
-    prop::collection::vec(seg, 0..8).prop_map(|segs| {
-        let mut v: Vec<u8> = Vec::new();
-        for (kind, n, seed) in segs {
-            let n = n.min(200_000 - v.len().min(200_000));
-            match kind {
-                0 => v.extend(random(n, seed)),
-                1 => v.extend(std::iter::repeat_n(seed as u8, n)),
-                2 if !v.is_empty() => {
-                    let start = (seed as usize) % v.len();
-                    let end = (start + n).min(v.len());
-                    v.extend_from_within(start..end);
-                }
-                3 => v.extend(text(n, seed)),
-                _ => v.extend(mixed(n, seed)),
-            }
-        }
-        v
-    })
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 32, max_shrink_iters: 64, ..ProptestConfig::default() })]
     #[test]
