@@ -5,6 +5,7 @@
 //! from the bytes written, exports read back blob by blob and handed to
 //! skopeo and umoci.
 
+mod common;
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,7 +13,6 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_strata");
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -270,17 +270,7 @@ impl Daemon {
             .stderr(fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-            if let Some(st) = child.try_wait().unwrap() {
-                panic!(
-                    "strata serve exited ({st}): {}",
-                    fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            assert!(Instant::now() < deadline, "strata serve did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::wait_for_serve(&mut child, &sock, &log);
         Daemon {
             child,
             sock,

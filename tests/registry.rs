@@ -701,30 +701,20 @@ async fn htpasswd_auth_and_read_only_mode() {
         .unwrap()
         .starts_with("Basic realm="));
     assert_eq!(code(r).await, "UNAUTHORIZED");
-    let r = reg
-        .http
-        .get(reg.url("/v2/"))
-        .basic_auth("alice", Some("wrong"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let r = reg
-        .http
-        .get(reg.url("/v2/"))
-        .basic_auth("mallory", Some("s3cret"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let r = reg
-        .http
-        .get(reg.url("/v2/"))
-        .basic_auth("alice", Some("s3cret"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    for (user, pass, want) in [
+        ("alice", "wrong", StatusCode::UNAUTHORIZED),
+        ("mallory", "s3cret", StatusCode::UNAUTHORIZED),
+        ("alice", "s3cret", StatusCode::OK),
+    ] {
+        let r = reg
+            .http
+            .get(reg.url("/v2/"))
+            .basic_auth(user, Some(pass))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "{user}:{pass}");
+    }
     // Read-only: writes are refused, before anything is stored.
     let r = reg
         .http

@@ -211,3 +211,22 @@ pub fn python_gzip(data: &[u8], level: u32) -> Vec<u8> {
     );
     filter("/usr/bin/python3", &["-c", &code], data)
 }
+
+/// Waits until a `strata serve` child process answers on `sock`; panics
+/// with its log if it exits first or takes over 30 s.
+pub fn wait_for_serve(child: &mut std::process::Child, sock: &Path, log: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::os::unix::net::UnixStream::connect(sock).is_err() {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!(
+                "strata serve exited ({st}): {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "strata serve did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
