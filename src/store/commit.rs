@@ -18,7 +18,6 @@ use super::ingest::{Committing, IngestOptions, PushOutcome, Recipes};
 use super::pack::Hash;
 use super::recipe::{decode_page, Segment};
 use super::{now_secs, Store};
-use crate::codec::plan::Plan as PlanRecord;
 use crate::codec::plan::Plan;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -71,7 +70,7 @@ impl Bases {
 fn base_digest(
     digest: &Digest,
     recipe: &super::recipe::Recipe,
-    plan: &Option<PlanRecord>,
+    plan: &Option<Plan>,
 ) -> Option<Digest> {
     let p = plan.as_ref()?;
     let d = Digest(p.diff_id?);
