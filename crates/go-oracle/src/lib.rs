@@ -34,6 +34,14 @@ fn build(name: &str, gopath: Option<&str>) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/go")
         .join(name);
+    // The path is fixed at compile time: a test binary built from another
+    // checkout of this repository (sharing the target directory) points at it.
+    assert!(
+        src.is_dir(),
+        "the Go oracle sources {} are not there: this test binary was built \
+         from another checkout sharing the target directory; rebuild it here",
+        src.display()
+    );
     let dir = oracle_dir();
     std::fs::create_dir_all(&dir)
         .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
