@@ -5,7 +5,8 @@
 //! [`codec`] (decoding gzip/zstd and the plans that rebuild them; the bit-exact
 //! Go encoders live in the workspace crates `goflate` and `kpflate`), [`store`]
 //! (packs, recipes and the RocksDB index), [`server`] (the gRPC daemon),
-//! [`client`] (the CLI's side of the socket). Each module uses only what sits
+//! [`client`] (the CLI's side of the socket), [`remote`] (the CLI as a
+//! registry client). Each module uses only what sits
 //! below it; ARCHITECTURE.md at the repository root is the map.
 
 pub mod analyze;
@@ -18,6 +19,7 @@ pub mod encoding;
 pub mod error;
 pub mod image;
 pub mod registry;
+pub mod remote;
 pub mod server;
 pub mod split;
 pub mod store;

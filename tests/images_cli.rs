@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_strata");
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -39,28 +39,7 @@ fn hex(d: &str) -> &str {
     d.strip_prefix("sha256:").unwrap()
 }
 
-/// Deterministic text that compresses like real files do (words, not noise).
-fn text(seed: u64, len: usize) -> Vec<u8> {
-    const WORDS: [&str; 12] = [
-        "layer", "image", "store", "blob", "chunk", "digest", "config", "tar", "gzip", "root",
-        "usr", "lib",
-    ];
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        out.extend_from_slice(WORDS[(x >> 33) as usize % WORDS.len()].as_bytes());
-        out.push(if (x >> 20).is_multiple_of(9) {
-            b'\n'
-        } else {
-            b' '
-        });
-    }
-    out.truncate(len);
-    out
-}
+use common::text;
 
 /// One layer: its files, and whether it is stored gzipped.
 struct LayerSpec {
@@ -236,110 +215,7 @@ fn libs() -> LayerSpec {
 // ---------------------------------------------------------------------------
 // The daemon and the CLI
 
-/// A `strata serve` child on its own data dir and socket, killed when
-/// dropped (also when a test panics).
-struct Daemon {
-    child: Child,
-    sock: PathBuf,
-    log: PathBuf,
-    tmp: tempfile::TempDir,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Daemon {
-    fn start() -> Daemon {
-        let tmp = tempfile::tempdir().unwrap();
-        let sock = tmp.path().join("s.sock");
-        let log = tmp.path().join("serve.log");
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(tmp.path().join("data"))
-            .arg("--socket")
-            .arg(&sock)
-            .args(["--metrics-addr", "off"])
-            .env_remove("STRATA_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        common::wait_for_serve(&mut child, &sock, &log);
-        Daemon {
-            child,
-            sock,
-            log,
-            tmp,
-        }
-    }
-
-    fn dir(&self) -> &Path {
-        self.tmp.path()
-    }
-
-    /// `strata --socket S <args>`.
-    fn run<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Output {
-        Command::new(BIN)
-            .arg("--socket")
-            .arg(&self.sock)
-            .args(args)
-            .env_remove("STRATA_CONFIG")
-            .env_remove("STRATA_ADDR")
-            .env_remove("STRATA_SOCKET")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    /// Runs a command that must succeed; its stdout.
-    fn ok<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> String {
-        let out = self.run(args);
-        let shown: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy()).collect();
-        assert!(
-            out.status.success(),
-            "strata {shown:?} failed ({}): {}\ndaemon log:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            fs::read_to_string(&self.log).unwrap_or_default()
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn json<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Value {
-        let out = self.ok(args);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
-    }
-
-    /// `strata images --json -n NS`, by name.
-    fn images(&self, ns: &str) -> BTreeMap<String, Value> {
-        let v = self.json(&["images", "--json", "-n", ns]);
-        let mut m = BTreeMap::new();
-        for e in v.as_array().unwrap() {
-            let name = e["name"].as_str().unwrap().to_string();
-            assert!(
-                m.insert(name.clone(), e.clone()).is_none(),
-                "{name} twice: {v:#}"
-            );
-        }
-        m
-    }
-
-    /// `strata ls --json -n NS`, by digest.
-    fn ls(&self, ns: &str) -> BTreeMap<String, Value> {
-        let v = self.json(&["ls", "--json", "-n", ns]);
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|b| (b["digest"].as_str().unwrap().to_string(), b.clone()))
-            .collect()
-    }
-}
+use common::serve_child::ServeChild as Daemon;
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()

@@ -2,9 +2,11 @@
 //! what a shared strata store would keep of it, found without a daemon (from
 //! files), or for images a daemon holds (`--socket`/`--addr`).
 
+use super::remote_args::RemoteArgs;
 use crate::analyze::{self, Input, Settings};
 use crate::client::{self, blob_source::DaemonSource};
 use crate::image;
+use crate::remote::{self, Location};
 use crate::split::ChunkSizes;
 use anyhow::Context;
 use clap::Args;
@@ -13,8 +15,8 @@ use std::sync::Arc;
 
 #[derive(Args, Debug)]
 #[command(
-    long_about = "Reads images from files (OCI layouts, OCI archives, docker-archives, lone layer \
-files), splits and hashes every distinct blob exactly as the daemon would (nothing is stored: chunk \
+    long_about = "Reads images from registries (docker:// references, each distinct blob fetched once \
+and never stored) or files (OCI layouts, OCI archives, docker-archives, lone layer files), splits and hashes every distinct blob exactly as the daemon would (nothing is stored: chunk \
 hashes are kept in memory only), and reports per image its compressed and plain size and the bytes \
 unique to it or shared with the others; for the set, what deduplicating by layer, by file and by \
 chunk leaves, and the bytes a strata store would keep (compressed chunks, recipes, rebuild data, \
@@ -23,11 +25,12 @@ With --socket or --addr on the command line, IMAGE names images the daemon holds
 lists them; none: every image of --namespace), read back from it."
 )]
 pub struct AnalyzeArgs {
-    /// Image inputs: OCI layout directories, OCI archives, docker-archives
+    /// Image inputs: registry references (`docker://HOST/REPO:TAG`), OCI
+    /// layout directories (`oci:DIR[:REF]`), OCI archives, docker-archives
     /// (`docker save`), or single layer files (tar, tar.gz, tar.zst). Every
     /// image an input holds is analyzed.
     #[arg(value_name = "IMAGE")]
-    pub images: Vec<PathBuf>,
+    pub images: Vec<String>,
     /// With a daemon: the namespace whose images are analyzed
     #[arg(short, long, default_value = crate::config::DEFAULT_NAMESPACE)]
     pub namespace: String,
@@ -75,6 +78,11 @@ pub struct AnalyzeArgs {
     /// Blobs analyzed at once [default: the number of cores]
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Every platform of docker:// multi-platform images
+    #[arg(long, conflicts_with = "platform")]
+    pub all_platforms: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 /// Images a daemon holds, read back through it.
@@ -86,7 +94,7 @@ fn daemon_inputs(
     rt.block_on(async {
         let mut c = client::connect_to(target).await?;
         let held = super::images::held(&mut c, &a.namespace).await?;
-        let wanted: Vec<String> = a.images.iter().map(|p| p.display().to_string()).collect();
+        let wanted: Vec<String> = a.images.clone();
         for w in &wanted {
             if !held.iter().any(|i| &i.name == w) {
                 anyhow::bail!(
@@ -132,20 +140,49 @@ pub fn run(a: AnalyzeArgs, daemon: Option<client::Target>) -> anyhow::Result<()>
         .enable_all()
         .build()?;
     let mut inputs = Vec::new();
-    let mut input_paths = Vec::new();
+    // What tells apart images named alike in different inputs.
+    let mut input_names = Vec::new();
     if let Some(t) = &daemon {
         inputs = daemon_inputs(&a, t, &rt)?;
     }
-    for path in a.images.iter().filter(|_| daemon.is_none()) {
-        let opened =
-            image::open(path, &platform).with_context(|| format!("reading {}", path.display()))?;
+    let sessions = remote::Sessions::default();
+    for input in a.images.iter().filter(|_| daemon.is_none()) {
+        let (opened, label) = match Location::parse(input)? {
+            Location::Registry(r) => {
+                let opts = a.remote.options()?;
+                let (o, _) = rt
+                    .block_on(remote::pull::open(
+                        &r,
+                        &platform,
+                        a.all_platforms,
+                        &opts,
+                        &sessions,
+                    ))
+                    .with_context(|| format!("docker://{r}"))?;
+                (o, r.to_string())
+            }
+            Location::Path { path, name, .. } => {
+                if a.all_platforms {
+                    anyhow::bail!("--all-platforms reads docker:// references; for {} pick one with --platform", path.display());
+                }
+                let mut o = image::open(&path, &platform)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                if let Some(n) = name {
+                    o.images.retain(|i| i.name == n);
+                    if o.images.is_empty() {
+                        anyhow::bail!("{} holds no image named {n:?}", path.display());
+                    }
+                }
+                (o, image::default_name(&path))
+            }
+        };
         for img in opened.images {
             inputs.push(Input {
                 image: img,
                 source: opened.source.clone(),
-                origin: path.display().to_string(),
+                origin: input.clone(),
             });
-            input_paths.push(path.clone());
+            input_names.push(label.clone());
         }
     }
     // Images named alike in different inputs (each layout's "latest") are
@@ -154,13 +191,22 @@ pub fn run(a: AnalyzeArgs, daemon: Option<client::Target>) -> anyhow::Result<()>
     for i in &inputs {
         *count.entry(i.image.name.clone()).or_insert(0) += 1;
     }
-    for (i, path) in inputs.iter_mut().zip(input_paths.iter()) {
+    for (i, label) in inputs.iter_mut().zip(input_names.iter()) {
         if count[&i.image.name] > 1 {
-            i.image.name = format!("{}:{}", image::default_name(path), i.image.name);
+            i.image.name = format!("{label}:{}", i.image.name);
         }
     }
     let mut settings = Settings {
-        source: if daemon.is_some() { "daemon" } else { "files" }.into(),
+        source: if daemon.is_some() {
+            "daemon"
+        } else if a.images.iter().all(|i| i.starts_with("docker://")) {
+            "registry"
+        } else if a.images.iter().any(|i| i.starts_with("docker://")) {
+            "files and registry"
+        } else {
+            "files"
+        }
+        .into(),
         chunk_sizes,
         block_bytes: a.block_kib * 1024,
         zstd_level: a.zstd_level,

@@ -3,14 +3,15 @@
 //! plus a record blob labelled with its name (see `image::record`).
 
 use super::push::push_reader;
+use super::remote_args::RemoteArgs;
 use super::{print_json, status_err};
 use crate::client::{self, blob_source::DaemonSource};
 use crate::image::{self, record, BlobRef, Image, Platform};
 use crate::proto::strata::v1 as pb;
+use crate::remote::{self, Location, Transport};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use tonic::transport::Channel;
 
@@ -18,15 +19,23 @@ type Client = pb::store_client::StoreClient<Channel>;
 
 #[derive(Args, Debug)]
 pub struct ImportArgs {
-    /// OCI image layouts (directories), OCI archives, docker-archives
-    /// (`docker save`) or single layer files
+    /// Registry references (`docker://HOST[:PORT]/REPO[:TAG|@DIGEST]`, Docker
+    /// Hub short names as `docker://ubuntu:24.04`), OCI image layouts
+    /// (`DIR` or `oci:DIR[:REF]`), OCI archives (`oci-archive:FILE[:REF]`),
+    /// docker-archives (`docker save`; `docker-archive:FILE`) or single layer files
     #[arg(required = true, value_name = "IMAGE")]
-    pub inputs: Vec<PathBuf>,
+    pub inputs: Vec<String>,
     #[arg(short, long, default_value = crate::config::DEFAULT_NAMESPACE)]
     pub namespace: String,
     /// Platform to pick from multi-platform images (os/arch[/variant]) [default: the host's]
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
+    /// Every platform of a multi-platform image, each recorded as
+    /// `NAME#os/arch[/variant]`
+    #[arg(long, conflicts_with = "platform")]
+    pub all_platforms: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     /// Record the image under this name instead of its own (one image only)
     #[arg(long)]
     pub name: Option<String>,
@@ -59,12 +68,20 @@ pub enum ExportFormat {
 pub struct ExportArgs {
     /// The image's name, as `strata images` lists it
     pub name: String,
-    /// Where to write: a new (or empty) directory for `oci`, a file for `docker-archive`
-    pub dest: PathBuf,
+    /// Where to write: `docker://HOST[:PORT]/REPO[:TAG]` pushes to a registry
+    /// (every blob the exact stored bytes); `oci:DIR` or a new (or empty)
+    /// directory for an OCI layout; `docker-archive:FILE` or a file (with
+    /// `--format docker-archive`) for a docker-archive
+    pub dest: String,
+    /// The format of a bare path DEST
     #[arg(long, value_enum, default_value = "oci")]
     pub format: ExportFormat,
     #[arg(short, long, default_value = crate::config::DEFAULT_NAMESPACE)]
     pub namespace: String,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 pub(super) fn platform(p: &Option<String>) -> anyhow::Result<Platform> {
@@ -129,23 +146,100 @@ async fn read_record(c: &mut Client, ns: &str, digest: &str) -> anyhow::Result<I
     Ok(record::decode(&bytes)?)
 }
 
+/// Opens one import input: a registry reference or a file.
+async fn open_input(
+    input: &str,
+    plat: &Platform,
+    a: &ImportArgs,
+    sessions: &remote::Sessions,
+) -> anyhow::Result<image::Opened> {
+    match Location::parse(input)? {
+        Location::Registry(r) => {
+            let opts = a.remote.options()?;
+            let (opened, _) = remote::pull::open(&r, plat, a.all_platforms, &opts, sessions)
+                .await
+                .with_context(|| format!("docker://{r}"))?;
+            Ok(opened)
+        }
+        Location::Path {
+            path,
+            name,
+            transport,
+        } => {
+            let (p, all) = (plat.clone(), a.all_platforms);
+            let path2 = path.clone();
+            let opened = tokio::task::spawn_blocking(move || image::open(&path2, &p))
+                .await?
+                .with_context(|| format!("reading {}", path.display()))?;
+            if all {
+                anyhow::bail!(
+                    "--all-platforms reads docker:// references; for {} pick one with --platform",
+                    path.display()
+                );
+            }
+            check_transport(&opened, transport, &path)?;
+            Ok(select(opened, name.as_deref(), &path)?)
+        }
+    }
+}
+
+/// `oci:` must name a layout, `docker-archive:` a docker-archive, ...
+fn check_transport(
+    o: &image::Opened,
+    t: Option<Transport>,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    use image::Format as F;
+    let ok = match t {
+        None => true,
+        Some(Transport::Oci) => o.format == F::OciLayout,
+        Some(Transport::OciArchive) => o.format == F::OciArchive,
+        Some(Transport::DockerArchive) => o.format == F::DockerArchive,
+    };
+    if !ok {
+        anyhow::bail!(
+            "{} is {:?}, not what its transport prefix says ({t:?})",
+            path.display(),
+            o.format
+        );
+    }
+    Ok(())
+}
+
+/// Keeps only the image named `name` (a `:REF` after the path).
+fn select(
+    mut o: image::Opened,
+    name: Option<&str>,
+    path: &std::path::Path,
+) -> anyhow::Result<image::Opened> {
+    if let Some(n) = name {
+        let have: Vec<String> = o.images.iter().map(|i| i.name.clone()).collect();
+        o.images.retain(|i| i.name == n);
+        if o.images.is_empty() {
+            anyhow::bail!(
+                "{} holds no image named {n:?} (it has: {})",
+                path.display(),
+                have.join(", ")
+            );
+        }
+    }
+    Ok(o)
+}
+
 pub async fn import(a: ImportArgs, target: &client::Target) -> anyhow::Result<()> {
     let plat = platform(&a.platform)?;
     let mut c = client::connect_to(target).await?;
+    let sessions = remote::Sessions::default();
     let mut rows = Vec::new();
     for input in &a.inputs {
-        let path = input.clone();
-        let p = plat.clone();
-        let opened = tokio::task::spawn_blocking(move || image::open(&path, &p))
-            .await?
-            .with_context(|| format!("reading {}", input.display()))?;
+        let opened = open_input(input, &plat, &a, &sessions).await?;
         if a.name.is_some() && (opened.images.len() != 1 || a.inputs.len() != 1) {
             anyhow::bail!(
                 "--name names one image, but {}",
                 if a.inputs.len() != 1 {
                     format!("{} inputs are given", a.inputs.len())
                 } else {
-                    format!("{} holds {}", input.display(), opened.images.len())
+                    format!("{input} holds {}", opened.images.len())
                 }
             );
         }
@@ -156,7 +250,11 @@ pub async fn import(a: ImportArgs, target: &client::Target) -> anyhow::Result<()
                 opened.format,
                 image::Format::OciLayout | image::Format::OciArchive
             ) {
-                img.name = qualified_name(&img.name, input);
+                let path = match Location::parse(input)? {
+                    Location::Path { path, .. } => path,
+                    Location::Registry(_) => unreachable!("a registry is Format::Registry"),
+                };
+                img.name = qualified_name(&img.name, &path);
             }
             let (mut pushed, mut skipped, mut added) = (0u64, 0u64, 0u64);
             for b in record::blobs(&img) {
@@ -164,10 +262,13 @@ pub async fn import(a: ImportArgs, target: &client::Target) -> anyhow::Result<()
                     skipped += 1;
                     continue;
                 }
-                let r = push_blob(&mut c, &opened.source, &b, &a.namespace, &img.name).await?;
+                let r = push_blob(&mut c, &opened.source, &b, &a.namespace, &img.name)
+                    .await
+                    .with_context(|| format!("importing {input}"))?;
                 pushed += 1;
                 added += r.bytes_added;
             }
+            // The record last: an image half imported is never listed.
             let rec = record::encode(&img);
             let mut labels = HashMap::new();
             labels.insert(record::NAME_LABEL.to_string(), img.name.clone());
@@ -212,8 +313,8 @@ pub async fn import(a: ImportArgs, target: &client::Target) -> anyhow::Result<()
             }
             rows.push(serde_json::json!({
                 "name": img.name, "manifest": img.manifest.as_ref().map(|m| &m.digest),
-                "input": input.display().to_string(), "pushed": pushed, "already_stored": skipped,
-                "new_bytes": added, "record": r.digest,
+                "platform": img.platform, "input": input, "pushed": pushed,
+                "already_stored": skipped, "new_bytes": added, "record": r.digest,
             }));
         }
     }
@@ -256,7 +357,8 @@ async fn push_blob(
         media_type: b.media_type.clone(),
         ..Default::default()
     };
-    push_reader(c, reader, Some(b.size), &b.digest, start)
+    let short = b.digest.get(7..19).unwrap_or(&b.digest);
+    push_reader(c, reader, Some(b.size), &format!("{image} {short}"), start)
         .await
         .with_context(|| format!("pushing {} of {image}", b.digest))
 }
@@ -427,12 +529,83 @@ pub async fn export(a: ExportArgs, target: &client::Target) -> anyhow::Result<()
     };
     let img = read_record(&mut c, &a.namespace, &rec.digest).await?;
     let source = DaemonSource::new(c, a.namespace.clone(), tokio::runtime::Handle::current());
-    let (dest, format) = (a.dest.clone(), a.format);
+    let (dest, format) = match Location::parse(&a.dest)? {
+        Location::Registry(r) => return push(a, img, Arc::new(source), r).await,
+        Location::Path {
+            path,
+            name: Some(n),
+            ..
+        } => {
+            anyhow::bail!("{}: a ref name (:{n}) on an export destination is not supported; the image keeps its own name", path.display())
+        }
+        Location::Path {
+            path,
+            transport: None,
+            ..
+        } => (path, a.format),
+        Location::Path {
+            path,
+            transport: Some(Transport::Oci),
+            ..
+        } => (path, ExportFormat::Oci),
+        Location::Path {
+            path,
+            transport: Some(Transport::DockerArchive),
+            ..
+        } => (path, ExportFormat::DockerArchive),
+        Location::Path {
+            transport: Some(Transport::OciArchive),
+            ..
+        } => {
+            anyhow::bail!(
+                "export writes oci:DIR, docker-archive:FILE or docker://; not oci-archive:"
+            )
+        }
+    };
+    let shown = dest.display().to_string();
     tokio::task::spawn_blocking(move || match format {
         ExportFormat::Oci => image::write_oci_layout(&dest, &[img], &source),
         ExportFormat::DockerArchive => image::write_docker_archive(&dest, &[img], &source),
     })
     .await?
-    .with_context(|| format!("exporting {} to {}", a.name, a.dest.display()))?;
+    .with_context(|| format!("exporting {} to {shown}", a.name))?;
+    Ok(())
+}
+
+/// `strata export NAME docker://...`: the image's blobs, then its manifest.
+async fn push(
+    a: ExportArgs,
+    img: Image,
+    source: Arc<dyn image::BlobSource>,
+    dest: remote::Reference,
+) -> anyhow::Result<()> {
+    let opts = a.remote.options()?;
+    let total: u64 = record::blobs(&img).iter().map(|b| b.size).sum();
+    let bar = super::push::progress_bar(Some(total), &format!("{} -> {dest}", img.name));
+    let stats = async {
+        let session = remote::Session::connect(&dest, &opts).await?;
+        let b2 = bar.clone();
+        remote::push::push_image(&img, source, &session, &dest, &move |n| b2.inc(n)).await
+    }
+    .await
+    .with_context(|| format!("exporting {} to docker://{dest}", a.name))?;
+    bar.finish_and_clear();
+    if a.json {
+        print_json(&serde_json::json!({
+            "name": img.name, "destination": format!("docker://{dest}"), "manifest": stats.manifest,
+            "uploaded": stats.uploaded, "mounted": stats.mounted,
+            "already_there": stats.already_there, "bytes_uploaded": stats.bytes_uploaded,
+        }));
+    } else {
+        println!(
+            "{}  docker://{dest}  {}  {} uploaded, {} mounted, {} already there  {}",
+            img.name,
+            stats.manifest,
+            stats.uploaded,
+            stats.mounted,
+            stats.already_there,
+            stats.bytes_uploaded
+        );
+    }
     Ok(())
 }

@@ -5,6 +5,7 @@ mod blobs;
 pub mod config_file;
 mod images;
 mod push;
+mod remote_args;
 mod serve;
 mod verify;
 
@@ -72,13 +73,14 @@ pub enum Command {
     /// would keep of it: images read from files (no daemon needed), or, with
     /// --socket or --addr, the images a daemon holds
     Analyze(Box<analyze::AnalyzeArgs>),
-    /// Store whole images (OCI layouts and archives, docker-archives, layer
-    /// files): every blob not yet stored, and the image's name; prints
+    /// Store whole images (from registries, OCI layouts and archives,
+    /// docker-archives, layer files): every blob not yet stored, and the
+    /// image's name; prints
     /// `NAME  MANIFEST  N pushed, M already stored  NEW-BYTES`
     Import(images::ImportArgs),
     /// List the images held in a namespace, with their sizes and what they share
     Images(images::ImagesArgs),
-    /// Write a held image out as an OCI layout or a docker-archive, every digest unchanged
+    /// Write a held image to a registry, an OCI layout or a docker-archive, every digest unchanged
     Export(images::ExportArgs),
 }
 

@@ -30,10 +30,19 @@ impl DaemonSource {
     }
 }
 
-/// Reads from the pieces a Read stream sends.
-struct StreamReader {
+/// Reads from the pieces a task sends (a Read stream, a registry's body).
+pub(crate) struct StreamReader {
     rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
     cur: Bytes,
+}
+
+impl StreamReader {
+    pub(crate) fn new(rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>) -> Self {
+        StreamReader {
+            rx,
+            cur: Bytes::new(),
+        }
+    }
 }
 
 impl Read for StreamReader {
@@ -91,10 +100,7 @@ impl BlobSource for DaemonSource {
                 }
             }
         });
-        let r = StreamReader {
-            rx,
-            cur: Bytes::new(),
-        };
+        let r = StreamReader::new(rx);
         Ok(Box::new(VerifyingReader::new(r, &blob.digest, blob.size)))
     }
 }

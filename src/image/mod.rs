@@ -74,6 +74,8 @@ pub enum Format {
     OciArchive,
     DockerArchive,
     LayerFile,
+    /// A registry (`docker://`), read through `remote`.
+    Registry,
 }
 
 pub trait BlobSource: Send + Sync {
@@ -82,6 +84,14 @@ pub trait BlobSource: Send + Sync {
     /// have the wrong size. A blob the input does not hold is `NotFound`.
     fn open(&self, blob: &BlobRef) -> io::Result<Box<dyn Read + Send>>;
 }
+
+/// A source the manifest resolver reads from: it also says whether it has a
+/// blob (a registry answers true and lets the fetch find out).
+pub(crate) trait ManifestSource: BlobSource {
+    fn has(&self, digest: &str) -> bool;
+}
+
+pub(crate) use oci_layout::resolve_root;
 
 pub struct Opened {
     pub images: Vec<Image>,

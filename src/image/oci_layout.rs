@@ -5,7 +5,7 @@
 use super::platform::{self, Platform};
 use super::source::FileSource;
 use super::spec::{self, AnyManifest, ConfigJson, Descriptor};
-use super::{blob_ref, parse_json, read_json_blob, BlobRef, Image, MAX_JSON};
+use super::{blob_ref, parse_json, read_json_blob, BlobRef, Image, ManifestSource, MAX_JSON};
 use crate::error::{Error, Result};
 
 /// Index nesting deeper than this is refused (real images nest once).
@@ -95,13 +95,87 @@ fn extract_unnamed(groups: &mut Vec<(Option<String>, Vec<Descriptor>)>) -> Vec<D
     out
 }
 
+/// The images a manifest or index `root` names, read from `src` (`loc` names
+/// it in errors): the one for `platform`, or with `all`, one per platform
+/// (each named `<name>#<os/arch[/variant]>` when there are several).
+pub(crate) fn resolve_root(
+    src: &dyn ManifestSource,
+    root: &Descriptor,
+    name: &str,
+    platform: &Platform,
+    all: bool,
+    loc: &str,
+) -> Result<Vec<Image>> {
+    let r = Resolver {
+        src,
+        platform,
+        loc: loc.to_string(),
+    };
+    let mut seen = Vec::new();
+    if all {
+        let mut out = Vec::new();
+        r.collect(name, root, 0, &mut out)?;
+        if out.len() > 1 {
+            for img in &mut out {
+                img.name = format!("{name}#{}", img.platform.as_deref().unwrap_or("unknown"));
+            }
+        }
+        return Ok(out);
+    }
+    match r.resolve(name, root, 0, &mut seen)? {
+        Some(img) => Ok(vec![img]),
+        None => Err(Error::NotFound(format!(
+            "image {name} in {loc}: no manifest for platform {platform} (it has: {}; --all-platforms takes every one)",
+            if seen.is_empty() {
+                "none named".to_string()
+            } else {
+                seen.join(", ")
+            }
+        ))),
+    }
+}
+
 struct Resolver<'a> {
-    src: &'a FileSource,
+    src: &'a dyn ManifestSource,
     platform: &'a Platform,
     loc: String,
 }
 
+/// A manifest or index read and parsed.
+struct Loaded {
+    blob: BlobRef,
+    doc: AnyManifest,
+    media_type: String,
+    is_index: bool,
+    file: String,
+}
+
 impl Resolver<'_> {
+    /// Every image `d` leads to: itself, or each entry of an index.
+    fn collect(
+        &self,
+        name: &str,
+        d: &Descriptor,
+        depth: usize,
+        out: &mut Vec<Image>,
+    ) -> Result<()> {
+        let l = self.load(name, d, depth)?;
+        if l.is_index {
+            for e in l
+                .doc
+                .manifests
+                .iter()
+                .flatten()
+                .filter(|e| !e.is_attestation())
+            {
+                self.collect(name, e, depth + 1, out)?;
+            }
+            return Ok(());
+        }
+        out.push(self.image(name, d, l)?);
+        Ok(())
+    }
+
     /// The image for the wanted platform among `descs` (an index's entries),
     /// or None if none fits; `seen` collects the platforms on offer.
     fn pick(
@@ -171,6 +245,16 @@ impl Resolver<'_> {
         depth: usize,
         seen: &mut Vec<String>,
     ) -> Result<Option<Image>> {
+        let l = self.load(name, d, depth)?;
+        if l.is_index {
+            let entries = l.doc.manifests.unwrap_or_default();
+            return self.pick(name, &entries, depth + 1, seen);
+        }
+        self.image(name, d, l).map(Some)
+    }
+
+    /// Reads and parses the manifest or index `d` names, verified.
+    fn load(&self, name: &str, d: &Descriptor, depth: usize) -> Result<Loaded> {
         if depth > MAX_DEPTH {
             return Err(Error::InvalidArgument(format!(
                 "image {name} in {}: indexes nested more than {MAX_DEPTH} deep",
@@ -178,7 +262,7 @@ impl Resolver<'_> {
             )));
         }
         let blob = blob_ref(d, name, "index entry")?;
-        let bytes = read_json_blob(self.src, &blob, "manifest", name)?;
+        let bytes = read_json_blob(self.src as &dyn super::BlobSource, &blob, "manifest", name)?;
         let file = format!("manifest {} of image {name} in {}", blob.digest, self.loc);
         let doc: AnyManifest = parse_json(&bytes, &file)?;
         if doc.schema_version == Some(1) {
@@ -197,10 +281,24 @@ impl Resolver<'_> {
             spec::OCI_MANIFEST | spec::DOCKER_MANIFEST => false,
             _ => doc.manifests.is_some() && doc.config.is_none(),
         };
-        if is_index {
-            let entries = doc.manifests.unwrap_or_default();
-            return self.pick(name, &entries, depth + 1, seen);
-        }
+        Ok(Loaded {
+            blob,
+            doc,
+            media_type,
+            is_index,
+            file,
+        })
+    }
+
+    /// The image a (single-platform) manifest describes.
+    fn image(&self, name: &str, d: &Descriptor, l: Loaded) -> Result<Image> {
+        let Loaded {
+            blob,
+            doc,
+            media_type,
+            file,
+            ..
+        } = l;
         let config = doc
             .config
             .ok_or_else(|| Error::InvalidArgument(format!("{file}: no config")))?;
@@ -219,7 +317,8 @@ impl Resolver<'_> {
                 )));
             }
         }
-        let cfg_bytes = read_json_blob(self.src, &config, "config", name)?;
+        let cfg_bytes =
+            read_json_blob(self.src as &dyn super::BlobSource, &config, "config", name)?;
         let cfg: ConfigJson = parse_json(
             &cfg_bytes,
             &format!("config {} of image {name} in {}", config.digest, self.loc),
@@ -232,7 +331,7 @@ impl Resolver<'_> {
             )),
             None => config_platform(&cfg),
         };
-        Ok(Some(Image {
+        Ok(Image {
             name: name.to_string(),
             manifest: Some(BlobRef {
                 media_type: if media_type.is_empty() {
@@ -245,7 +344,7 @@ impl Resolver<'_> {
             config: Some(config),
             layers,
             platform,
-        }))
+        })
     }
 }
 

@@ -88,8 +88,10 @@ impl FileSource {
         let (alg, hex) = digest.split_once(':')?;
         Some(format!("blobs/{alg}/{hex}"))
     }
+}
 
-    pub fn has(&self, digest: &str) -> bool {
+impl super::ManifestSource for FileSource {
+    fn has(&self, digest: &str) -> bool {
         self.path_of(digest)
             .is_some_and(|p| self.backing.exists(&p))
     }

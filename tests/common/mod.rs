@@ -2,6 +2,9 @@
 //! directory and socket, and a client for it.
 #![allow(dead_code)]
 
+pub mod docker_registry;
+pub mod serve_child;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use strata::proto::strata::v1 as pb;
@@ -149,6 +152,29 @@ pub async fn stats(c: &mut Client) -> pb::StatsResponse {
 
 pub fn sha256_digest(data: &[u8]) -> String {
     strata::Digest::of(data).to_string()
+}
+
+/// Deterministic text that compresses like real files do (words, not noise).
+pub fn text(seed: u64, len: usize) -> Vec<u8> {
+    const WORDS: [&str; 12] = [
+        "layer", "image", "store", "blob", "chunk", "digest", "config", "tar", "gzip", "root",
+        "usr", "lib",
+    ];
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        out.extend_from_slice(WORDS[(x >> 33) as usize % WORDS.len()].as_bytes());
+        out.push(if (x >> 20).is_multiple_of(9) {
+            b'\n'
+        } else {
+            b' '
+        });
+    }
+    out.truncate(len);
+    out
 }
 
 /// Deterministic incompressible bytes.
