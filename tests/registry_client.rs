@@ -723,3 +723,65 @@ fn transports_name_files_as_skopeo_does() {
     ]);
     assert!(!o.stdout.is_empty());
 }
+
+#[test]
+fn a_deferred_import_is_converted_in_the_background_and_stays_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = DockerRegistry::start(&tmp.path().join("reg"), Config::default());
+    let l = Layout::new(
+        &tmp.path().join("l"),
+        "1",
+        &[layer_tar(51, 300_000), layer_tar(52, 200_000)],
+    );
+    let r = format!("docker://{}/lazy:1", reg.addr);
+    skopeo(&[
+        "copy",
+        "-q",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:1", l.dir.display()),
+        &r,
+    ]);
+    let d = ServeChild::start();
+    let home = tmp.path();
+    let line = ok(cli(
+        &d,
+        home,
+        &[],
+        &["import", "--defer", "--tls-verify=false", &r],
+    ));
+    assert!(line.contains(&l.manifest), "{line}");
+    let layers: Vec<String> = l
+        .blobs
+        .iter()
+        .filter(|(_, b)| b.starts_with(&[0x1f, 0x8b]))
+        .map(|(d, _)| d.clone())
+        .collect();
+    assert_eq!(layers.len(), 2);
+    // Stored as received: the converter waits for the daemon to be quiet.
+    let s = d.json(&["stats", "--json"]);
+    assert_eq!(s["pending_conversions"], 2, "{s}");
+    // Converted once the daemon is quiet: decoded, deduplicated, proven.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let s = d.json(&["stats", "--json"]);
+        if s["pending_conversions"] == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not converted: {s}");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    for layer in &layers {
+        let s = d.json(&["stat", "--json", layer]);
+        assert!(s["plain_size"].as_u64().unwrap() > 0, "{s}");
+        assert_ne!(s["strategy"], "stored", "{s}");
+    }
+    let out = tmp.path().join("out");
+    let name = format!("{}/lazy:1", reg.addr);
+    ok(cli(
+        &d,
+        home,
+        &[],
+        &["export", &name, &format!("oci:{}", out.display())],
+    ));
+    assert_eq!(layout_blobs(&out), l.blob_set());
+}

@@ -30,6 +30,11 @@ pub struct ImportArgs {
     /// Platform to pick from multi-platform images (os/arch[/variant]) [default: the host's]
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
+    /// Store compressed layers as received and let the daemon decode,
+    /// deduplicate and prove them in the background (`strata stats` counts
+    /// the pending conversions): the import runs at network and disk speed
+    #[arg(long)]
+    pub defer: bool,
     /// Every platform of a multi-platform image, each recorded as
     /// `NAME#os/arch[/variant]`
     #[arg(long, conflicts_with = "platform")]
@@ -262,7 +267,7 @@ pub async fn import(a: ImportArgs, target: &client::Target) -> anyhow::Result<()
                     skipped += 1;
                     continue;
                 }
-                let r = push_blob(&mut c, &opened.source, &b, &a.namespace, &img.name)
+                let r = push_blob(&mut c, &opened.source, &b, &a.namespace, &img.name, a.defer)
                     .await
                     .with_context(|| format!("importing {input}"))?;
                 pushed += 1;
@@ -344,6 +349,7 @@ async fn push_blob(
     b: &BlobRef,
     ns: &str,
     image: &str,
+    defer: bool,
 ) -> anyhow::Result<pb::PushResponse> {
     let (src, blob) = (source.clone(), b.clone());
     // Opening reads a tar index or a file: off the runtime's threads.
@@ -355,6 +361,7 @@ async fn push_blob(
         expected_digest: b.digest.clone(),
         expected_size: b.size,
         media_type: b.media_type.clone(),
+        defer_conversion: defer,
         ..Default::default()
     };
     let short = b.digest.get(7..19).unwrap_or(&b.digest);

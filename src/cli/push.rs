@@ -24,6 +24,11 @@ pub struct PushArgs {
     /// Refuse the push (storing nothing) unless the content hashes to this digest
     #[arg(long, value_name = "DIGEST")]
     pub expected_digest: Option<String>,
+    /// Store gzip and zstd blobs as received and let the daemon decode,
+    /// deduplicate and prove them in the background (as containerd uploads):
+    /// the push returns at disk speed, the space is saved minutes later
+    #[arg(long)]
+    pub defer: bool,
     /// Print a JSON array of results instead of lines
     #[arg(long)]
     pub json: bool,
@@ -50,6 +55,7 @@ pub async fn run(args: PushArgs, target: &client::Target) -> anyhow::Result<()> 
             media_type: args.media_type.clone(),
             labels: labels.clone(),
             expected_size: 0,
+            defer_conversion: args.defer,
         };
         let r = push_one(&mut client, file, start)
             .await

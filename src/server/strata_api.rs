@@ -125,6 +125,7 @@ impl StoreApi for StrataService {
             expected_size: (start.expected_size != 0).then_some(start.expected_size),
             media_type: start.media_type,
             labels: start.labels.into_iter().collect(),
+            defer_compressed: start.defer_conversion,
             ..Default::default()
         };
         crate::store::validate_namespace(&opts.namespace)?;
