@@ -102,6 +102,29 @@ async fn token(State(iss): State<Arc<Issuer>>, req: Request) -> Result<String, S
     Ok(json!({"token": t, "expires_in": 300}).to_string())
 }
 
+/// A token signer (its certificate in a bundle file the registry trusts).
+fn issuer(dir: &std::path::Path) -> (Arc<Issuer>, std::path::PathBuf) {
+    let kp = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "token signer");
+    let cert = p.self_signed(&kp).unwrap();
+    let bundle = dir.join("token-signer.pem");
+    std::fs::write(&bundle, cert.pem()).unwrap();
+    let key = ring::signature::EcdsaKeyPair::from_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &kp.serialize_der(),
+        &ring::rand::SystemRandom::new(),
+    )
+    .unwrap();
+    let iss = Arc::new(Issuer {
+        key,
+        cert_der: cert.der().to_vec(),
+        asked: Mutex::new(Vec::new()),
+    });
+    (iss, bundle)
+}
+
 fn start_issuer(iss: Arc<Issuer>, port: u16) {
     let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
     l.set_nonblocking(true).unwrap();
@@ -166,24 +189,7 @@ fn skopeo(args: &[&str]) -> Vec<u8> {
 #[test]
 fn bearer_tokens_per_scope_from_the_registrys_token_service() {
     let tmp = tempfile::tempdir().unwrap();
-    let kp = rcgen::KeyPair::generate().unwrap();
-    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.distinguished_name
-        .push(rcgen::DnType::CommonName, "token signer");
-    let cert = p.self_signed(&kp).unwrap();
-    let bundle = tmp.path().join("token-signer.pem");
-    std::fs::write(&bundle, cert.pem()).unwrap();
-    let key = ring::signature::EcdsaKeyPair::from_pkcs8(
-        &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-        &kp.serialize_der(),
-        &ring::rand::SystemRandom::new(),
-    )
-    .unwrap();
-    let iss = Arc::new(Issuer {
-        key,
-        cert_der: cert.der().to_vec(),
-        asked: Mutex::new(Vec::new()),
-    });
+    let (iss, bundle) = issuer(tmp.path());
     let port = free_port();
     start_issuer(iss.clone(), port);
     let realm = format!("http://127.0.0.1:{port}/token");
@@ -271,5 +277,70 @@ fn bearer_tokens_per_scope_from_the_registrys_token_service() {
     assert!(
         !o.status.success() && e.contains("token service") && e.contains("bob"),
         "{e}"
+    );
+}
+
+#[test]
+fn the_mirror_asks_a_token_upstream_with_the_daemons_credentials() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (iss, bundle) = issuer(tmp.path());
+    let port = free_port();
+    start_issuer(iss.clone(), port);
+    let realm = format!("http://127.0.0.1:{port}/token");
+    let reg = DockerRegistry::start(
+        &tmp.path().join("reg"),
+        Config {
+            token: Some((&realm, SERVICE, ISSUER, &bundle)),
+            ..Default::default()
+        },
+    );
+    let dir = tmp.path().join("layout");
+    let manifest = layout(&dir);
+    skopeo(&[
+        "copy",
+        "-q",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "bob:pw",
+        &format!("oci:{}:1", dir.display()),
+        &format!("docker://{}/team/app:1", reg.addr),
+    ]);
+    let auth = tmp.path().join("auth.json");
+    let b64 = base64::engine::general_purpose::STANDARD.encode("bob:pw");
+    std::fs::write(
+        &auth,
+        json!({"auths": {reg.addr.clone(): {"auth": b64}}}).to_string(),
+    )
+    .unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let upstream = format!("http://{}", reg.addr);
+    let _d = ServeChild::start_with(
+        &[
+            "--registry-listen",
+            &listen,
+            "--registry-mirror-of",
+            &upstream,
+        ],
+        &[("REGISTRY_AUTH_FILE", auth.to_str().unwrap())],
+    );
+    iss.asked.lock().unwrap().clear();
+    let out = tmp.path().join("pulled");
+    skopeo(&[
+        "copy",
+        "-q",
+        "--src-tls-verify=false",
+        &format!("docker://{listen}/team/app:1"),
+        &format!("oci:{}:x", out.display()),
+    ]);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["digest"], manifest.as_str());
+    let asked = iss.asked.lock().unwrap().clone();
+    assert!(
+        !asked.is_empty()
+            && asked
+                .iter()
+                .all(|(u, s)| u == "bob" && s == "repository:team/app:pull"),
+        "{asked:?}"
     );
 }

@@ -139,7 +139,10 @@ pub struct ServeArgs {
     /// Pull-through mirror: what the registry does not hold is fetched from
     /// this upstream registry (base URL, e.g. http://127.0.0.1:5000;
     /// repeatable, asked in order), stored, and served locally afterwards.
-    /// Upstreams are asked without credentials
+    /// Upstreams are asked with the credentials the daemon's auth files hold
+    /// for their HOST:PORT ($REGISTRY_AUTH_FILE,
+    /// $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json,
+    /// ~/.docker/config.json), Basic or Bearer tokens as they ask
     #[arg(long, value_name = "URL", requires = "registry_listen")]
     pub registry_mirror_of: Vec<String>,
 }

@@ -3,7 +3,7 @@
 //! image writers are), fed by a task streaming the Read RPC on the runtime,
 //! and verified against the digest like any other source.
 
-use crate::image::{BlobRef, BlobSource, VerifyingReader};
+use crate::image::{BlobRef, BlobSource, StreamReader, VerifyingReader};
 use crate::proto::strata::v1 as pb;
 use bytes::Bytes;
 use std::io::{self, Read};
@@ -27,37 +27,6 @@ impl DaemonSource {
             namespace,
             rt,
         }
-    }
-}
-
-/// Reads from the pieces a task sends (a Read stream, a registry's body).
-pub(crate) struct StreamReader {
-    rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
-    cur: Bytes,
-}
-
-impl StreamReader {
-    pub(crate) fn new(rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>) -> Self {
-        StreamReader {
-            rx,
-            cur: Bytes::new(),
-        }
-    }
-}
-
-impl Read for StreamReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.cur.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.cur = b,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.cur.len());
-        buf[..n].copy_from_slice(&self.cur[..n]);
-        self.cur = self.cur.slice(n..);
-        Ok(n)
     }
 }
 

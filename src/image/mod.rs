@@ -26,12 +26,14 @@ pub mod platform;
 pub mod record;
 mod source;
 pub mod spec;
+mod stream_reader;
 mod tar_index;
 mod tar_write;
 pub mod verify;
 
 pub use export::{write_docker_archive, write_oci_layout};
 pub use platform::Platform;
+pub use stream_reader::StreamReader;
 pub use verify::VerifyingReader;
 
 use crate::error::{Error, Result};

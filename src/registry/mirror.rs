@@ -4,8 +4,11 @@
 //! a manifest blob and, for a tag, an image record; a blob through a
 //! resumable upload, so it is chunked, deduplicated and converted), and it is
 //! served from the store from then on. An upstream 404 everywhere is a 404
-//! here. Tags held locally are not revalidated. Upstreams are asked without
-//! credentials (registries that need a token are not supported yet).
+//! here. Tags held locally are not revalidated. Upstreams are asked through a
+//! `remote::Session`, as `strata import docker://` asks registries: the
+//! credentials the daemon's auth files hold for the upstream's HOST:PORT
+//! (`$REGISTRY_AUTH_FILE`, ...), Basic or Bearer tokens, the system's roots
+//! and `/etc/containers/certs.d`, timeouts and retries with backoff.
 
 use super::errors::{ApiError, ApiResult, Code};
 use super::manifests;
@@ -13,10 +16,37 @@ use super::names::Reference;
 use super::State;
 use crate::digest::Digest;
 use crate::error::Error;
+use crate::remote::pull::ACCEPT;
+use crate::remote::session::{scope, Options, Session};
 use futures::StreamExt;
 use std::sync::Arc;
 
-const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+/// One `--registry-mirror-of` upstream; its session is made at first use
+/// (and again after a failure), so a daemon starts whatever the upstream's state.
+pub(crate) struct Upstream {
+    pub url: String,
+    session: tokio::sync::OnceCell<Arc<Session>>,
+}
+
+impl Upstream {
+    pub fn new(url: &str) -> Upstream {
+        Upstream {
+            url: url.trim_end_matches('/').to_string(),
+            session: Default::default(),
+        }
+    }
+
+    async fn session(&self) -> ApiResult<&Arc<Session>> {
+        self.session
+            .get_or_try_init(|| async {
+                Session::connect_url(&self.url, &Options::default())
+                    .await
+                    .map(Arc::new)
+            })
+            .await
+            .map_err(|e| upstream_err(&self.url, format!("{e:#}")))
+    }
+}
 
 fn upstream_err(u: &str, e: impl std::fmt::Display) -> ApiError {
     ApiError::new(Code::Unknown, format!("upstream {u}: {e}"))
@@ -33,15 +63,16 @@ pub(super) async fn fetch_manifest(
         Reference::Tag(t) => t.clone(),
         Reference::Digest(d) => d.to_string(),
     };
-    for u in &state.opts.mirror_of {
-        let url = format!("{}/v2/{name}/manifests/{r}", u.trim_end_matches('/'));
-        let resp = state
-            .upstream
-            .get(&url)
-            .header("Accept", ACCEPT)
-            .send()
+    for up in &state.upstreams {
+        let u = &up.url;
+        let s = up.session().await?;
+        let url = s.url(&format!("/v2/{name}/manifests/{r}"));
+        let resp = s
+            .send(&[scope(name, false)], false, |c| {
+                c.get(&url).header("Accept", ACCEPT)
+            })
             .await
-            .map_err(|e| upstream_err(u, e))?;
+            .map_err(|e| upstream_err(u, format!("{e:#}")))?;
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
             continue;
         }
@@ -97,14 +128,14 @@ pub(super) async fn fetch_manifest(
 
 /// Fetches and stores a blob; false when no upstream has it.
 pub(super) async fn fetch_blob(state: &Arc<State>, name: &str, d: &Digest) -> ApiResult<bool> {
-    for u in &state.opts.mirror_of {
-        let url = format!("{}/v2/{name}/blobs/{d}", u.trim_end_matches('/'));
-        let resp = state
-            .upstream
-            .get(&url)
-            .send()
+    for up in &state.upstreams {
+        let u = &up.url;
+        let s = up.session().await?;
+        let url = s.url(&format!("/v2/{name}/blobs/{d}"));
+        let resp = s
+            .send(&[scope(name, false)], true, |c| c.get(&url))
             .await
-            .map_err(|e| upstream_err(u, e))?;
+            .map_err(|e| upstream_err(u, format!("{e:#}")))?;
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
             continue;
         }

@@ -95,7 +95,8 @@ pub(crate) struct State {
     /// Manifest pushes and deletes, one at a time: tags and repository labels
     /// are read-modify-write.
     pub manifest_lock: tokio::sync::Mutex<()>,
-    pub upstream: reqwest::Client,
+    /// `--registry-mirror-of`, in order.
+    pub upstreams: Vec<mirror::Upstream>,
 }
 
 /// A bound listener, checked before the store is opened.
@@ -109,6 +110,15 @@ pub struct Bound {
 /// Checks the settings and binds the port: plain HTTP only on loopback.
 pub async fn bind(opts: &RegistryOptions) -> Result<Bound> {
     crate::store::validate_namespace(&opts.namespace)?;
+    for u in &opts.mirror_of {
+        let ok = reqwest::Url::parse(u)
+            .is_ok_and(|p| matches!(p.scheme(), "http" | "https") && p.host_str().is_some());
+        if !ok {
+            return Err(Error::InvalidArgument(format!(
+                "--registry-mirror-of {u:?}: expected http://HOST[:PORT] or https://HOST[:PORT]"
+            )));
+        }
+    }
     tcp::check(&tcp::TcpOptions {
         addr: opts.addr,
         tls: opts.tls.clone(),
@@ -147,10 +157,12 @@ impl Bound {
             auth: self.auth,
             sessions: uploads::Sessions::default(),
             manifest_lock: Default::default(),
-            upstream: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .build()
-                .expect("an HTTP client"),
+            upstreams: self
+                .opts
+                .mirror_of
+                .iter()
+                .map(|u| mirror::Upstream::new(u))
+                .collect(),
             opts: self.opts,
         });
         let janitor = tokio::spawn(uploads::close_idle(state.clone()));

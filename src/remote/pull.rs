@@ -5,11 +5,11 @@
 
 use super::reference::Reference;
 use super::session::{chain, is_reset, scope, Options, Session};
-use crate::client::blob_source::StreamReader;
 use crate::digest::Digest;
 use crate::image::spec::{self, Descriptor};
 use crate::image::{
-    self, BlobRef, BlobSource, Format, ManifestSource, Opened, Platform, VerifyingReader,
+    self, BlobRef, BlobSource, Format, ManifestSource, Opened, Platform, StreamReader,
+    VerifyingReader,
 };
 use anyhow::{anyhow, bail};
 use bytes::Bytes;

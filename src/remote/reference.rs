@@ -4,9 +4,9 @@
 //! `oci-archive:FILE[:REF]`, `docker-archive:FILE[:REF]`); a bare path stays
 //! a path.
 
+use super::names::{valid_name, valid_tag};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::registry::{valid_name, valid_tag};
 use std::fmt;
 use std::path::PathBuf;
 

@@ -124,13 +124,57 @@ impl Session {
                 "strata: warning: not verifying the TLS certificate of {host} (--tls-verify=false)"
             );
         }
-        match ping.status() {
-            StatusCode::OK => {}
-            StatusCode::UNAUTHORIZED => s.learn(&ping).await,
-            StatusCode::NOT_FOUND => bail!("{host}: /v2/ is not found: not an OCI registry"),
-            st => bail!("{host}: GET /v2/ answered {st}"),
-        }
+        s.answer_ping(&ping).await?;
         Ok(s)
+    }
+
+    /// A session with a registry at a fixed base URL (`http://HOST:PORT`, as
+    /// `--registry-mirror-of` names upstreams): no scheme probing, the
+    /// credentials the auth files hold for HOST:PORT.
+    pub async fn connect_url(url: &str, opts: &Options) -> anyhow::Result<Session> {
+        let u = reqwest::Url::parse(url).with_context(|| format!("{url:?}: not a URL"))?;
+        if !matches!(u.scheme(), "http" | "https") {
+            bail!("{url}: http:// or https:// expected");
+        }
+        let host = u
+            .host_str()
+            .ok_or_else(|| anyhow!("{url}: no host"))?
+            .to_string();
+        let registry = match u.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host,
+        };
+        let creds = match &opts.creds {
+            Some(c) => Some(c.clone()),
+            None => credentials::lookup(&registry, "")?,
+        };
+        let s = Session {
+            client: build_client(&registry, opts)?,
+            base: url.trim_end_matches('/').to_string(),
+            registry,
+            creds,
+            opts: opts.clone(),
+            state: Default::default(),
+        };
+        let ping = s
+            .ping()
+            .await
+            .map_err(|e| anyhow!("{url}: {}", chain(&e)))?;
+        s.answer_ping(&ping).await?;
+        Ok(s)
+    }
+
+    /// What `GET /v2/` said: fine, or an auth challenge to remember.
+    async fn answer_ping(&self, ping: &Response) -> anyhow::Result<()> {
+        match ping.status() {
+            StatusCode::OK => Ok(()),
+            StatusCode::UNAUTHORIZED => {
+                self.learn(ping).await;
+                Ok(())
+            }
+            StatusCode::NOT_FOUND => bail!("{}: /v2/ is not found: not an OCI registry", self.base),
+            st => bail!("{}: GET /v2/ answered {st}", self.base),
+        }
     }
 
     async fn ping(&self) -> reqwest::Result<Response> {

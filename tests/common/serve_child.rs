@@ -27,6 +27,12 @@ impl Drop for ServeChild {
 
 impl ServeChild {
     pub fn start() -> ServeChild {
+        Self::start_with(&[], &[])
+    }
+
+    /// With more `serve` flags, and environment (HOME is the data dir's
+    /// parent unless `env` sets it).
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> ServeChild {
         let tmp = tempfile::tempdir().unwrap();
         let sock = tmp.path().join("s.sock");
         let log = tmp.path().join("serve.log");
@@ -37,7 +43,12 @@ impl ServeChild {
             .arg("--socket")
             .arg(&sock)
             .args(["--metrics-addr", "off"])
+            .args(args)
             .env_remove("STRATA_CONFIG")
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env("HOME", tmp.path())
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).unwrap())
