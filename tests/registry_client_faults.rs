@@ -324,3 +324,63 @@ fn misbehaving_registries_fail_clearly_and_store_nothing() {
         vec![format!("{addr}/broken:1"), format!("{addr}/flaky:1")]
     );
 }
+
+/// GET of a blob through strata's mirror: (status, the body if it came whole).
+fn mirror_get(base: &str, path: &str) -> (u16, Option<Vec<u8>>) {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let r = reqwest::get(format!("{base}{path}")).await.unwrap();
+        let st = r.status().as_u16();
+        (st, r.bytes().await.ok().map(|b| b.to_vec()))
+    })
+}
+
+#[test]
+fn the_mirror_streams_a_blob_while_storing_it_and_never_completes_a_bad_one() {
+    let mut images = HashMap::new();
+    images.insert("good".to_string(), image(7, 0));
+    images.insert("baddigest".to_string(), image(8, 0));
+    let (good, bad) = (sha(&images["good"].layer), sha(&images["baddigest"].layer));
+    let good_bytes = images["good"].layer.clone();
+    let fake = Arc::new(Fake {
+        images,
+        hits: Mutex::new(Vec::new()),
+    });
+    let upstream = format!("http://{}", start_fake(fake.clone()));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let d = ServeChild::start_with(
+        &[
+            "--registry-listen",
+            &listen,
+            "--registry-mirror-of",
+            &upstream,
+        ],
+        &[],
+    );
+    let base = format!("http://{listen}");
+
+    let (st, body) = mirror_get(&base, &format!("/v2/good/blobs/{good}"));
+    assert_eq!((st, body.as_deref()), (200, Some(&good_bytes[..])));
+    // Stored as it went: the upstream is not asked again.
+    let asked = |d: &str| {
+        fake.hits
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|h| h.contains(d))
+            .count()
+    };
+    assert_eq!(asked(&good), 1);
+    let (st, body) = mirror_get(&base, &format!("/v2/good/blobs/{good}"));
+    assert_eq!((st, body.as_deref()), (200, Some(&good_bytes[..])));
+    assert_eq!(asked(&good), 1);
+    assert!(d.ls("registry").contains_key(&good));
+
+    // Bytes that do not match: the body breaks off, nothing is stored.
+    let (st, body) = mirror_get(&base, &format!("/v2/baddigest/blobs/{bad}"));
+    assert_eq!(st, 200);
+    assert!(
+        body.is_none(),
+        "a complete body for a blob that does not match its digest"
+    );
+    assert!(!d.ls("registry").contains_key(&bad));
+}

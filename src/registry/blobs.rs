@@ -100,11 +100,24 @@ pub(super) async fn get(
     let d = parse_digest(digest)?;
     let ns = &state.opts.namespace;
     let mut info = stat(&state.store, ns, &d).await?;
-    if info.is_none()
-        && !state.opts.mirror_of.is_empty()
-        && super::mirror::fetch_blob(state, name, &d).await?
-    {
-        info = stat(&state.store, ns, &d).await?;
+    if info.is_none() && !state.opts.mirror_of.is_empty() {
+        // A whole GET is served as it is fetched; HEAD and ranges wait for
+        // the blob to be stored, then are answered from the store.
+        use super::mirror::{tee_blob, Tee};
+        let tee = if !head && range.is_none() {
+            tee_blob(state, name, &d).await?
+        } else {
+            Tee::Busy
+        };
+        match tee {
+            Tee::Served(r) => return Ok(r),
+            Tee::Missing => {}
+            Tee::Busy => {
+                if super::mirror::fetch_blob(state, name, &d).await? {
+                    info = stat(&state.store, ns, &d).await?;
+                }
+            }
+        }
     }
     let info =
         info.ok_or_else(|| ApiError::new(Code::BlobUnknown, format!("blob {d} is not stored")))?;

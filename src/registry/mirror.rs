@@ -205,3 +205,150 @@ pub(super) async fn fetch_blob(state: &Arc<State>, name: &str, d: &Digest) -> Ap
     }
     Ok(false)
 }
+
+/// A whole-blob GET the store cannot answer, streamed from the first
+/// upstream that has it to the client *while* it is stored (the client does
+/// not wait for the whole fetch). The last piece is held back until the
+/// store has committed the blob under its digest: a blob that does not
+/// match ends the response with an error instead, so no client gets a
+/// complete body with the wrong digest, and nothing is stored. A client
+/// that goes away does not stop the fetch: the blob is stored all the same.
+pub(super) async fn tee_blob(state: &Arc<State>, name: &str, d: &Digest) -> ApiResult<Tee> {
+    use axum::http::StatusCode;
+    let (store, ns, reference) = (
+        state.store.clone(),
+        state.opts.namespace.clone(),
+        format!("registry-mirror/{d}"),
+    );
+    let (s2, ns2, r2) = (store.clone(), ns.clone(), reference.clone());
+    let opened = tokio::task::spawn_blocking(move || {
+        let mut up = s2.open_upload(&ns2, &r2, 0)?;
+        up.truncate()?;
+        Ok::<_, Error>(up)
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))?;
+    let upload = match opened {
+        Ok(u) => u,
+        Err(Error::Unavailable(_)) => return Ok(Tee::Busy),
+        Err(e) => return Err(e.into()),
+    };
+    let abort = |store: crate::store::Store, ns: String, reference: String| async move {
+        let _ = tokio::task::spawn_blocking(move || store.abort_upload(&ns, &reference)).await;
+    };
+    for up in &state.upstreams {
+        let u = up.url.clone();
+        let got = async {
+            let s = up.session().await?;
+            let url = s.url(&format!("/v2/{name}/blobs/{d}"));
+            s.send(&[scope(name, false)], true, |c| c.get(&url))
+                .await
+                .map_err(|e| upstream_err(&u, format!("{e:#}")))
+        }
+        .await;
+        let resp = match got {
+            Ok(r) => r,
+            Err(e) => {
+                drop(upload);
+                abort(store, ns, reference).await;
+                return Err(e);
+            }
+        };
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            continue;
+        }
+        if !resp.status().is_success() {
+            drop(upload);
+            abort(store, ns, reference).await;
+            return Err(upstream_err(&u, format!("blob {d}: {}", resp.status())));
+        }
+        let len = resp.content_length();
+        let (to_store, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
+        let want = *d;
+        let (s3, ns3, r3) = (store.clone(), ns.clone(), reference.clone());
+        let mut upload = upload;
+        let worker = tokio::task::spawn_blocking(move || -> crate::error::Result<()> {
+            while let Some(b) = rx.blocking_recv() {
+                upload.append(b)?;
+            }
+            match upload.commit(0, Some(want), Default::default()) {
+                Ok(_) | Err(Error::AlreadyExists(_)) => Ok(()),
+                Err(e) => {
+                    drop(upload);
+                    let _ = s3.abort_upload(&ns3, &r3);
+                    Err(e)
+                }
+            }
+        });
+        let (to_client, client_rx) =
+            tokio::sync::mpsc::channel::<std::result::Result<bytes::Bytes, std::io::Error>>(8);
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let mut body = resp.bytes_stream();
+            let mut client = Some(to_client);
+            let mut held: Option<bytes::Bytes> = None;
+            let mut failed = None;
+            while let Some(b) = body.next().await {
+                let b = match b {
+                    Ok(b) => b,
+                    Err(e) => {
+                        failed = Some(format!("upstream {u}: {e}"));
+                        break;
+                    }
+                };
+                if to_store.send(b.clone()).await.is_err() {
+                    break; // the store refused: the worker says why
+                }
+                if let Some(prev) = held.replace(b) {
+                    if let Some(c) = &client {
+                        if c.send(Ok(prev)).await.is_err() {
+                            client = None; // gone: keep storing
+                        }
+                    }
+                }
+            }
+            drop(to_store);
+            let stored = worker
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            match (failed, stored) {
+                (None, Ok(())) => {
+                    if let (Some(c), Some(last)) = (&client, held) {
+                        let _ = c.send(Ok(last)).await;
+                    }
+                    tracing::info!(upstream = %u, %name, digest = %want, "mirrored a blob while serving it");
+                }
+                (f, r) => {
+                    let why = f.or(r.err()).unwrap_or_default();
+                    tracing::warn!(upstream = %u, %name, digest = %want, error = %why, "a mirrored blob was not stored");
+                    if let Some(c) = &client {
+                        let _ = c.send(Err(std::io::Error::other(why))).await;
+                    }
+                }
+            }
+        });
+        let mut headers = vec![
+            ("Content-Type", "application/octet-stream".to_string()),
+            ("Docker-Content-Digest", d.to_string()),
+        ];
+        if let Some(n) = len {
+            headers.push(("Content-Length", n.to_string()));
+        }
+        let mut r = super::routes::empty(StatusCode::OK, &headers);
+        *r.body_mut() =
+            axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(client_rx));
+        return Ok(Tee::Served(r));
+    }
+    drop(upload);
+    abort(store, ns, reference).await;
+    Ok(Tee::Missing)
+}
+
+pub(super) enum Tee {
+    Served(axum::response::Response),
+    /// No upstream has it.
+    Missing,
+    /// Another request is fetching it: wait for that one ([`fetch_blob`]).
+    Busy,
+}
