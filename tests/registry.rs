@@ -788,7 +788,7 @@ fn gzip_layer() -> (Vec<u8>, Vec<u8>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_converted_gzip_layer_is_rebuilt_exactly_for_ranged_gets() {
     let tmp = tempfile::tempdir().unwrap();
-    let reg = start(tmp.path()).await;
+    let reg = start_with(tmp.path(), free_port(), |o| o.rebuilt_cache_bytes = 64 << 20).await;
     let (_tar, gz) = gzip_layer();
     // Chunked, as docker pushes.
     let r = reg
@@ -848,28 +848,36 @@ async fn a_converted_gzip_layer_is_rebuilt_exactly_for_ranged_gets() {
         info.strategy == "replay" || info.strategy == "preflate",
         "{info:?}"
     );
-    let whole = reg
-        .http
-        .get(reg.url(&format!("/v2/gz/blobs/{d}")))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(sha(&whole), d);
     let n = gz.len();
     assert!(n > 200_000, "{n}");
-    for (a, b) in [(0, 99), (n / 3, n / 2), (n - 10, n - 1)] {
-        let r = reg
+    let cached = tmp.path().join("rebuilt-cache").join(&d[7..]);
+    let ranges = [(0, 99), (n / 3, n / 2), (n - 10, n - 1)];
+    // Ranged GETs rebuild (and do not fill the cache); the first whole GET
+    // fills it; then every GET reads the cached file.
+    for round in 0..2 {
+        for (a, b) in ranges {
+            let r = reg
+                .http
+                .get(reg.url(&format!("/v2/gz/blobs/{d}")))
+                .header("Range", format!("bytes={a}-{b}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+            assert_eq!(r.bytes().await.unwrap().as_ref(), &gz[a..=b], "{a}-{b}");
+        }
+        assert_eq!(cached.exists(), round == 1, "round {round}");
+        let whole = reg
             .http
             .get(reg.url(&format!("/v2/gz/blobs/{d}")))
-            .header("Range", format!("bytes={a}-{b}"))
             .send()
             .await
+            .unwrap()
+            .bytes()
+            .await
             .unwrap();
-        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
-        assert_eq!(r.bytes().await.unwrap().as_ref(), &gz[a..=b], "{a}-{b}");
+        assert_eq!(sha(&whole), d);
+        assert_eq!(std::fs::read(&cached).unwrap(), gz, "the cache holds the exact blob");
     }
     reg.daemon.stop().await;
 }

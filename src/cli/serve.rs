@@ -133,6 +133,12 @@ pub struct ServeArgs {
     /// Registry upload sessions open at once; more get 429 TOO_MANY_REQUESTS
     #[arg(long, default_value_t = 256, value_name = "N")]
     pub registry_max_uploads: usize,
+    /// Keep up to this many bytes of rebuilt compressed layers (re-encoded
+    /// gzip, in <data dir>/rebuilt-cache) so that pulling a layer again reads
+    /// a file instead of re-encoding it; least recently used files go first;
+    /// 0 turns the cache off
+    #[arg(long, default_value = "2G", value_parser = parse_size, value_name = "BYTES")]
+    pub registry_rebuilt_cache: u64,
     /// Cut off a registry request body that sends nothing for this long
     #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     pub registry_body_timeout: Duration,
@@ -250,6 +256,7 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
             max_blob_bytes: args.max_blob_size,
             mirror_of: args.registry_mirror_of.clone(),
             body_timeout: args.registry_body_timeout.max(Duration::from_secs(1)),
+            rebuilt_cache_bytes: args.registry_rebuilt_cache,
             ..crate::registry::RegistryOptions::new(addr)
         });
     if let Some(t) = &tcp {

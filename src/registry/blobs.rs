@@ -5,6 +5,7 @@
 
 use super::errors::{ApiError, ApiResult, Code};
 use super::names::parse_digest;
+use super::rebuilt::RebuiltCache;
 use super::routes::empty;
 use super::State;
 use crate::digest::Digest;
@@ -30,13 +31,33 @@ pub(super) async fn stat(store: &Store, ns: &str, d: &Digest) -> ApiResult<Optio
     }
 }
 
-/// The bytes `[from, to)` of a blob as a streamed body.
-pub(super) fn stream(store: &Store, info: BlobInfo, from: u64, to: u64) -> Body {
+/// The bytes `[from, to)` of a blob as a streamed body. A compressed blob
+/// is read from the rebuilt-blob cache when it is there, and a whole read of
+/// one fills the cache as it goes.
+pub(super) fn stream(
+    store: &Store,
+    cache: Option<Arc<RebuiltCache>>,
+    info: BlobInfo,
+    from: u64,
+    to: u64,
+) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let store = store.clone();
     tokio::task::spawn_blocking(move || {
+        let rebuilt = info.content.wrap.is_some();
+        let cache = cache.filter(|_| rebuilt);
+        if let Some(f) = cache.as_ref().and_then(|c| c.get(&info.digest)) {
+            return send_file(f, from, to, &tx);
+        }
+        let mut fill = cache
+            .as_ref()
+            .filter(|_| from == 0 && to == info.content.size)
+            .and_then(|c| c.writer(&info.digest, info.content.size));
         let mut buf = Vec::with_capacity(PIECE);
         let r = store.read_range(&info.digest, &info.content, from, to - from, &mut |b| {
+            if let Some(w) = &mut fill {
+                w.write(b);
+            }
             let mut b = b;
             while !b.is_empty() {
                 let n = (PIECE - buf.len()).min(b.len());
@@ -53,6 +74,9 @@ pub(super) fn stream(store: &Store, info: BlobInfo, from: u64, to: u64) -> Body 
         });
         match r {
             Ok(()) => {
+                if let Some(w) = fill {
+                    w.finish();
+                }
                 if !buf.is_empty() {
                     let _ = tx.blocking_send(Ok(Bytes::from(buf)));
                 }
@@ -64,6 +88,36 @@ pub(super) fn stream(store: &Store, info: BlobInfo, from: u64, to: u64) -> Body 
         }
     });
     Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// `[from, to)` of a cached file, in pieces.
+fn send_file(
+    mut f: std::fs::File,
+    from: u64,
+    to: u64,
+    tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+) {
+    use std::io::{Read, Seek, SeekFrom};
+    if let Err(e) = f.seek(SeekFrom::Start(from)) {
+        let _ = tx.blocking_send(Err(e));
+        return;
+    }
+    let mut left = to - from;
+    while left > 0 {
+        let mut buf = vec![0u8; PIECE.min(left as usize)];
+        match f.read_exact(&mut buf) {
+            Ok(()) => {
+                left -= buf.len() as u64;
+                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        }
+    }
 }
 
 /// `bytes=a-b`, `bytes=a-`, `bytes=-n` → `[from, to)`; None: not satisfiable.
@@ -147,7 +201,7 @@ pub(super) async fn get(
     }
     let mut r = empty(status, &headers);
     if !head && to > from {
-        *r.body_mut() = stream(&state.store, info, from, to);
+        *r.body_mut() = stream(&state.store, state.rebuilt.clone(), info, from, to);
         r.headers_mut().insert(
             header::CONTENT_LENGTH,
             HeaderValue::from_str(&(to - from).to_string()).expect("a number"),

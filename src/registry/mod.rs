@@ -27,6 +27,7 @@ mod errors;
 mod manifests;
 mod mirror;
 mod names;
+mod rebuilt;
 mod routes;
 mod tls;
 mod uploads;
@@ -66,6 +67,8 @@ pub struct RegistryOptions {
     /// Pull-through: what the store does not hold is asked of these
     /// registries (base URLs, in order) once, stored, then served locally.
     pub mirror_of: Vec<String>,
+    /// Bound of the rebuilt-blob cache (`rebuilt.rs`); 0: none.
+    pub rebuilt_cache_bytes: u64,
 }
 
 impl RegistryOptions {
@@ -82,6 +85,7 @@ impl RegistryOptions {
             body_timeout: Duration::from_secs(60),
             session_idle: Duration::from_secs(300),
             mirror_of: Vec::new(),
+            rebuilt_cache_bytes: 0,
         }
     }
 }
@@ -97,6 +101,7 @@ pub(crate) struct State {
     pub manifest_lock: tokio::sync::Mutex<()>,
     /// `--registry-mirror-of`, in order.
     pub upstreams: Vec<mirror::Upstream>,
+    pub rebuilt: Option<Arc<rebuilt::RebuiltCache>>,
 }
 
 /// A bound listener, checked before the store is opened.
@@ -152,7 +157,18 @@ impl Bound {
     pub async fn serve(self, store: Store, stop: impl Future<Output = ()> + Send + 'static) {
         let addr = self.local_addr().ok();
         tracing::info!(?addr, tls = self.tls.is_some(), namespace = %self.opts.namespace, auth = self.auth.is_some(), read_only = self.opts.read_only, "serving the OCI distribution API");
+        let rebuilt = match self.opts.rebuilt_cache_bytes {
+            0 => None,
+            n => match rebuilt::RebuiltCache::open(&store.dir().join("rebuilt-cache"), n) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no rebuilt-blob cache");
+                    None
+                }
+            },
+        };
         let state = Arc::new(State {
+            rebuilt,
             store,
             auth: self.auth,
             sessions: uploads::Sessions::default(),
