@@ -788,7 +788,10 @@ fn gzip_layer() -> (Vec<u8>, Vec<u8>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_converted_gzip_layer_is_rebuilt_exactly_for_ranged_gets() {
     let tmp = tempfile::tempdir().unwrap();
-    let reg = start_with(tmp.path(), free_port(), |o| o.rebuilt_cache_bytes = 64 << 20).await;
+    let reg = start_with(tmp.path(), free_port(), |o| {
+        o.rebuilt_cache_bytes = 64 << 20
+    })
+    .await;
     let (_tar, gz) = gzip_layer();
     // Chunked, as docker pushes.
     let r = reg
@@ -877,7 +880,11 @@ async fn a_converted_gzip_layer_is_rebuilt_exactly_for_ranged_gets() {
             .await
             .unwrap();
         assert_eq!(sha(&whole), d);
-        assert_eq!(std::fs::read(&cached).unwrap(), gz, "the cache holds the exact blob");
+        assert_eq!(
+            std::fs::read(&cached).unwrap(),
+            gz,
+            "the cache holds the exact blob"
+        );
     }
     reg.daemon.stop().await;
 }
