@@ -103,6 +103,15 @@ async fn handle(State(f): State<Arc<Fake>>, req: Request) -> Response {
                 Body::empty(),
             )
         }
+        // Moved elsewhere, as registries send blobs to object storage.
+        ("moved", _) => {
+            let to = path.replacen("/v2/moved/", "/v2/plain/", 1);
+            return respond(
+                StatusCode::TEMPORARY_REDIRECT,
+                &[("Location", to)],
+                Body::empty(),
+            );
+        }
         ("forbidden", _) => return respond(StatusCode::FORBIDDEN, &[], Body::empty()),
         ("slow", _) => {
             tokio::time::sleep(Duration::from_secs(30)).await;
@@ -238,6 +247,7 @@ fn misbehaving_registries_fail_clearly_and_store_nothing() {
         ("longer", 2, -10),
         ("flaky", 3, 0),
         ("broken", 4, 0),
+        ("plain", 5, 0),
     ] {
         images.insert(repo.to_string(), image(seed, delta));
     }
@@ -318,10 +328,18 @@ fn misbehaving_registries_fail_clearly_and_store_nothing() {
             .any(|h| h.contains(&broken_layer) && h.contains("bytes=")),
         "{hits:#?}"
     );
+    // Redirects are followed (manifest and blobs alike).
+    let o = import(&d, &["--tls-verify=false", &r("moved")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&sha(&fake.images["plain"].manifest)));
     let names: Vec<String> = d.images("default").into_keys().collect();
     assert_eq!(
         names,
-        vec![format!("{addr}/broken:1"), format!("{addr}/flaky:1")]
+        vec![
+            format!("{addr}/broken:1"),
+            format!("{addr}/flaky:1"),
+            format!("{addr}/moved:1")
+        ]
     );
 }
 
