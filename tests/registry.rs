@@ -880,6 +880,11 @@ async fn a_converted_gzip_layer_is_rebuilt_exactly_for_ranged_gets() {
             .await
             .unwrap();
         assert_eq!(sha(&whole), d);
+        // Put in place just after the last byte went out.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !cached.exists() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert_eq!(
             std::fs::read(&cached).unwrap(),
             gz,

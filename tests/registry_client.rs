@@ -448,10 +448,10 @@ fn tls_with_a_private_ca_and_basic_auth_from_flags_and_auth_files() {
         &["import", "--cert-dir", certs_s, "--creds", "alice:nope", &r],
     ));
     assert!(e.contains("401") && e.contains("refused"), "{e}");
-    // A credential helper is named, not silently skipped.
+    // A credential helper for this registry is named, not silently skipped.
     std::fs::write(
         home.join(".docker/config.json"),
-        r#"{"credsStore":"secretservice"}"#,
+        json!({"credHelpers": {reg.addr.clone(): "secretservice"}}).to_string(),
     )
     .unwrap();
     let e = failure(&cli(&d, &home, &[], &["import", "--cert-dir", certs_s, &r]));

@@ -74,11 +74,12 @@ pub(super) fn stream(
         });
         match r {
             Ok(()) => {
-                if let Some(w) = fill {
-                    w.finish();
-                }
                 if !buf.is_empty() {
                     let _ = tx.blocking_send(Ok(Bytes::from(buf)));
+                }
+                drop(tx); // the client has it all: the cache's fsync is not its wait
+                if let Some(w) = fill {
+                    w.finish();
                 }
             }
             Err(e) => {

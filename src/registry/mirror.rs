@@ -91,7 +91,19 @@ pub(super) async fn fetch_manifest(
                 "manifest larger than --registry-max-manifest",
             ));
         }
-        let body = resp.bytes().await.map_err(|e| upstream_err(u, e))?;
+        // Bounded as it arrives: an upstream that sends no length is cut off too.
+        let mut body = Vec::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(c) = stream.next().await {
+            body.extend_from_slice(&c.map_err(|e| upstream_err(u, e))?);
+            if body.len() > max {
+                return Err(upstream_err(
+                    u,
+                    "manifest larger than --registry-max-manifest",
+                ));
+            }
+        }
+        let body = bytes::Bytes::from(body);
         if body.len() > max {
             return Err(upstream_err(
                 u,
@@ -283,6 +295,7 @@ pub(super) async fn tee_blob(state: &Arc<State>, name: &str, d: &Digest) -> ApiR
         let (to_client, client_rx) =
             tokio::sync::mpsc::channel::<std::result::Result<bytes::Bytes, std::io::Error>>(8);
         let name = name.to_string();
+        let patience = state.opts.body_timeout;
         tokio::spawn(async move {
             let mut body = resp.bytes_stream();
             let mut client = Some(to_client);
@@ -301,8 +314,11 @@ pub(super) async fn tee_blob(state: &Arc<State>, name: &str, d: &Digest) -> ApiR
                 }
                 if let Some(prev) = held.replace(b) {
                     if let Some(c) = &client {
-                        if c.send(Ok(prev)).await.is_err() {
-                            client = None; // gone: keep storing
+                        // A client gone, or stalled past the body timeout, is
+                        // left behind: the blob is stored all the same.
+                        match tokio::time::timeout(patience, c.send(Ok(prev))).await {
+                            Ok(Ok(())) => {}
+                            _ => client = None,
                         }
                     }
                 }

@@ -144,8 +144,12 @@ impl CacheWriter {
             return;
         }
         drop(f);
+        let dest = self.cache.path(&self.digest);
+        if dest.exists() {
+            return; // another GET put the same bytes there first
+        }
         self.cache.evict(self.size);
-        if std::fs::rename(&self.tmp, self.cache.path(&self.digest)).is_ok() {
+        if std::fs::rename(&self.tmp, &dest).is_ok() {
             *self.cache.used.lock() += self.size;
         }
     }
@@ -197,6 +201,20 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(left.len(), 2, "{left:?}");
+        // Two GETs of one blob fill the cache at once: one file, counted once.
+        let b6 = blob(6);
+        let d6 = Digest::of(&b6);
+        let (mut w1, mut w2) = (c.writer(&d6, 100).unwrap(), c.writer(&d6, 100).unwrap());
+        w1.write(&b6[..60]);
+        w2.write(&b6);
+        w1.write(&b6[60..]);
+        let before = *c.used.lock();
+        w2.finish();
+        w1.finish();
+        assert_eq!(std::fs::read(c.path(&d6)).unwrap(), b6);
+        assert!(*c.used.lock() <= before + 100 && *c.used.lock() <= 250);
+        c.get(&a);
+        c.get(&third);
         // Reopened: the accounting is rebuilt from the files.
         let again = RebuiltCache::open(dir.path(), 250).unwrap();
         assert_eq!(*again.used.lock(), 200);

@@ -112,6 +112,10 @@ pub fn lookup_in(
     repository: &str,
 ) -> Result<Option<Credentials>> {
     let keys = keys(registry, repository);
+    // A helper named for this registry matters only if no file has a plain
+    // entry; a `credsStore` for every registry (Docker Desktop's default)
+    // does not stop anonymous pulls.
+    let mut helper: Option<(String, &PathBuf)> = None;
     for f in files {
         let bytes = match std::fs::read(f) {
             Ok(b) => b,
@@ -128,18 +132,21 @@ pub fn lookup_in(
                 }
             }
         }
-        let helper = keys
-            .iter()
-            .find_map(|k| file.cred_helpers.get(k))
-            .or(file.creds_store.as_ref());
-        if let Some(h) = helper {
-            return Err(Error::InvalidArgument(format!(
-                "{}: credentials for {registry} are kept by the credential helper \
-                 \"docker-credential-{h}\", which strata does not run; pass --creds USER:PASS \
-                 or add a plain \"auth\" entry",
-                f.display()
-            )));
+        if helper.is_none() {
+            if let Some(h) = keys.iter().find_map(|k| file.cred_helpers.get(k)) {
+                helper = Some((h.clone(), f));
+            } else if let Some(h) = &file.creds_store {
+                tracing::warn!(file = %f.display(), helper = %h, %registry, "credsStore is not run: asking anonymously");
+            }
         }
+    }
+    if let Some((h, f)) = helper {
+        return Err(Error::InvalidArgument(format!(
+            "{}: credentials for {registry} are kept by the credential helper \
+             \"docker-credential-{h}\", which strata does not run; pass --creds USER:PASS \
+             or add a plain \"auth\" entry",
+            f.display()
+        )));
     }
     Ok(None)
 }
@@ -191,6 +198,22 @@ mod tests {
         assert_eq!(get("elsewhere", "x"), None);
         let e = lookup_in(&files, "gcr.io", "p/x").unwrap_err().to_string();
         assert!(e.contains("docker-credential-gcloud"), "{e}");
+        // A plain entry in a later file wins over an earlier file's helper.
+        let later = dir.path().join("later.json");
+        std::fs::write(
+            &later,
+            format!(r#"{{"auths":{{"gcr.io":{{"auth":"{}"}}}}}}"#, b64("g:p")),
+        )
+        .unwrap();
+        let both = vec![a.clone(), later];
+        assert_eq!(
+            lookup_in(&both, "gcr.io", "p/x").unwrap().unwrap().username,
+            "g"
+        );
+        // A credsStore for everything does not stop anonymous access.
+        let store = dir.path().join("store.json");
+        std::fs::write(&store, r#"{"credsStore":"desktop"}"#).unwrap();
+        assert_eq!(lookup_in(&[store], "docker.io", "library/x").unwrap(), None);
         std::fs::write(&a, r#"{"auths":{"r":{"auth":"!!"}}}"#).unwrap();
         assert!(lookup_in(&files, "r", "x").is_err());
         assert!(Credentials::parse("nopass").is_err());

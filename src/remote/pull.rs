@@ -145,6 +145,25 @@ async fn stream_blob(
         }
         // Resumed: a 206 starts where asked; a 200 starts over, skip what was sent.
         let partial = sent > 0 && st == StatusCode::PARTIAL_CONTENT;
+        if partial {
+            // `bytes FROM-TO/SIZE`: it must start where the download broke.
+            let from = resp
+                .headers()
+                .get(header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("bytes "))
+                .and_then(|v| v.split('-').next())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if from != Some(sent) {
+                return Err(io_err(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "blob {}: asked to resume at byte {sent}, the registry answered range {from:?}",
+                        b.digest
+                    ),
+                ));
+            }
+        }
         let mut skip = if partial { 0 } else { sent };
         let expect = if partial { b.size - sent } else { b.size };
         if let Some(n) = resp.content_length().filter(|&n| n > expect) {

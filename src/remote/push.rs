@@ -50,8 +50,15 @@ impl Target<'_> {
     /// A registry's Location: absolute, or a path on the registry.
     fn resolve(&self, loc: &str) -> anyhow::Result<Url> {
         let base = Url::parse(&self.s.url("/")).context("registry URL")?;
-        base.join(loc)
-            .with_context(|| format!("the registry's upload Location {loc:?}"))
+        let u = base
+            .join(loc)
+            .with_context(|| format!("the registry's upload Location {loc:?}"))?;
+        // Credentials go with every upload request: never over plain HTTP
+        // when the registry itself was reached over TLS.
+        if base.scheme() == "https" && u.scheme() != "https" {
+            anyhow::bail!("the registry's upload Location {loc:?} leaves HTTPS");
+        }
+        Ok(u)
     }
 
     fn location(&self, resp: &reqwest::Response) -> anyhow::Result<Url> {

@@ -227,19 +227,26 @@ impl Session {
         scopes: &[String],
         fresh: bool,
     ) -> anyhow::Result<Option<String>> {
-        let mut st = self.state.lock().await;
-        match st.challenge.clone() {
+        // The lock is not held while a token is fetched: other requests
+        // (other scopes, cached tokens) go on meanwhile.
+        let (challenge, cached) = {
+            let st = self.state.lock().await;
+            let key = scopes.join(" ");
+            (st.challenge.clone(), st.tokens.get(&key).cloned())
+        };
+        match challenge {
             None => Ok(None),
             Some(Challenge::Basic) => Ok(self.creds.as_ref().map(|c| c.basic_header())),
             Some(Challenge::Bearer { realm, service }) => {
-                let key = scopes.join(" ");
-                if !fresh {
-                    if let Some(t) = st.tokens.get(&key) {
-                        return Ok(Some(format!("Bearer {t}")));
-                    }
+                if let (false, Some(t)) = (fresh, cached) {
+                    return Ok(Some(format!("Bearer {t}")));
                 }
                 let t = self.token(&realm, service.as_deref(), scopes).await?;
-                st.tokens.insert(key, t.clone());
+                self.state
+                    .lock()
+                    .await
+                    .tokens
+                    .insert(scopes.join(" "), t.clone());
                 Ok(Some(format!("Bearer {t}")))
             }
         }
