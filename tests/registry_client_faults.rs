@@ -192,6 +192,24 @@ async fn handle(State(f): State<Arc<Fake>>, req: Request) -> Response {
                 Body::from_stream(s),
             )
         }
+        "trickle" => {
+            // Ten pieces, 400 ms apart: slower than the body timeout in all,
+            // never silent for that long.
+            let n = layer.len();
+            let pieces: Vec<bytes::Bytes> = (0..10)
+                .map(|i| bytes::Bytes::from(layer[i * n / 10..(i + 1) * n / 10].to_vec()))
+                .collect();
+            let s = futures::stream::unfold(pieces.into_iter(), |mut it| async move {
+                let p = it.next()?;
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                Some((Ok::<_, std::io::Error>(p), it))
+            });
+            respond(
+                StatusCode::OK,
+                &[("Content-Length", n.to_string())],
+                Body::from_stream(s),
+            )
+        }
         "broken" => {
             let from: usize = range.unwrap()["bytes=".len()..]
                 .trim_end_matches('-')
@@ -357,8 +375,13 @@ fn the_mirror_streams_a_blob_while_storing_it_and_never_completes_a_bad_one() {
     let mut images = HashMap::new();
     images.insert("good".to_string(), image(7, 0));
     images.insert("baddigest".to_string(), image(8, 0));
+    images.insert("trickle".to_string(), image(9, 0));
     let (good, bad) = (sha(&images["good"].layer), sha(&images["baddigest"].layer));
     let good_bytes = images["good"].layer.clone();
+    let (slow, slow_bytes) = (
+        sha(&images["trickle"].layer),
+        images["trickle"].layer.clone(),
+    );
     let fake = Arc::new(Fake {
         images,
         hits: Mutex::new(Vec::new()),
@@ -371,10 +394,52 @@ fn the_mirror_streams_a_blob_while_storing_it_and_never_completes_a_bad_one() {
             &listen,
             "--registry-mirror-of",
             &upstream,
+            "--registry-body-timeout",
+            "1s",
         ],
         &[],
     );
     let base = format!("http://{listen}");
+
+    // Two GETs and a HEAD of a blob that takes 4 s to arrive (the body
+    // timeout is 1 s): one upstream fetch, everyone gets it whole.
+    let path = format!("/v2/trickle/blobs/{slow}");
+    let got: Vec<(u16, Option<Vec<u8>>)> = std::thread::scope(|sc| {
+        let h: Vec<_> = (0..2)
+            .map(|i| {
+                let (base, path) = (&base, &path);
+                sc.spawn(move || {
+                    std::thread::sleep(Duration::from_millis(300 * i));
+                    mirror_get(base, path)
+                })
+            })
+            .collect();
+        let head = sc.spawn(|| {
+            std::thread::sleep(Duration::from_millis(600));
+            tokio::runtime::Runtime::new().unwrap().block_on(async {
+                let r = reqwest::Client::new()
+                    .head(format!("{base}{path}"))
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status().as_u16(), None)
+            })
+        });
+        let mut v: Vec<_> = h.into_iter().map(|t| t.join().unwrap()).collect();
+        v.push(head.join().unwrap());
+        v
+    });
+    assert_eq!(got[0], (200, Some(slow_bytes.clone())));
+    assert_eq!(got[1], (200, Some(slow_bytes)));
+    assert_eq!(got[2].0, 200, "HEAD");
+    let gets = fake
+        .hits
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|h| h.starts_with("GET") && h.contains(&slow))
+        .count();
+    assert_eq!(gets, 1, "one upstream fetch");
 
     let (st, body) = mirror_get(&base, &format!("/v2/good/blobs/{good}"));
     assert_eq!((st, body.as_deref()), (200, Some(&good_bytes[..])));

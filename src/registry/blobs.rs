@@ -168,7 +168,10 @@ pub(super) async fn get(
             Tee::Served(r) => return Ok(r),
             Tee::Missing => {}
             Tee::Busy => {
-                if super::mirror::fetch_blob(state, name, &d).await? {
+                // HEAD, a range, or another request already fetching it.
+                let stored = super::mirror::wait_for_fetch(state, &d).await?
+                    || super::mirror::fetch_blob(state, name, &d).await?;
+                if stored {
                     info = stat(&state.store, ns, &d).await?;
                 }
             }

@@ -200,15 +200,8 @@ pub(super) async fn fetch_blob(state: &Arc<State>, name: &str, d: &Digest) -> Ap
         }
         if let Err(Error::Unavailable(_)) = r {
             // Another request is fetching this blob: wait for its commit.
-            let deadline = tokio::time::Instant::now() + state.opts.body_timeout;
-            while tokio::time::Instant::now() < deadline {
-                if super::blobs::stat(&state.store, &state.opts.namespace, d)
-                    .await?
-                    .is_some()
-                {
-                    return Ok(true);
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            if wait_for_fetch(state, d).await? {
+                return Ok(true);
             }
         }
         r.map_err(|e| upstream_err(u, e))?;
@@ -367,4 +360,37 @@ pub(super) enum Tee {
     Missing,
     /// Another request is fetching it: wait for that one ([`fetch_blob`]).
     Busy,
+}
+
+/// Waits for another request's fetch of `d` to be stored: true once it is,
+/// false when that fetch ended without it. Waits as long as its upload
+/// grows (a large layer may take minutes), giving up only after
+/// `--registry-body-timeout` without progress.
+pub(super) async fn wait_for_fetch(state: &Arc<State>, d: &Digest) -> ApiResult<bool> {
+    let (ns, reference) = (state.opts.namespace.clone(), format!("registry-mirror/{d}"));
+    let mut last = None;
+    let mut since = tokio::time::Instant::now();
+    loop {
+        if super::blobs::stat(&state.store, &ns, d).await?.is_some() {
+            return Ok(true);
+        }
+        let (s, n, r) = (state.store.clone(), ns.clone(), reference.clone());
+        let offset = tokio::task::spawn_blocking(move || s.upload_status(&n, &r).map(|u| u.offset))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        match offset {
+            Err(Error::NotFound(_)) => {
+                // Committed just now, or given up: one last look.
+                return Ok(super::blobs::stat(&state.store, &ns, d).await?.is_some());
+            }
+            Err(e) => return Err(e.into()),
+            Ok(o) if Some(o) != last => {
+                last = Some(o);
+                since = tokio::time::Instant::now();
+            }
+            Ok(_) if since.elapsed() > state.opts.body_timeout => return Ok(false),
+            Ok(_) => {}
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
