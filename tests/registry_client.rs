@@ -88,6 +88,12 @@ impl Layout {
         }
     }
 
+    /// `skopeo copy oci:DIR:TAG DEST` to a plain-HTTP registry.
+    fn push(&self, tag: &str, dest: &str) {
+        let src = format!("oci:{}:{tag}", self.dir.display());
+        skopeo(&["copy", "-q", "--dest-tls-verify=false", &src, dest]);
+    }
+
     fn blob_set(&self) -> BTreeSet<String> {
         self.blobs.keys().cloned().collect()
     }
@@ -156,9 +162,7 @@ fn import_export_and_a_new_version_through_a_plain_registry() {
     let v1 = Layout::new(&tmp.path().join("v1"), "1", &[a.clone(), b.clone()]);
     let v2 = Layout::new(&tmp.path().join("v2"), "2", &[a, b, c]);
     for (l, tag) in [(&v1, "1"), (&v2, "2")] {
-        let src = format!("oci:{}:{tag}", l.dir.display());
-        let dst = format!("docker://{}/app:{tag}", reg.addr);
-        skopeo(&["copy", "-q", "--dest-tls-verify=false", &src, &dst]);
+        l.push(tag, &format!("docker://{}/app:{tag}", reg.addr));
     }
     let d = ServeChild::start();
     let home = tmp.path();
@@ -313,14 +317,7 @@ fn analyze_from_the_registry_equals_analyze_of_the_files() {
         &[shared, layer_tar(13, 70_000)],
     );
     for (l, repo) in [(&one, "one"), (&two, "two")] {
-        let src = format!("oci:{}:1", l.dir.display());
-        skopeo(&[
-            "copy",
-            "-q",
-            "--dest-tls-verify=false",
-            &src,
-            &format!("docker://{}/{repo}:1", reg.addr),
-        ]);
+        l.push("1", &format!("docker://{}/{repo}:1", reg.addr));
     }
     let analyze = |inputs: &[String]| -> Value {
         let mut c = Command::new(BIN);
@@ -734,13 +731,7 @@ fn a_deferred_import_is_converted_in_the_background_and_stays_exact() {
         &[layer_tar(51, 300_000), layer_tar(52, 200_000)],
     );
     let r = format!("docker://{}/lazy:1", reg.addr);
-    skopeo(&[
-        "copy",
-        "-q",
-        "--dest-tls-verify=false",
-        &format!("oci:{}:1", l.dir.display()),
-        &r,
-    ]);
+    l.push("1", &r);
     let d = ServeChild::start();
     let home = tmp.path();
     let line = ok(cli(

@@ -186,32 +186,39 @@ fn skopeo(args: &[&str]) -> Vec<u8> {
     o.stdout
 }
 
-#[test]
-fn bearer_tokens_per_scope_from_the_registrys_token_service() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (iss, bundle) = issuer(tmp.path());
+/// A docker-registry in token mode, its token service, and an image
+/// `team/app:1` pushed by bob: (issuer, registry, manifest digest).
+fn token_registry(dir: &std::path::Path) -> (Arc<Issuer>, DockerRegistry, String) {
+    let (iss, bundle) = issuer(dir);
     let port = free_port();
     start_issuer(iss.clone(), port);
     let realm = format!("http://127.0.0.1:{port}/token");
     let reg = DockerRegistry::start(
-        &tmp.path().join("reg"),
+        &dir.join("reg"),
         Config {
             token: Some((&realm, SERVICE, ISSUER, &bundle)),
             ..Default::default()
         },
     );
-    let dir = tmp.path().join("layout");
-    let manifest = layout(&dir);
-    let src = format!("docker://{}/team/app:1", reg.addr);
+    let layout_dir = dir.join("layout");
+    let manifest = layout(&layout_dir);
     skopeo(&[
         "copy",
         "-q",
         "--dest-tls-verify=false",
         "--dest-creds",
         "bob:pw",
-        &format!("oci:{}:1", dir.display()),
-        &src,
+        &format!("oci:{}:1", layout_dir.display()),
+        &format!("docker://{}/team/app:1", reg.addr),
     ]);
+    (iss, reg, manifest)
+}
+
+#[test]
+fn bearer_tokens_per_scope_from_the_registrys_token_service() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (iss, reg, manifest) = token_registry(tmp.path());
+    let src = format!("docker://{}/team/app:1", reg.addr);
     let d = ServeChild::start();
 
     // Anonymous pull: a pull token for the repository, asked once.
@@ -283,28 +290,7 @@ fn bearer_tokens_per_scope_from_the_registrys_token_service() {
 #[test]
 fn the_mirror_asks_a_token_upstream_with_the_daemons_credentials() {
     let tmp = tempfile::tempdir().unwrap();
-    let (iss, bundle) = issuer(tmp.path());
-    let port = free_port();
-    start_issuer(iss.clone(), port);
-    let realm = format!("http://127.0.0.1:{port}/token");
-    let reg = DockerRegistry::start(
-        &tmp.path().join("reg"),
-        Config {
-            token: Some((&realm, SERVICE, ISSUER, &bundle)),
-            ..Default::default()
-        },
-    );
-    let dir = tmp.path().join("layout");
-    let manifest = layout(&dir);
-    skopeo(&[
-        "copy",
-        "-q",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        "bob:pw",
-        &format!("oci:{}:1", dir.display()),
-        &format!("docker://{}/team/app:1", reg.addr),
-    ]);
+    let (iss, reg, manifest) = token_registry(tmp.path());
     let auth = tmp.path().join("auth.json");
     let b64 = base64::engine::general_purpose::STANDARD.encode("bob:pw");
     std::fs::write(

@@ -158,20 +158,13 @@ pub(super) async fn get(
     if info.is_none() && !state.opts.mirror_of.is_empty() {
         // A whole GET is served as it is fetched; HEAD and ranges wait for
         // the blob to be stored, then are answered from the store.
-        use super::mirror::{tee_blob, Tee};
-        let tee = if !head && range.is_none() {
-            tee_blob(state, name, &d).await?
-        } else {
-            Tee::Busy
-        };
-        match tee {
-            Tee::Served(r) => return Ok(r),
-            Tee::Missing => {}
-            Tee::Busy => {
-                // HEAD, a range, or another request already fetching it.
-                let stored = super::mirror::wait_for_fetch(state, &d).await?
-                    || super::mirror::fetch_blob(state, name, &d).await?;
-                if stored {
+        use super::mirror::{settle, start_fetch, streamed, Fetch};
+        match start_fetch(state, name, &d).await? {
+            Fetch::Started { len, body, .. } if !head && range.is_none() => {
+                return Ok(streamed(&d, len, body))
+            }
+            f => {
+                if settle(state, &d, f).await? {
                     info = stat(&state.store, ns, &d).await?;
                 }
             }

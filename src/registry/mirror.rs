@@ -138,88 +138,15 @@ pub(super) async fn fetch_manifest(
     Ok(false)
 }
 
-/// Fetches and stores a blob; false when no upstream has it.
-pub(super) async fn fetch_blob(state: &Arc<State>, name: &str, d: &Digest) -> ApiResult<bool> {
-    for up in &state.upstreams {
-        let u = &up.url;
-        let s = up.session().await?;
-        let url = s.url(&format!("/v2/{name}/blobs/{d}"));
-        let resp = s
-            .send(&[scope(name, false)], true, |c| c.get(&url))
-            .await
-            .map_err(|e| upstream_err(u, format!("{e:#}")))?;
-        if resp.status() == reqwest::StatusCode::NOT_FOUND {
-            continue;
-        }
-        if !resp.status().is_success() {
-            return Err(upstream_err(u, format!("{url}: {}", resp.status())));
-        }
-        // Through a resumable upload of its own, as a push: the digest is
-        // computed here and a mismatch stores nothing.
-        let (store, ns, reference) = (
-            state.store.clone(),
-            state.opts.namespace.clone(),
-            format!("registry-mirror/{d}"),
-        );
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
-        let want = *d;
-        let worker = tokio::task::spawn_blocking(move || -> crate::error::Result<()> {
-            let mut up = store.open_upload(&ns, &reference, 0)?;
-            up.truncate()?;
-            while let Some(b) = rx.blocking_recv() {
-                up.append(b)?;
-            }
-            match up.commit(0, Some(want), Default::default()) {
-                Ok(_) | Err(Error::AlreadyExists(_)) => Ok(()),
-                Err(e) => {
-                    drop(up);
-                    let _ = store.abort_upload(&ns, &reference);
-                    Err(e)
-                }
-            }
-        });
-        let mut body = resp.bytes_stream();
-        let mut failed = None;
-        while let Some(b) = body.next().await {
-            match b {
-                Ok(b) => {
-                    if tx.send(b).await.is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    failed = Some(upstream_err(u, e));
-                    break;
-                }
-            }
-        }
-        drop(tx);
-        let r = worker.await.map_err(|e| Error::Internal(e.to_string()))?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        if let Err(Error::Unavailable(_)) = r {
-            // Another request is fetching this blob: wait for its commit.
-            if wait_for_fetch(state, d).await? {
-                return Ok(true);
-            }
-        }
-        r.map_err(|e| upstream_err(u, e))?;
-        tracing::info!(upstream = %u, %name, digest = %d, "mirrored a blob");
-        return Ok(true);
-    }
-    Ok(false)
-}
-
-/// A whole-blob GET the store cannot answer, streamed from the first
-/// upstream that has it to the client *while* it is stored (the client does
-/// not wait for the whole fetch). The last piece is held back until the
-/// store has committed the blob under its digest: a blob that does not
-/// match ends the response with an error instead, so no client gets a
-/// complete body with the wrong digest, and nothing is stored. A client
-/// that goes away does not stop the fetch: the blob is stored all the same.
-pub(super) async fn tee_blob(state: &Arc<State>, name: &str, d: &Digest) -> ApiResult<Tee> {
-    use axum::http::StatusCode;
+/// Starts fetching a blob the store does not hold from the first upstream
+/// that has it, through a resumable upload of its own (as a push: the digest
+/// is computed here and a mismatch stores nothing). Its bytes are also
+/// offered to a client (`Fetch::Started::body`) *while* they are stored: the
+/// last piece is held back until the store has committed the blob under its
+/// digest, so a blob that does not match ends that body with an error, and
+/// no client gets a complete body with the wrong digest. A client that goes
+/// away (or stalls past the body timeout) does not stop the fetch.
+pub(super) async fn start_fetch(state: &Arc<State>, name: &str, d: &Digest) -> ApiResult<Fetch> {
     let (store, ns, reference) = (
         state.store.clone(),
         state.opts.namespace.clone(),
@@ -235,7 +162,7 @@ pub(super) async fn tee_blob(state: &Arc<State>, name: &str, d: &Digest) -> ApiR
     .map_err(|e| Error::Internal(e.to_string()))?;
     let upload = match opened {
         Ok(u) => u,
-        Err(Error::Unavailable(_)) => return Ok(Tee::Busy),
+        Err(Error::Unavailable(_)) => return Ok(Fetch::Busy),
         Err(e) => return Err(e.into()),
     };
     let abort = |store: crate::store::Store, ns: String, reference: String| async move {
@@ -289,7 +216,7 @@ pub(super) async fn tee_blob(state: &Arc<State>, name: &str, d: &Digest) -> ApiR
             tokio::sync::mpsc::channel::<std::result::Result<bytes::Bytes, std::io::Error>>(8);
         let name = name.to_string();
         let patience = state.opts.body_timeout;
-        tokio::spawn(async move {
+        let done = tokio::spawn(async move {
             let mut body = resp.bytes_stream();
             let mut client = Some(to_client);
             let mut held: Option<bytes::Bytes> = None;
@@ -326,40 +253,79 @@ pub(super) async fn tee_blob(state: &Arc<State>, name: &str, d: &Digest) -> ApiR
                     if let (Some(c), Some(last)) = (&client, held) {
                         let _ = c.send(Ok(last)).await;
                     }
-                    tracing::info!(upstream = %u, %name, digest = %want, "mirrored a blob while serving it");
+                    tracing::info!(upstream = %u, %name, digest = %want, "mirrored a blob");
+                    Ok(())
                 }
                 (f, r) => {
                     let why = f.or(r.err()).unwrap_or_default();
                     tracing::warn!(upstream = %u, %name, digest = %want, error = %why, "a mirrored blob was not stored");
                     if let Some(c) = &client {
-                        let _ = c.send(Err(std::io::Error::other(why))).await;
+                        let _ = c.send(Err(std::io::Error::other(why.clone()))).await;
                     }
+                    Err(why)
                 }
             }
         });
-        let mut headers = vec![
-            ("Content-Type", "application/octet-stream".to_string()),
-            ("Docker-Content-Digest", d.to_string()),
-        ];
-        if let Some(n) = len {
-            headers.push(("Content-Length", n.to_string()));
-        }
-        let mut r = super::routes::empty(StatusCode::OK, &headers);
-        *r.body_mut() =
-            axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(client_rx));
-        return Ok(Tee::Served(r));
+        return Ok(Fetch::Started {
+            len,
+            body: client_rx,
+            done,
+        });
     }
     drop(upload);
     abort(store, ns, reference).await;
-    Ok(Tee::Missing)
+    Ok(Fetch::Missing)
 }
 
-pub(super) enum Tee {
-    Served(axum::response::Response),
+type Pieces = tokio::sync::mpsc::Receiver<std::result::Result<bytes::Bytes, std::io::Error>>;
+
+pub(super) enum Fetch {
+    Started {
+        /// What the upstream announced.
+        len: Option<u64>,
+        /// The bytes as they are stored (see [`start_fetch`]).
+        body: Pieces,
+        /// Ends once the blob is stored, or with why it was not.
+        done: tokio::task::JoinHandle<std::result::Result<(), String>>,
+    },
     /// No upstream has it.
     Missing,
-    /// Another request is fetching it: wait for that one ([`fetch_blob`]).
+    /// Another request is fetching it: wait for that one ([`wait_for_fetch`]).
     Busy,
+}
+
+/// The response that streams a fetch's `body` to a client.
+pub(super) fn streamed(d: &Digest, len: Option<u64>, body: Pieces) -> axum::response::Response {
+    let mut headers = vec![
+        ("Content-Type", "application/octet-stream".to_string()),
+        ("Docker-Content-Digest", d.to_string()),
+    ];
+    if let Some(n) = len {
+        headers.push(("Content-Length", n.to_string()));
+    }
+    let mut r = super::routes::empty(axum::http::StatusCode::OK, &headers);
+    *r.body_mut() =
+        axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(body));
+    r
+}
+
+/// Waits for what [`start_fetch`] began: true once the blob is stored,
+/// false when no upstream has it.
+pub(super) async fn settle(state: &Arc<State>, d: &Digest, f: Fetch) -> ApiResult<bool> {
+    match f {
+        Fetch::Missing => Ok(false),
+        Fetch::Busy => wait_for_fetch(state, d).await,
+        Fetch::Started { body, done, .. } => {
+            drop(body); // nobody reads along: the fetch only stores
+            done.await
+                .map_err(|e| Error::Internal(e.to_string()))?
+                .map_err(|why| {
+                    ApiError::new(Code::Unknown, why)
+                        .with_status(axum::http::StatusCode::BAD_GATEWAY)
+                })?;
+            Ok(true)
+        }
+    }
 }
 
 /// Waits for another request's fetch of `d` to be stored: true once it is,
