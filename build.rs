@@ -4,6 +4,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/strata/v1/strata.proto",
         "proto/containerd/services/content/v1/content.proto",
+        "proto/containerd/services/diff/v1/diff.proto",
+        "proto/containerd/types/descriptor.proto",
+        "proto/containerd/types/mount.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

@@ -165,3 +165,10 @@ say ""
 say "read time strata/local on random bytes: $(python3 -c "print(f'{${READ[strata.random]}/${READ[local.random]}:.2f}')")"
 say ""
 say "strata stats: \`$(tr -d '\n ' <"$WORK/strata-stats.json")\`"
+
+# The unpack figures (containerd 1.7 and 2.x, strata with and without its
+# differ), in the same run.
+say ""
+bash "$ROOT/benches/unpack.sh" "$CORPUS" "$WORK/unpack" >/dev/null
+cat "$WORK/unpack/report.md" >>"$REPORT"
+cat "$WORK/unpack/report.md"

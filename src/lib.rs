@@ -23,6 +23,7 @@ pub mod remote;
 pub mod server;
 pub mod split;
 pub mod store;
+pub mod unpack;
 
 /// Code generated from `proto/` by `build.rs`.
 pub mod proto {
@@ -33,6 +34,14 @@ pub mod proto {
                     tonic::include_proto!("containerd.services.content.v1");
                 }
             }
+            pub mod diff {
+                pub mod v1 {
+                    tonic::include_proto!("containerd.services.diff.v1");
+                }
+            }
+        }
+        pub mod types {
+            tonic::include_proto!("containerd.types");
         }
     }
     pub mod strata {

@@ -42,6 +42,11 @@ pub struct ServeArgs {
     /// containerd-namespace header (Debian's containerd sends none)
     #[arg(long, default_value = "containerd", value_name = "NS")]
     pub containerd_namespace: String,
+    /// Also serve containerd's diff service here, for a proxy plugin of type
+    /// "diff" (containerd 1.7, 2.x): layers are unpacked from the stored tar,
+    /// with no gzip rebuild or decompression. Needs root (mounts)
+    #[arg(long, value_name = "PATH")]
+    pub containerd_diff_socket: Option<PathBuf>,
     /// Remove partial uploads untouched for this long (e.g. 24h, 90m, 3600s)
     #[arg(long, default_value = "24h", value_parser = parse_duration, value_name = "DURATION")]
     pub upload_expiry: Duration,
@@ -268,6 +273,7 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
         data_dir,
         socket,
         containerd_socket: args.containerd_socket,
+        containerd_diff_socket: args.containerd_diff_socket,
         containerd_namespace: args.containerd_namespace,
         upload_expiry: args.upload_expiry,
         gc_interval: args.gc_interval,

@@ -3,6 +3,7 @@
 //! period: uncommitted pushes leave nothing visible and are trimmed at restart).
 
 pub mod containerd;
+pub mod differ;
 pub mod limits;
 pub mod metrics;
 pub mod strata_api;
@@ -12,6 +13,7 @@ pub mod tcp;
 use crate::config::{DEFAULT_NAMESPACE, FRAME_BYTES, WINDOW_BYTES};
 use crate::error::{Error, Result};
 use crate::proto::containerd::services::content::v1::content_server::ContentServer;
+use crate::proto::containerd::services::diff::v1::diff_server::DiffServer;
 use crate::proto::strata::v1::store_server::StoreServer;
 use crate::store::{Store, StoreConfig};
 pub use limits::{Gate, Limits};
@@ -32,6 +34,8 @@ pub struct ServeOptions {
     /// without a namespace header use `containerd_namespace`.
     pub containerd_socket: Option<PathBuf>,
     pub containerd_namespace: String,
+    /// Serves containerd's diff service for a proxy plugin of type "diff".
+    pub containerd_diff_socket: Option<PathBuf>,
     pub store: StoreConfig,
     /// How long requests in flight may run on after a shutdown signal.
     pub shutdown_grace: Duration,
@@ -63,6 +67,7 @@ impl ServeOptions {
             data_dir,
             containerd_socket: None,
             containerd_namespace: "containerd".into(),
+            containerd_diff_socket: None,
             store: StoreConfig::default(),
             shutdown_grace: Duration::from_secs(30),
             upload_expiry: Duration::from_secs(24 * 3600),
@@ -156,6 +161,7 @@ pub async fn serve(
             .await
             .map_err(|e| Error::Internal(e.to_string()))??
     };
+    differ::clean_stale(&opts.data_dir.join(differ::MOUNT_DIR));
     // Runs even with deferral off: blobs marked before still get converted.
     let converter = store.start_converter(opts.convert_after.unwrap_or(CONVERT_AFTER))?;
     let stop = new_stop();
@@ -180,6 +186,20 @@ pub async fn serve(
             ))
             .with_limits(max_msg),
         );
+        servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
+            UnixListenerStream::new(listener),
+            stop.wait(),
+        )));
+    }
+    if let Some(path) = &opts.containerd_diff_socket {
+        let listener = bind_socket(path, opts.socket_group.as_deref()).await?;
+        tracing::info!(socket = %path.display(), "serving containerd's diff service for a proxy differ");
+        let service = differ::DiffService::new(
+            store.clone(),
+            gate.clone(),
+            opts.data_dir.join(differ::MOUNT_DIR),
+        );
+        let router = builder(&gate).add_service(DiffServer::new(service).with_limits(max_msg));
         servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
             UnixListenerStream::new(listener),
             stop.wait(),
@@ -281,7 +301,10 @@ pub async fn serve(
         tracing::warn!(error = %e, "flushing the index at shutdown failed; it is replayed from its log at the next start");
     }
     let _ = std::fs::remove_file(&opts.socket);
-    if let Some(p) = &opts.containerd_socket {
+    for p in [&opts.containerd_socket, &opts.containerd_diff_socket]
+        .into_iter()
+        .flatten()
+    {
         let _ = std::fs::remove_file(p);
     }
     drop(store);
@@ -405,6 +428,13 @@ impl<T> MessageLimits for StoreServer<T> {
 }
 
 impl<T> MessageLimits for ContentServer<T> {
+    fn with_limits(self, n: usize) -> Self {
+        self.max_decoding_message_size(n)
+            .max_encoding_message_size(n)
+    }
+}
+
+impl<T> MessageLimits for DiffServer<T> {
     fn with_limits(self, n: usize) -> Self {
         self.max_decoding_message_size(n)
             .max_encoding_message_size(n)

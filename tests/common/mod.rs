@@ -2,6 +2,7 @@
 //! directory and socket, and a client for it.
 #![allow(dead_code)]
 
+pub mod containerd;
 pub mod docker_registry;
 pub mod serve_child;
 
