@@ -1775,3 +1775,153 @@ fn tree_comparison_sees_differences() {
         assert!(all.contains(want), "{want:?} not reported:\n{all}");
     }
 }
+
+// ------------------------------------------------------- 4. a real image
+
+fn run_ok(cmd: &str, args: &[&str]) {
+    let o = std::process::Command::new(cmd).args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A two-layer image made by a real producer: umoci (pgzip layers, its own
+/// tar writer and whiteouts) over real files of this machine: /etc, Perl's
+/// library and the time zones (owners, modes, symlinks, hard links as
+/// Debian installed them), then a second layer that deletes a directory and
+/// files, changes modes and adds files.
+fn umoci_image(dir: &Path) -> PathBuf {
+    let layout = dir.join("layout");
+    let bundle = dir.join("bundle");
+    let (l, b) = (layout.to_str().unwrap(), bundle.to_str().unwrap());
+    let image = format!("{l}:real");
+    run_ok("umoci", &["init", "--layout", l]);
+    run_ok("umoci", &["new", "--image", &image]);
+    run_ok("umoci", &["unpack", "--image", &image, b]);
+    let rootfs = bundle.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("usr/share")).unwrap();
+    for src in ["/etc", "/usr/share/perl5", "/usr/share/zoneinfo"] {
+        let to = rootfs.join(src.trim_start_matches('/'));
+        run_ok("cp", &["-a", src, to.to_str().unwrap()]);
+    }
+    run_ok("umoci", &["repack", "--image", &image, b]);
+    // A repack diffs against the bundle's own base: the second layer needs
+    // a bundle unpacked from the first.
+    let bundle2 = dir.join("bundle2");
+    let b = bundle2.to_str().unwrap();
+    run_ok("umoci", &["unpack", "--image", &image, b]);
+    let rootfs = bundle2.join("rootfs");
+    let r = |p: &str| rootfs.join(p);
+    std::fs::remove_dir_all(r("usr/share/zoneinfo/America")).unwrap();
+    std::fs::remove_file(r("etc/hostname")).ok();
+    std::fs::remove_file(r("etc/passwd")).unwrap();
+    std::fs::write(r("etc/passwd"), b"root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::create_dir_all(r("srv/app/data")).unwrap();
+    std::fs::write(r("srv/app/data/blob"), noise(300_000, 19)).unwrap();
+    // chown clears setuid: it goes first.
+    run_ok(
+        "chown",
+        &["-R", "1234:5678", r("srv/app").to_str().unwrap()],
+    );
+    run_ok("chmod", &["4750", r("srv/app/data/blob").to_str().unwrap()]);
+    run_ok("umoci", &["repack", "--image", &image, b]);
+    // Named for ctr, as `ctr images import` reads an OCI layout's index.
+    let ip = layout.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&ip).unwrap()).unwrap();
+    index["manifests"][0]["annotations"]["io.containerd.image.name"] =
+        "docker.io/library/differ-real:1".into();
+    std::fs::write(&ip, serde_json::to_vec(&index).unwrap()).unwrap();
+    let archive = dir.join("real.tar");
+    run_ok(
+        "tar",
+        &[
+            "-C",
+            l,
+            "-cf",
+            archive.to_str().unwrap(),
+            "oci-layout",
+            "index.json",
+            "blobs",
+        ],
+    );
+    archive
+}
+
+fn real_image_facts(sn: &str, trees: &[BTreeMap<String, Node>]) -> Vec<String> {
+    let mut e = Vec::new();
+    if trees.len() != 2 {
+        return vec![format!("{} snapshots, not 2", trees.len())];
+    }
+    if trees[0].len() < 1000 {
+        e.push(format!(
+            "the first layer holds only {} paths",
+            trees[0].len()
+        ));
+    }
+    fact(&mut e, &trees[0], "layer 1", "etc/passwd", "a file", |n| {
+        n.is_some_and(|n| n.kind == "file")
+    });
+    let l2 = &trees[1];
+    fact(
+        &mut e,
+        l2,
+        "layer 2",
+        "srv/app/data/blob",
+        "setuid, 1234:5678",
+        |n| n.is_some_and(|n| n.perm == 0o4750 && n.uid == 1234 && n.gid == 5678),
+    );
+    let gone = "usr/share/zoneinfo/America";
+    if sn == "overlayfs" {
+        fact(&mut e, l2, "layer 2", gone, "a whiteout", is_whiteout);
+    } else {
+        fact(&mut e, l2, "layer 2", gone, "removed", |n| n.is_none());
+        fact(
+            &mut e,
+            l2,
+            "layer 2",
+            "usr/share/zoneinfo/Europe",
+            "kept",
+            |n| n.is_some(),
+        );
+    }
+    e
+}
+
+fn real_image(version: Version) {
+    if !is_root() {
+        return;
+    }
+    let start = now_secs();
+    let p = Pair::start(version, true, &[]);
+    let archive = umoci_image(p.work.path());
+    let mut results = Vec::new();
+    for sn in SNAPSHOTTERS {
+        results.push((
+            format!("{sn} umoci image of real files"),
+            import_and_compare(
+                &p,
+                &format!("real-{sn}"),
+                sn,
+                &archive,
+                "differ-real",
+                2,
+                start,
+                &|t| real_image_facts(sn, t),
+            ),
+        ));
+    }
+    finish(version, "real image", results);
+}
+
+#[test]
+fn real_image_unpacks_alike_containerd_1_7() {
+    real_image(Version::V1_7);
+}
+
+#[test]
+fn real_image_unpacks_alike_containerd_2() {
+    real_image(Version::V2);
+}
