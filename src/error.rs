@@ -64,6 +64,23 @@ impl Error {
         Error::ResourceExhausted(format!("{DISK_FULL}{place} is full: {detail}"))
     }
 
+    /// An error of the same kind (and so the same status code) with another
+    /// message; I/O and index errors become Internal.
+    pub fn same_kind(&self, msg: String) -> Error {
+        match self {
+            Error::InvalidArgument(_) => Error::InvalidArgument(msg),
+            Error::NotFound(_) => Error::NotFound(msg),
+            Error::AlreadyExists(_) => Error::AlreadyExists(msg),
+            Error::FailedPrecondition(_) => Error::FailedPrecondition(msg),
+            Error::OutOfRange(_) => Error::OutOfRange(msg),
+            Error::Unavailable(_) => Error::Unavailable(msg),
+            Error::ResourceExhausted(_) => Error::ResourceExhausted(msg),
+            Error::DataLoss(_) => Error::DataLoss(msg),
+            Error::Cancelled(_) => Error::Cancelled(msg),
+            Error::Io { .. } | Error::Index(_) | Error::Internal(_) => Error::Internal(msg),
+        }
+    }
+
     /// True for an error that says the disk is full (not a configured limit).
     pub fn is_disk_full(&self) -> bool {
         match self {

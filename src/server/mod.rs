@@ -192,11 +192,16 @@ pub async fn serve(
         )));
     }
     if let Some(path) = &opts.containerd_diff_socket {
-        let listener = bind_socket(path, opts.socket_group.as_deref()).await?;
+        // Applying mounts and writes anywhere as root: the socket is root's
+        // alone (mode 0600, never --socket-group's).
+        let listener = bind_socket(path, None).await?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io(format!("restricting {}", path.display()), e))?;
         tracing::info!(socket = %path.display(), "serving containerd's diff service for a proxy differ");
         let service = differ::DiffService::new(
             store.clone(),
             gate.clone(),
+            opts.containerd_namespace.clone(),
             opts.data_dir.join(differ::MOUNT_DIR),
         );
         let router = builder(&gate).add_service(DiffServer::new(service).with_limits(max_msg));

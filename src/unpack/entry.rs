@@ -1,6 +1,7 @@
 //! One tar entry: its header read the way Go's `archive/tar` presents it,
 //! creating it on disk, and the few syscalls the module makes.
 
+use super::io_err;
 use super::rootpath::{as_path, hardlink_target};
 use crate::error::{Error, Result};
 use std::ffi::CString;
@@ -295,7 +296,7 @@ pub(super) fn create<R: Read>(path: &[u8], root: &[u8], h: &Header, data: &mut R
     match h.kind {
         Kind::Dir => {
             if !lstat(path)?.is_some_and(|m| m.is_dir()) {
-                std::fs::create_dir(p).map_err(|e| Error::io(ctx("creating directory"), e))?;
+                std::fs::create_dir(p).map_err(|e| io_err(ctx("creating directory"), e))?;
                 chmod(path, h.mode)?;
             }
         }
@@ -306,11 +307,11 @@ pub(super) fn create<R: Read>(path: &[u8], root: &[u8], h: &Header, data: &mut R
                 .truncate(true)
                 .mode(h.mode)
                 .open(p)
-                .map_err(|e| Error::io(ctx("creating"), e))?;
+                .map_err(|e| io_err(ctx("creating"), e))?;
             // The umask must not narrow the mode.
             f.set_permissions(std::fs::Permissions::from_mode(h.mode))
-                .map_err(|e| Error::io(ctx("chmod"), e))?;
-            let n = copy_body(data, &mut f).map_err(|e| Error::io(ctx("writing"), e))?;
+                .map_err(|e| io_err(ctx("chmod"), e))?;
+            let n = copy_body(data, &mut f).map_err(|e| super::read_err(e, &ctx("writing")))?;
             if n != h.size {
                 return Err(bad(format!(
                     "file {} incomplete: expected {} bytes, wrote {n}",
@@ -330,7 +331,7 @@ pub(super) fn create<R: Read>(path: &[u8], root: &[u8], h: &Header, data: &mut R
         }
         Kind::Link => {
             let target = hardlink_target(root, &h.link)
-                .map_err(|e| Error::io(ctx("resolving the hardlink target of"), e))?;
+                .map_err(|e| io_err(ctx("resolving the hardlink target of"), e))?;
             let (t, n) = (cstr(&target)?, cstr(path)?);
             // flags 0: a link to a symlink links the symlink itself.
             let rc =
@@ -340,7 +341,7 @@ pub(super) fn create<R: Read>(path: &[u8], root: &[u8], h: &Header, data: &mut R
             })?;
         }
         Kind::Symlink => std::os::unix::fs::symlink(as_path(&h.link), p)
-            .map_err(|e| Error::io(ctx("creating symlink"), e))?,
+            .map_err(|e| io_err(ctx("creating symlink"), e))?,
         Kind::Global => return Ok(()),
         Kind::Other(t) => {
             return Err(bad(format!(
@@ -388,7 +389,7 @@ fn set_archive_xattr(path: &[u8], key: &[u8], value: &[u8]) -> Result<()> {
         tracing::warn!("ignored xattr {name} on {p}: {e}");
         return Ok(());
     }
-    Err(Error::io(format!("setting xattr {name} on {p}"), e))
+    Err(io_err(format!("setting xattr {name} on {p}"), e))
 }
 
 /// Copies a lower directory's owner, mode, times and xattrs (but no
@@ -412,7 +413,7 @@ pub(super) fn copy_dir_info(lower: &[u8], meta: &Metadata, path: &[u8]) -> Resul
         Ok(k) => k,
         Err(e) if ignorable(&e) => return Ok(()),
         Err(e) => {
-            return Err(Error::io(
+            return Err(io_err(
                 format!("listing xattrs of {}", as_path(lower).display()),
                 e,
             ))
@@ -426,7 +427,7 @@ pub(super) fn copy_dir_info(lower: &[u8], meta: &Metadata, path: &[u8]) -> Resul
             Ok(v) => v,
             Err(e) if ignorable(&e) => continue,
             Err(e) => {
-                return Err(Error::io(
+                return Err(io_err(
                     format!("reading xattr of {}", as_path(lower).display()),
                     e,
                 ))
@@ -434,7 +435,7 @@ pub(super) fn copy_dir_info(lower: &[u8], meta: &Metadata, path: &[u8]) -> Resul
         };
         match lsetxattr(path, key, &value, libc::XATTR_CREATE) {
             Err(e) if !ignorable(&e) && e.raw_os_error() != Some(libc::EEXIST) => {
-                return Err(Error::io(
+                return Err(io_err(
                     format!(
                         "copying xattr {} to {}",
                         String::from_utf8_lossy(key),
@@ -462,7 +463,7 @@ pub(super) fn cstr(p: &[u8]) -> Result<CString> {
 
 fn check(rc: libc::c_int, ctx: impl FnOnce() -> String) -> Result<()> {
     if rc < 0 {
-        return Err(Error::io(ctx(), io::Error::last_os_error()));
+        return Err(io_err(ctx(), io::Error::last_os_error()));
     }
     Ok(())
 }
@@ -472,7 +473,7 @@ pub(super) fn lstat(path: &[u8]) -> Result<Option<Metadata>> {
     match std::fs::symlink_metadata(as_path(path)) {
         Ok(m) => Ok(Some(m)),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
-        Err(e) => Err(Error::io(format!("lstat {}", as_path(path).display()), e)),
+        Err(e) => Err(io_err(format!("lstat {}", as_path(path).display()), e)),
     }
 }
 
@@ -602,7 +603,7 @@ pub(super) fn remove_all(path: &[u8]) -> Result<()> {
     };
     match r {
         Err(e) if e.raw_os_error() != Some(libc::ENOENT) => {
-            Err(Error::io(format!("removing {}", p.display()), e))
+            Err(io_err(format!("removing {}", p.display()), e))
         }
         _ => Ok(()),
     }

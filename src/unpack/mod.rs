@@ -8,6 +8,7 @@
 //! their children changed them. Blocking code: run it off the async runtime.
 
 mod entry;
+mod guard;
 mod rootpath;
 mod whiteout;
 
@@ -34,15 +35,26 @@ pub enum Whiteouts {
 #[derive(Clone, Debug)]
 pub struct ApplyOptions {
     pub whiteouts: Whiteouts,
+    /// Set when the caller went away: the apply stops at the next entry.
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// Overlay lower dirs, topmost first: a parent directory created implicitly copies its mode, owner, times and xattrs (except `trusted.*`, as containerd) from the first lower dir holding it.
     pub parents: Vec<PathBuf>,
 }
 
 fn resolve_err(e: std::io::Error, what: &[u8]) -> Error {
-    Error::io(
+    io_err(
         format!("resolving {} in the root", String::from_utf8_lossy(what)),
         e,
     )
+}
+
+/// `p` resolved inside `root` as a layer's names are (symlinks and `..`
+/// never leave it): where a mount target under a temporary root goes.
+pub fn resolve_in(root: &Path, p: &Path) -> Result<PathBuf> {
+    let r = clean(root.as_os_str().as_bytes());
+    let at = root_path(&r, p.as_os_str().as_bytes())
+        .map_err(|e| resolve_err(e, p.as_os_str().as_bytes()))?;
+    Ok(PathBuf::from(std::ffi::OsStr::from_bytes(&at)))
 }
 
 /// Applies the tar stream to `root`. Returns the sum of the entries' sizes (as containerd counts). Does NOT read past the end-of-archive marker necessarily; the caller drains the rest for hashing.
@@ -53,7 +65,8 @@ pub fn apply(root: &Path, r: &mut dyn Read, opts: &ApplyOptions) -> Result<u64> 
         .iter()
         .map(|p| p.as_os_str().as_bytes().to_vec())
         .collect();
-    let mut archive = tar::Archive::new(r);
+    let mut guarded = guard::Guard::new(r);
+    let mut archive = tar::Archive::new(&mut guarded);
     let mut size = 0u64;
     // Paths written by this apply: an opaque marker keeps them.
     let mut unpacked: HashSet<Vec<u8>> = HashSet::new();
@@ -63,9 +76,16 @@ pub fn apply(root: &Path, r: &mut dyn Read, opts: &ApplyOptions) -> Result<u64> 
 
     let entries = archive
         .entries()
-        .map_err(|e| Error::io("reading the layer tar", e))?;
+        .map_err(|e| io_err("reading the layer tar", e))?;
     for entry in entries {
-        let mut entry = entry.map_err(tar_err)?;
+        let mut entry = entry.map_err(|e| read_err(e, "reading the layer tar"))?;
+        if opts
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            return Err(Error::Cancelled("the apply was cancelled".into()));
+        }
         let h = Header::read(&mut entry)?;
         size += h.size;
 
@@ -102,6 +122,9 @@ pub fn apply(root: &Path, r: &mut dyn Read, opts: &ApplyOptions) -> Result<u64> 
         unpacked.insert(path);
     }
 
+    guarded
+        .check_end()
+        .map_err(|e| read_err(e, "reading the layer tar"))?;
     // Like containerd, each directory is found again by its name.
     for (name, atime, mtime) in dirs {
         let path = root_path(&root, &name).map_err(|e| resolve_err(e, &name))?;
@@ -110,13 +133,35 @@ pub fn apply(root: &Path, r: &mut dyn Read, opts: &ApplyOptions) -> Result<u64> 
     Ok(size)
 }
 
-/// A malformed archive is the client's error; a failed read is I/O.
-fn tar_err(e: std::io::Error) -> Error {
-    if e.kind() == std::io::ErrorKind::Other {
-        Error::InvalidArgument(format!("invalid layer archive: {e}"))
-    } else {
-        Error::io("reading the layer tar", e)
+/// An error reading the layer: the store's own error when it came from
+/// the store (its code: data loss, not found), a malformed archive as the
+/// client's error, anything else as I/O.
+fn read_err(e: std::io::Error, ctx: &str) -> Error {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|i| i as _);
+    while let Some(c) = cause {
+        if let Some(s) = c.downcast_ref::<Error>() {
+            return s.same_kind(format!("{ctx}: {s}"));
+        }
+        cause = c.source();
     }
+    match e.kind() {
+        std::io::ErrorKind::Other | std::io::ErrorKind::InvalidData => {
+            Error::InvalidArgument(format!("invalid layer archive: {e}"))
+        }
+        _ => io_err(ctx, e),
+    }
+}
+
+/// I/O on the snapshot: a full disk there is named as the snapshot's, not
+/// the data directory's (`Error::io`'s wording).
+fn io_err(ctx: impl Into<String>, e: std::io::Error) -> Error {
+    let context = ctx.into();
+    if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
+        return Error::ResourceExhausted(format!(
+            "the filesystem holding the snapshot is full: {context}: {e}"
+        ));
+    }
+    Error::Io { context, source: e }
 }
 
 /// Makes sure `path` (under `root`) is a directory, creating it and its
@@ -128,7 +173,7 @@ fn mkparent(path: &[u8], root: &[u8], parents: &[Vec<u8>]) -> Result<()> {
         if m.is_dir() {
             return Ok(());
         }
-        return Err(Error::io(
+        return Err(io_err(
             format!("mkparent {}", as_path(path).display()),
             std::io::Error::from_raw_os_error(libc::ENOTDIR),
         ));
@@ -141,7 +186,7 @@ fn mkparent(path: &[u8], root: &[u8], parents: &[Vec<u8>]) -> Result<()> {
         mkparent(&path[..i - 1], root, parents)?;
     }
     let made = std::fs::create_dir(as_path(path))
-        .map_err(|e| Error::io(format!("creating directory {}", as_path(path).display()), e));
+        .map_err(|e| io_err(format!("creating directory {}", as_path(path).display()), e));
     if let Err(e) = made.and_then(|()| entry::chmod(path, 0o755)) {
         // Someone else made it meanwhile: fine, and nothing to copy.
         if entry::lstat(path)

@@ -70,6 +70,7 @@ impl Tar {
 
 fn opts(whiteouts: Whiteouts) -> ApplyOptions {
     ApplyOptions {
+        cancel: None,
         whiteouts,
         parents: Vec::new(),
     }
@@ -368,6 +369,7 @@ fn overlay_implicit_parent_copies_the_lower_dir() {
     let mut t = Tar::new();
     t.file("p/q/f", 0o644, b"");
     let o = ApplyOptions {
+        cancel: None,
         whiteouts: Whiteouts::Overlay,
         parents: vec![lower.path().to_path_buf(), below.path().to_path_buf()],
     };
@@ -512,4 +514,85 @@ fn lexical_helpers_match_go() {
     assert_eq!(parse_pax_time(b"-1.5"), Some(-1_500_000_000));
     assert_eq!(parse_pax_time(b"2.1234567899"), Some(2_123_456_789));
     assert_eq!(parse_pax_time(b"2.x"), None);
+}
+
+// ------------------------------------------------ framing as Go reads it
+
+fn refused(mut tar: Vec<u8>, what: &str) {
+    let (_outer, root) = sandbox();
+    tar.extend_from_slice(&[0u8; 1024]);
+    let e = apply(&root, &mut tar.as_slice(), &opts(Whiteouts::Remove)).unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidArgument(_)),
+        "{what}: expected InvalidArgument, got {e:?}"
+    );
+}
+
+#[test]
+fn a_header_only_entry_claiming_a_body_is_refused() {
+    // Go reads no body after a symlink; the tar crate would skip 1024 bytes,
+    // and with them the header of `bin/sh` hidden there.
+    let mut t = Tar::new();
+    let mut h = header(b"lnk", b'2', 0o777, 0);
+    h.set_link_name_literal("target").unwrap();
+    h.set_size(1024);
+    h.set_cksum();
+    let mut raw = h.as_bytes().to_vec();
+    let hidden = t.file("bin/sh", 0o755, b"#!/bin/sh\n").bytes();
+    raw.extend_from_slice(&hidden[..1024]);
+    refused(raw, "symlink with a body");
+}
+
+#[test]
+fn pax_names_given_twice_empty_or_with_nul_are_refused() {
+    for recs in [
+        vec![("path", &b"a"[..]), ("path", &b"b"[..])],
+        vec![("path", &b""[..])],
+        vec![("linkpath", &b"x\0y"[..])],
+        vec![("size", &b"1"[..]), ("size", &b"1"[..])],
+    ] {
+        let tar = Tar::new().pax(&recs).file("f", 0o644, b"x").bytes();
+        refused(tar, &format!("{recs:?}"));
+    }
+}
+
+#[test]
+fn an_oversized_metadata_header_is_refused_before_it_is_read() {
+    // A 2 MiB PAX body: Go refuses it, and it is never held in memory.
+    let mut h = header(b"PaxHeaders/f", b'x', 0o644, 2 << 20);
+    h.set_cksum();
+    let mut raw = h.as_bytes().to_vec();
+    raw.resize(512 + (2 << 20), b'a');
+    refused(raw, "2 MiB PAX header");
+}
+
+#[test]
+fn a_header_after_one_zero_block_is_refused_and_two_end_the_archive() {
+    let first = Tar::new().file("a", 0o644, b"a").bytes();
+    // The builder ends with two zero blocks: keep one, then a header.
+    let end = first.len() - 1024;
+    let mut raw = first[..end + 512].to_vec();
+    raw.extend_from_slice(&Tar::new().file("b", 0o644, b"b").bytes());
+    refused(raw, "header after one zero block");
+
+    // Two zero blocks end it: what follows is padding, ignored as Go does.
+    let (_outer, root) = sandbox();
+    let mut ok = first.clone();
+    ok.extend_from_slice(&[7u8; 512]);
+    apply(&root, &mut ok.as_slice(), &opts(Whiteouts::Remove)).unwrap();
+    assert_eq!(names(&root), ["a"]);
+}
+
+#[test]
+fn a_cancelled_apply_stops_at_the_next_entry() {
+    let (_outer, root) = sandbox();
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let o = ApplyOptions {
+        cancel: Some(flag),
+        ..opts(Whiteouts::Remove)
+    };
+    let tar = Tar::new().file("a", 0o644, b"a").bytes();
+    let e = apply(&root, &mut tar.as_slice(), &o).unwrap_err();
+    assert!(matches!(e, Error::Cancelled(_)), "{e:?}");
+    assert!(names(&root).is_empty());
 }

@@ -2,6 +2,7 @@
 //! the lower layers put in its directory.
 
 use super::entry::{lchown, lstat, mknod, remove_all, setxattr};
+use super::io_err;
 use super::rootpath::{as_path, dir_base, join};
 use crate::error::{Error, Result};
 use std::collections::HashSet;
@@ -60,7 +61,7 @@ pub(super) fn remove(
             return Ok(false);
         }
         if lstat(&dir).map_err(|e| failed(path, e))?.is_none() {
-            return Err(Error::io(
+            return Err(io_err(
                 format!("whiteout {}", as_path(path).display()),
                 std::io::Error::from_raw_os_error(libc::ENOENT),
             ));
@@ -81,11 +82,11 @@ fn clear_dir(dir: &[u8], keep: &HashSet<Vec<u8>>) -> Result<()> {
     let entries = match std::fs::read_dir(as_path(dir)) {
         Ok(rd) => rd,
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-        Err(e) => return Err(Error::io(format!("reading {}", as_path(dir).display()), e)),
+        Err(e) => return Err(io_err(format!("reading {}", as_path(dir).display()), e)),
     };
     let mut names = Vec::new();
     for e in entries {
-        let e = e.map_err(|e| Error::io(format!("reading {}", as_path(dir).display()), e))?;
+        let e = e.map_err(|e| io_err(format!("reading {}", as_path(dir).display()), e))?;
         names.push(std::os::unix::ffi::OsStrExt::as_bytes(e.file_name().as_os_str()).to_vec());
     }
     names.sort();
@@ -109,7 +110,7 @@ pub(super) fn overlay(path: &[u8], uid: u32, gid: u32) -> Result<bool> {
     let (dir, base) = dir_base(path);
     if base == OPAQUE {
         setxattr(&dir, b"trusted.overlay.opaque", b"y").map_err(|e| {
-            Error::io(
+            io_err(
                 format!(
                     "setting trusted.overlay.opaque on {}",
                     as_path(&dir).display()

@@ -44,16 +44,21 @@ impl ContentService {
     }
 
     fn namespace<T>(&self, req: &Request<T>) -> Result<String, Status> {
-        match req.metadata().get("containerd-namespace") {
-            Some(v) => {
-                let ns = v
-                    .to_str()
-                    .map_err(|_| Status::invalid_argument("containerd-namespace is not text"))?;
-                validate_namespace(ns)?;
-                Ok(ns.to_string())
-            }
-            None => Ok(self.default_namespace.clone()),
+        request_namespace(req, &self.default_namespace)
+    }
+}
+
+/// The `containerd-namespace` header's namespace, else `default`.
+pub fn request_namespace<T>(req: &Request<T>, default: &str) -> Result<String, Status> {
+    match req.metadata().get("containerd-namespace") {
+        Some(v) => {
+            let ns = v
+                .to_str()
+                .map_err(|_| Status::invalid_argument("containerd-namespace is not text"))?;
+            validate_namespace(ns)?;
+            Ok(ns.to_string())
         }
+        None => Ok(default.to_string()),
     }
 }
 

@@ -21,6 +21,8 @@ use crate::store::Store;
 use crate::unpack::{self, ApplyOptions};
 use pb::diff_server::Diff;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 use tonic::{Request, Response, Status};
 
@@ -59,17 +61,35 @@ fn refuse_media_type(media_type: &str) -> Option<String> {
 pub struct DiffService {
     store: Store,
     gate: super::Gate,
+    /// For calls without a `containerd-namespace` header.
+    default_namespace: String,
     /// Where non-overlay mounts are mounted while a layer is applied.
     mount_dir: PathBuf,
 }
 
 impl DiffService {
-    pub fn new(store: Store, gate: super::Gate, mount_dir: PathBuf) -> Self {
+    pub fn new(
+        store: Store,
+        gate: super::Gate,
+        default_namespace: String,
+        mount_dir: PathBuf,
+    ) -> Self {
         DiffService {
             store,
             gate,
+            default_namespace,
             mount_dir,
         }
+    }
+}
+
+/// Tells the apply to stop when the RPC goes away (the handler's future is
+/// dropped when the client cancels or its deadline passes).
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -87,6 +107,7 @@ fn apply(
     mounts: &[crate::proto::containerd::types::Mount],
     mount_dir: &std::path::Path,
     sync_fs: bool,
+    cancel: Arc<AtomicBool>,
 ) -> Result<(Digest, u64)> {
     let content = store
         .content(digest)?
@@ -96,6 +117,7 @@ fn apply(
     let opts = ApplyOptions {
         whiteouts: root.whiteouts,
         parents: root.parents.clone(),
+        cancel: Some(cancel),
     };
     // The tar reader asks for 512-byte headers: serve them from a buffer.
     let mut buffered = std::io::BufReader::with_capacity(256 * 1024, &mut tar);
@@ -143,40 +165,53 @@ impl Diff for DiffService {
         &self,
         request: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let ns = super::containerd::request_namespace(&request, &self.default_namespace)?;
         let r = request.into_inner();
         let desc = r
             .diff
             .ok_or_else(|| Status::invalid_argument("ApplyRequest has no diff descriptor"))?;
+        if !desc.digest.starts_with("sha256:") {
+            return Err(Status::unimplemented(format!(
+                "{}: strata stores sha256 blobs only",
+                desc.digest
+            )));
+        }
         let digest = Digest::parse(&desc.digest)?;
         if let Some(why) = refuse_media_type(&desc.media_type) {
             return Err(Status::unimplemented(why));
         }
-        // Only a blob held by some namespace: containerd has checked its own.
-        match self.store.content(&digest)? {
-            Some(c) if c.holders > 0 => {
-                if desc.size > 0 && desc.size as u64 != c.size {
-                    return Err(Status::invalid_argument(format!(
-                        "{digest} is {} bytes, not {}",
-                        c.size, desc.size
-                    )));
-                }
-            }
-            _ => {
+        // Only a blob the caller's namespace holds, as its content store would.
+        let info = match self.store.stat(&ns, &digest) {
+            Ok(i) => i,
+            Err(Error::NotFound(_)) => {
                 return Err(Status::unimplemented(format!(
-                    "blob {digest} is not stored in strata"
+                    "blob {digest} is not stored in strata (namespace {ns:?})"
                 )))
             }
+            Err(e) => return Err(e.into()),
+        };
+        if desc.size > 0 && desc.size as u64 != info.content.size {
+            return Err(Status::invalid_argument(format!(
+                "{digest} is {} bytes, not {}",
+                info.content.size, desc.size
+            )));
         }
-        let _permit = self.gate.stream()?;
+        let permit = self.gate.stream()?;
         let (store, dir) = (self.store.clone(), self.mount_dir.clone());
         let started = Instant::now();
         let mounts = r.mounts;
         let kind = mounts.first().map(|m| m.r#type.clone()).unwrap_or_default();
-        let (diff_id, size) =
-            tokio::task::spawn_blocking(move || apply(&store, &digest, &mounts, &dir, r.sync_fs))
-                .await
-                .map_err(|e| Status::internal(format!("apply task failed: {e}")))?
-                .inspect_err(|e| tracing::error!(%digest, error = %e, "applying a layer failed"))?;
+        let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+        let flag = cancel.0.clone();
+        let (diff_id, size) = tokio::task::spawn_blocking(move || {
+            // Counts against --max-streams until the apply is over.
+            let _permit = permit;
+            apply(&store, &digest, &mounts, &dir, r.sync_fs, flag)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("apply task failed: {e}")))?
+        .inspect_err(|e| tracing::error!(%digest, error = %e, "applying a layer failed"))?;
+        drop(cancel);
         tracing::info!(%digest, %diff_id, size, mount = %kind, secs = started.elapsed().as_secs_f64(), "applied a layer");
         Ok(Response::new(pb::ApplyResponse {
             applied: Some(Descriptor {

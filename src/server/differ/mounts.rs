@@ -31,7 +31,9 @@ impl Root {
     /// Prepares the root for `mounts`, mounting under `tmp` when needed.
     pub fn prepare(mounts: &[Mount], tmp: &Path) -> Result<Root> {
         if let [m] = mounts {
-            if m.r#type == "overlay" {
+            // A `userxattr` overlay (rootless) keeps whiteouts in `user.*`
+            // xattrs: applied through the mounted overlay, as containerd does.
+            if m.r#type == "overlay" && !m.options.iter().any(|o| o == "userxattr") {
                 if let Some(upper) = option(&m.options, "upperdir=") {
                     let parents = option(&m.options, "lowerdir=")
                         .map(|l| l.split(':').map(PathBuf::from).collect())
@@ -51,15 +53,15 @@ impl Root {
                 "no mounts to apply the layer to".into(),
             ));
         }
-        std::fs::create_dir_all(tmp)
-            .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+        // Only root may walk into a snapshot being written (setuid files
+        // exist before their owner is set).
+        private_dir(tmp, true)?;
         let dir = tmp.join(format!(
             "apply-{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::create_dir(&dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        private_dir(&dir, false)?;
         let mut root = Root {
             path: dir.clone(),
             whiteouts: Whiteouts::Remove,
@@ -68,7 +70,8 @@ impl Root {
             temp: Some(dir.clone()),
         };
         for m in mounts {
-            let at = dir.join(m.target.trim_start_matches('/'));
+            // A target never leads out of the temporary root.
+            let at = crate::unpack::resolve_in(&dir, Path::new(&m.target))?;
             // `root` unmounts what was mounted so far when this fails.
             mount(m, &at)?;
             root.mounted.push(at);
@@ -90,8 +93,21 @@ impl Drop for Root {
     }
 }
 
+/// The last value of an option, as mount(8) and containerd take it.
 fn option<'a>(options: &'a [String], prefix: &str) -> Option<&'a str> {
-    options.iter().find_map(|o| o.strip_prefix(prefix))
+    options.iter().rev().find_map(|o| o.strip_prefix(prefix))
+}
+
+/// Creates `dir` (and, with `parents`, its ancestors) mode 0700; an existing
+/// one is made 0700.
+fn private_dir(dir: &Path, parents: bool) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let made = std::fs::DirBuilder::new()
+        .recursive(parents)
+        .mode(0o700)
+        .create(dir);
+    made.and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))
 }
 
 fn cstr(s: &str) -> Result<CString> {
@@ -238,6 +254,8 @@ fn unmount(at: &Path) {
 /// Undoes what a daemon killed mid-apply left under `tmp`: its mounts, then
 /// the empty mount points.
 pub fn clean_stale(tmp: &Path) {
+    // /proc/self/mounts names mount points by their real path.
+    let tmp = &std::fs::canonicalize(tmp).unwrap_or_else(|_| tmp.to_path_buf());
     let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
         return;
     };

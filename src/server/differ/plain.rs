@@ -16,16 +16,25 @@ const PIECES: usize = 16;
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
+/// What the reading thread sends: bytes, then the end or an error. A
+/// channel closed without either means the thread died.
+enum Msg {
+    Data(Vec<u8>),
+    End,
+    Fail(Error),
+}
+
 /// The bytes of a blob, pushed by a worker thread through a bounded channel.
 struct Pieces {
-    rx: Receiver<Result<Vec<u8>>>,
+    rx: Receiver<Msg>,
     cur: Vec<u8>,
     pos: usize,
+    ended: bool,
 }
 
 impl Pieces {
     fn start(store: Store, digest: Digest, content: Content, plain: bool) -> Pieces {
-        let (tx, rx) = sync_channel::<Result<Vec<u8>>>(PIECES);
+        let (tx, rx) = sync_channel::<Msg>(PIECES);
         std::thread::Builder::new()
             .name("differ-read".into())
             .spawn(move || {
@@ -36,38 +45,60 @@ impl Pieces {
                 };
                 let r = read(&store, &digest, &content, 0, 0, &mut |p| {
                     // A closed channel: the applier stopped (failed); so do we.
-                    Ok(tx.send(Ok(p.to_vec())).is_ok())
+                    Ok(tx.send(Msg::Data(p.to_vec())).is_ok())
                 });
-                if let Err(e) = r {
-                    let _ = tx.send(Err(e));
-                }
+                let _ = tx.send(match r {
+                    Ok(()) => Msg::End,
+                    Err(e) => Msg::Fail(e),
+                });
             })
             .expect("spawning a thread");
         Pieces {
             rx,
             cur: Vec::new(),
             pos: 0,
+            ended: false,
         }
     }
 
-    /// The next bytes, without consuming them (None at the end).
-    fn peek(&mut self) -> std::io::Result<Option<&[u8]>> {
-        while self.pos == self.cur.len() {
-            match self.rx.recv() {
-                Ok(Ok(p)) => (self.cur, self.pos) = (p, 0),
-                Ok(Err(e)) => return Err(std::io::Error::other(e)),
-                Err(_) => return Ok(None),
-            }
+    /// Takes the next piece onto what is left of the current one; false at
+    /// the end.
+    fn more(&mut self) -> std::io::Result<bool> {
+        if self.ended {
+            return Ok(false);
         }
-        Ok(Some(&self.cur[self.pos..]))
+        match self.rx.recv() {
+            Ok(Msg::Data(p)) => {
+                self.cur.drain(..self.pos);
+                self.pos = 0;
+                if self.cur.is_empty() {
+                    self.cur = p;
+                } else {
+                    self.cur.extend_from_slice(&p);
+                }
+                Ok(true)
+            }
+            Ok(Msg::End) => {
+                self.ended = true;
+                Ok(false)
+            }
+            Ok(Msg::Fail(e)) => Err(std::io::Error::other(e)),
+            Err(_) => Err(std::io::Error::other(Error::Internal(
+                "the thread reading the layer from the store stopped".into(),
+            ))),
+        }
+    }
+
+    /// At least `n` next bytes (fewer only at the end), not consumed.
+    fn peek(&mut self, n: usize) -> std::io::Result<&[u8]> {
+        while self.cur.len() - self.pos < n.max(1) && self.more()? {}
+        Ok(&self.cur[self.pos..])
     }
 }
 
 impl Read for Pieces {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let Some(avail) = self.peek()? else {
-            return Ok(0);
-        };
+        let avail = self.peek(1)?;
         let n = avail.len().min(buf.len());
         buf[..n].copy_from_slice(&avail[..n]);
         self.pos += n;
@@ -92,9 +123,8 @@ impl PlainTar {
         } else {
             let mut raw = Pieces::start(store.clone(), *digest, content.clone(), false);
             let head = raw
-                .peek()
-                .map_err(|e| Error::io(format!("reading {digest}"), e))?
-                .unwrap_or_default();
+                .peek(ZSTD_MAGIC.len())
+                .map_err(|e| Error::io(format!("reading {digest}"), e))?;
             if head.starts_with(&GZIP_MAGIC) {
                 Box::new(flate2::read::MultiGzDecoder::new(raw))
             } else if head.starts_with(&ZSTD_MAGIC) {
