@@ -17,7 +17,8 @@
 #                  again: the content is present, only the unpack runs.
 # Images: $IMAGES (default: six of the corpus). Needs root and the containerd
 # builds of `.ci/containerd-versions install`. Environment: STRATA (binary;
-# default: cargo build --release), VERSIONS (default "1.7 2").
+# default: cargo build --release), VERSIONS (default "1.7 2"), MODES (default
+# "local strata-proxy strata-differ"), SERVE_ARGS (more `strata serve` flags).
 set -euo pipefail
 
 CORPUS=$(realpath "${1:?usage: benches/unpack.sh CORPUS_DIR [WORK_DIR]}")
@@ -30,6 +31,7 @@ if [ -z "${STRATA:-}" ]; then
 fi
 read -r -a IMGS <<<"${IMAGES:-nginx node postgres py-ml py-web tools}"
 read -r -a VERS <<<"${VERSIONS:-1.7 2}"
+read -r -a MODES <<<"${MODES:-local strata-proxy strata-differ}"
 rm -rf "$WORK"; mkdir -p "$WORK/archives"
 REPORT=$WORK/report.md
 say() { echo "$*" | tee -a "$REPORT"; }
@@ -72,7 +74,7 @@ start() {
     local diff=()
     [ "$mode" = strata-differ ] && diff=(--containerd-diff-socket "$d/d.sock")
     "$STRATA" serve --data-dir "$d/strata" --socket "$d/s.sock" --containerd-socket "$d/c.sock" \
-      "${diff[@]}" >"$d/strata.log" 2>&1 &
+      "${diff[@]}" ${SERVE_ARGS:-} >"$d/strata.log" 2>&1 &
     SPID=$!
     for _ in $(seq 200); do [ -S "$d/c.sock" ] && break; sleep 0.05; done
     disabled=', "io.containerd.content.v1.content"'
@@ -146,7 +148,7 @@ applied() { grep -c 'applied a layer' "$1/strata.log" 2>/dev/null || true; }
 
 declare -A FULL ONLY FULL_APPLIED ONLY_APPLIED
 for ver in "${VERS[@]}"; do
-  for mode in local strata-proxy strata-differ; do
+  for mode in "${MODES[@]}"; do
     d=$WORK/$ver-$mode
     start "$ver" "$mode" "$d/full"
     FULL[$ver.$mode]=$(import_all "$ver" "$d/full")
@@ -167,13 +169,15 @@ say "${#IMGS[@]} images (${IMGS[*]}), $NLAYERS distinct gzip layers, $LBYTES com
 say ""
 say "| containerd | figure | local | strata-proxy | strata-differ | proxy/local | differ/local |"
 say "|---|---|---:|---:|---:|---:|---:|"
+ratio() { if [ -n "$1" ] && [ -n "$2" ]; then python3 -c "print(f'{$1/$2:.2f}')"; else echo "–"; fi; }
 for ver in "${VERS[@]}"; do
   v=$(/opt/strata-ci/containerd-$ver/bin/containerd --version | awk '{print $3}')
   for f in FULL ONLY; do
     declare -n T=$f
     name=$([ $f = FULL ] && echo "import+unpack" || echo "unpack only")
-    say "| $v | $name | ${T[$ver.local]} | ${T[$ver.strata-proxy]} | ${T[$ver.strata-differ]} | $(python3 -c "print(f'{${T[$ver.strata-proxy]}/${T[$ver.local]}:.2f}')") | $(python3 -c "print(f'{${T[$ver.strata-differ]}/${T[$ver.local]}:.2f}')") |"
+    l=${T[$ver.local]:-} p=${T[$ver.strata-proxy]:-} d=${T[$ver.strata-differ]:-}
+    say "| $v | $name | ${l:-–} | ${p:-–} | ${d:-–} | $(ratio "$p" "$l") | $(ratio "$d" "$l") |"
   done
   say ""
-  say "containerd $v: layers applied by strata's differ: ${FULL_APPLIED[$ver]} in import+unpack, ${ONLY_APPLIED[$ver]} in unpack only"
+  say "containerd $v: layers applied by strata's differ: ${FULL_APPLIED[$ver]:-–} in import+unpack, ${ONLY_APPLIED[$ver]:-–} in unpack only"
 done
