@@ -18,7 +18,8 @@
 # Images: $IMAGES (default: six of the corpus). Needs root and the containerd
 # builds of `.ci/containerd-versions install`. Environment: STRATA (binary;
 # default: cargo build --release), VERSIONS (default "1.7 2"), MODES (default
-# "local strata-proxy strata-differ"), SERVE_ARGS (more `strata serve` flags).
+# "local strata-proxy strata-differ"), SERVE_ARGS (more `strata serve` flags),
+# KEEP=1 (keep each run's directories and logs), REPEAT (rounds, default 2).
 set -euo pipefail
 
 CORPUS=$(realpath "${1:?usage: benches/unpack.sh CORPUS_DIR [WORK_DIR]}")
@@ -129,12 +130,17 @@ TOML
 import_all() {
   local ver=$1 d=$2 t0; shift 2
   local plat=(); [ "$ver" = 2 ] && plat=(--platform linux/amd64)
+  # Each run writes about a GB of files: the timed part starts with nothing
+  # dirty and ends with its own files on disk (sync), so one run's writeback
+  # does not land in the next one's time.
+  sync
   t0=$(now)
   for img in "${IMGS[@]}"; do
     timeout 900 /opt/strata-ci/containerd-$ver/bin/ctr -a "$d/ctd.sock" -n bench images import \
       "${plat[@]}" --snapshotter overlayfs --base-name "bench.local/$img" "$@" \
       "$WORK/archives/$img.tar" >/dev/null
   done
+  sync
   secs "$t0" "$(now)"
 }
 
@@ -147,25 +153,33 @@ converted() { # wait for strata's background conversions
 applied() { grep -c 'applied a layer' "$1/strata.log" 2>/dev/null || true; }
 
 declare -A FULL ONLY FULL_APPLIED ONLY_APPLIED
-for ver in "${VERS[@]}"; do
-  for mode in "${MODES[@]}"; do
-    d=$WORK/$ver-$mode
-    start "$ver" "$mode" "$d/full"
-    FULL[$ver.$mode]=$(import_all "$ver" "$d/full")
-    [ "$mode" = strata-differ ] && FULL_APPLIED[$ver]=$(applied "$d/full")
-    stop_all; rm -rf "$d/full"
-    start "$ver" "$mode" "$d/only"
-    import_all "$ver" "$d/only" --no-unpack >/dev/null
-    [ "$mode" = local ] || converted "$d/only"
-    ONLY[$ver.$mode]=$(import_all "$ver" "$d/only")
-    [ "$mode" = strata-differ ] && ONLY_APPLIED[$ver]=$(applied "$d/only")
-    stop_all; rm -rf "$d/only"
+best() { python3 -c "import sys; print(min(float(x) for x in sys.argv[1:] if x))" "$@"; }
+# Rounds interleave the setups (local, proxy, differ, local, ...) and each
+# figure is the best of its rounds: the disk's state (writeback of the last
+# run, free space) moves single runs by tens of percent.
+for round in $(seq "${REPEAT:-2}"); do
+  for ver in "${VERS[@]}"; do
+    for mode in "${MODES[@]}"; do
+      d=$WORK/$ver-$mode
+      start "$ver" "$mode" "$d/full"
+      t=$(import_all "$ver" "$d/full")
+      FULL[$ver.$mode]=$(best "$t" "${FULL[$ver.$mode]:-}")
+      [ "$mode" = strata-differ ] && FULL_APPLIED[$ver]=$(applied "$d/full")
+      stop_all; [ -n "${KEEP:-}" ] || rm -rf "$d/full"
+      start "$ver" "$mode" "$d/only"
+      import_all "$ver" "$d/only" --no-unpack >/dev/null
+      [ "$mode" = local ] || converted "$d/only"
+      t=$(import_all "$ver" "$d/only")
+      ONLY[$ver.$mode]=$(best "$t" "${ONLY[$ver.$mode]:-}")
+      [ "$mode" = strata-differ ] && ONLY_APPLIED[$ver]=$(applied "$d/only")
+      stop_all; [ -n "${KEEP:-}" ] || rm -rf "$d/only"
+    done
   done
 done
 
 say "# Unpack through containerd: local store, strata as content proxy, strata as content proxy and differ ($(date -u +%Y-%m-%dT%H:%MZ))"
 say ""
-say "${#IMGS[@]} images (${IMGS[*]}), $NLAYERS distinct gzip layers, $LBYTES compressed bytes; overlayfs snapshotter; seconds"
+say "${#IMGS[@]} images (${IMGS[*]}), $NLAYERS distinct gzip layers, $LBYTES compressed bytes; overlayfs snapshotter; seconds, best of ${REPEAT:-2} interleaved rounds, each ending with a sync"
 say ""
 say "| containerd | figure | local | strata-proxy | strata-differ | proxy/local | differ/local |"
 say "|---|---|---:|---:|---:|---:|---:|"

@@ -1913,7 +1913,95 @@ fn real_image(version: Version) {
             ),
         ));
     }
+    let sparse = p.archive("sparse", &sparse_image(p.work.path()));
+    for sn in SNAPSHOTTERS {
+        results.push((
+            format!("{sn} GNU tar sparse files (PAX 0.0, 0.1, 1.0)"),
+            import_and_compare(
+                &p,
+                &format!("sparse-{sn}"),
+                sn,
+                &sparse,
+                "differ-sparse",
+                3,
+                start,
+                &|t| sparse_facts(sn, t),
+            ),
+        ));
+    }
     finish(version, "real image", results);
+}
+
+/// The bytes of the sparse files in `sparse_image`.
+fn sparse_content(version: &str) -> Vec<u8> {
+    let mut v = vec![0u8; 2 << 20];
+    v[300_000..370_000].fill(0x5a);
+    v[(1 << 20)..(1 << 20) + version.len()].copy_from_slice(version.as_bytes());
+    v
+}
+
+/// Three layers made by GNU tar with `--sparse --format=pax`, one per sparse
+/// version, each holding one sparse file.
+fn sparse_image(dir: &Path) -> Vec<u8> {
+    let mut layers = Vec::new();
+    for version in ["0.0", "0.1", "1.0"] {
+        let d = dir.join(format!("sparse-{version}"));
+        std::fs::create_dir_all(&d).unwrap();
+        let f = d.join(format!("sparse-{version}.bin"));
+        let content = sparse_content(version);
+        {
+            use std::io::{Seek, SeekFrom};
+            let mut file = std::fs::File::create(&f).unwrap();
+            file.set_len(content.len() as u64).unwrap();
+            file.seek(SeekFrom::Start(300_000)).unwrap();
+            file.write_all(&content[300_000..370_000]).unwrap();
+            file.seek(SeekFrom::Start(1 << 20)).unwrap();
+            file.write_all(version.as_bytes()).unwrap();
+        }
+        let out = std::process::Command::new("tar")
+            .args([
+                "--sparse",
+                "--format=pax",
+                &format!("--sparse-version={version}"),
+            ])
+            .args([
+                "--numeric-owner",
+                "-C",
+                d.to_str().unwrap(),
+                "-cf",
+                "-",
+                ".",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        layers.push((out.stdout, Comp::Plain));
+    }
+    image_archive("differ-sparse", &layers)
+}
+
+fn sparse_facts(_sn: &str, trees: &[BTreeMap<String, Node>]) -> Vec<String> {
+    let mut e = Vec::new();
+    for (i, version) in ["0.0", "0.1", "1.0"].iter().enumerate() {
+        let Some(t) = trees.get(i) else {
+            e.push(format!("no snapshot for sparse version {version}"));
+            continue;
+        };
+        let want = sha_hex(&sparse_content(version));
+        fact(
+            &mut e,
+            t,
+            version,
+            &format!("sparse-{version}.bin"),
+            "the expanded bytes",
+            |n| n.is_some_and(|n| n.size == 2 << 20 && n.sha == want),
+        );
+    }
+    e
 }
 
 #[test]

@@ -47,6 +47,8 @@ pub(super) struct Header {
     pub atime: Nanos,
     pub mtime: Nanos,
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// A GNU sparse file in PAX form: expanded as it is written.
+    pub sparse: Option<super::sparse::Sparse>,
 }
 
 fn bad(msg: String) -> Error {
@@ -82,6 +84,11 @@ impl Header {
                 n = h.path_bytes().into_owned();
             }
             n
+        };
+        let sparse = super::sparse::from_pax(&pax).map_err(|e| bad(e.to_string()))?;
+        let name = match &sparse {
+            Some((_, Some(real))) => real.clone(),
+            _ => name,
         };
         let name = cut_nul(name);
         let mut link = entry
@@ -179,10 +186,15 @@ impl Header {
             }
         }
 
-        let size = if kind == Kind::Global {
-            0
-        } else {
-            entry.size()
+        let sparse = match sparse {
+            Some((s, _)) if kind == Kind::Reg => Some(s),
+            Some(_) => return Err(bad(format!("{} is sparse but no file", lossy(&name)))),
+            None => None,
+        };
+        let size = match (&sparse, kind) {
+            (_, Kind::Global) => 0,
+            (Some(s), _) => s.real_size,
+            _ => entry.size(),
         };
         Ok(Header {
             kind,
@@ -197,6 +209,7 @@ impl Header {
             atime,
             mtime,
             xattrs,
+            sparse,
         })
     }
 }
@@ -311,7 +324,12 @@ pub(super) fn create<R: Read>(path: &[u8], root: &[u8], h: &Header, data: &mut R
             // The umask must not narrow the mode.
             f.set_permissions(std::fs::Permissions::from_mode(h.mode))
                 .map_err(|e| io_err(ctx("chmod"), e))?;
-            let n = copy_body(data, &mut f).map_err(|e| super::read_err(e, &ctx("writing")))?;
+            let n = match &h.sparse {
+                Some(s) => super::sparse::Expanded::new(data, s)
+                    .and_then(|mut ex| copy_body(&mut ex, &mut f)),
+                None => copy_body(data, &mut f),
+            }
+            .map_err(|e| super::read_err(e, &ctx("writing")))?;
             if n != h.size {
                 return Err(bad(format!(
                     "file {} incomplete: expected {} bytes, wrote {n}",

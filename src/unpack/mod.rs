@@ -10,6 +10,7 @@
 mod entry;
 mod guard;
 mod rootpath;
+mod sparse;
 mod whiteout;
 
 #[cfg(test)]

@@ -596,3 +596,45 @@ fn a_cancelled_apply_stops_at_the_next_entry() {
     assert!(matches!(e, Error::Cancelled(_)), "{e:?}");
     assert!(names(&root).is_empty());
 }
+
+// ------------------------------------------------ GNU sparse files (PAX)
+
+#[test]
+fn pax_sparse_files_of_every_version_expand_to_their_bytes() {
+    let src = tempfile::tempdir().unwrap();
+    let f = src.path().join("sp");
+    // A 3 MiB file: a hole, 70 KB of data, a hole, 5 bytes, a hole at the end.
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = fs::File::create(&f).unwrap();
+        file.set_len(3 << 20).unwrap();
+        file.seek(SeekFrom::Start(1 << 20)).unwrap();
+        file.write_all(&[0x5a; 70_000]).unwrap();
+        file.seek(SeekFrom::Start(2 << 20)).unwrap();
+        file.write_all(b"tail!").unwrap();
+    }
+    let want = fs::read(&f).unwrap();
+    for version in ["0.0", "0.1", "1.0"] {
+        let out = std::process::Command::new("tar")
+            .args([
+                "--sparse",
+                "--format=pax",
+                &format!("--sparse-version={version}"),
+            ])
+            .args(["-C", src.path().to_str().unwrap(), "-cf", "-", "sp"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // GNU tar really wrote a sparse entry (less than the file's size).
+        assert!(out.stdout.len() < 1 << 20, "{version}: not sparse");
+        let (_outer, root) = sandbox();
+        let size = apply(&root, &mut out.stdout.as_slice(), &opts(Whiteouts::Remove)).unwrap();
+        assert_eq!(names(&root), ["sp"], "{version}: the real name is used");
+        assert_eq!(fs::read(root.join("sp")).unwrap(), want, "{version}");
+        assert_eq!(size, 3 << 20, "{version}: the real size is counted");
+    }
+}
