@@ -131,10 +131,8 @@ impl<R: Read> Guard<R> {
                 h.typeflag as char, h.size
             )));
         }
+        // A PAX size applies to the next entry that is not metadata.
         let (size, _) = body_of(&h, if meta { None } else { self.pax_size.take() });
-        if !meta {
-            self.pax_size = None;
-        }
         let left = size + padding(size);
         self.state = if left == 0 {
             State::Header

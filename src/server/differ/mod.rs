@@ -104,16 +104,14 @@ pub fn clean_stale(mount_dir: &std::path::Path) {
 fn apply(
     store: &Store,
     digest: &Digest,
+    content: &crate::store::Content,
     mounts: &[crate::proto::containerd::types::Mount],
     mount_dir: &std::path::Path,
     sync_fs: bool,
     cancel: Arc<AtomicBool>,
 ) -> Result<(Digest, u64)> {
-    let content = store
-        .content(digest)?
-        .ok_or_else(|| Error::NotFound(format!("blob {digest} was deleted")))?;
     let root = mounts::Root::prepare(mounts, mount_dir)?;
-    let mut tar = plain::PlainTar::open(store, digest, &content)?;
+    let mut tar = plain::PlainTar::open(store, digest, content)?;
     let opts = ApplyOptions {
         whiteouts: root.whiteouts,
         parents: root.parents.clone(),
@@ -206,7 +204,15 @@ impl Diff for DiffService {
         let (diff_id, size) = tokio::task::spawn_blocking(move || {
             // Counts against --max-streams until the apply is over.
             let _permit = permit;
-            apply(&store, &digest, &mounts, &dir, r.sync_fs, flag)
+            apply(
+                &store,
+                &digest,
+                &info.content,
+                &mounts,
+                &dir,
+                r.sync_fs,
+                flag,
+            )
         })
         .await
         .map_err(|e| Status::internal(format!("apply task failed: {e}")))?
