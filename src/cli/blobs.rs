@@ -222,6 +222,8 @@ pub async fn stats(a: StatsArgs, target: &client::Target) -> anyhow::Result<()> 
             "rebuild_bytes": s.rebuild_bytes, "contents_by_strategy": s.contents_by_strategy,
             "logical_stream_bytes": s.logical_stream_bytes,
             "pending_conversions": s.pending_conversions,
+            "store": s.store, "bucket_objects": s.bucket_objects, "bucket_bytes": s.bucket_bytes,
+            "bucket_pack_bytes": s.bucket_pack_bytes, "cache_bytes": s.cache_bytes,
         }));
     } else {
         println!(
@@ -264,6 +266,12 @@ pub async fn stats(a: StatsArgs, target: &client::Target) -> anyhow::Result<()> 
             println!(
                 "pending conversions: {} (stored as received; converted in the background)",
                 s.pending_conversions
+            );
+        }
+        if !s.store.is_empty() {
+            println!(
+                "bucket:              {} ({} objects, {} bytes: packs {}); read cache {} bytes",
+                s.store, s.bucket_objects, s.bucket_bytes, s.bucket_pack_bytes, s.cache_bytes
             );
         }
     }

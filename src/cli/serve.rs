@@ -20,6 +20,43 @@ pub struct ServeArgs {
     /// Where the store lives (index/, packs/, ingest/) [default: /var/lib/strata as root, else ~/.local/share/strata]
     #[arg(long, env = "STRATA_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Keep the packs, and every record needed to rebuild the index, in an
+    /// S3-compatible bucket; the data directory then holds a rebuildable
+    /// index, the pack being filled and a read cache. Several daemons may
+    /// share one bucket. Credentials: AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY, or --s3-credentials
+    #[arg(long, value_name = "s3://BUCKET[/PREFIX]")]
+    pub store: Option<String>,
+    /// The bucket's S3 endpoint (e.g. http://127.0.0.1:3900 for Garage or
+    /// MinIO) [default: AWS's, or AWS_ENDPOINT]
+    #[arg(long, value_name = "URL", requires = "store")]
+    pub s3_endpoint: Option<String>,
+    /// The bucket's region (Garage's default is "garage")
+    #[arg(
+        long,
+        env = "AWS_REGION",
+        default_value = "us-east-1",
+        value_name = "REGION"
+    )]
+    pub s3_region: String,
+    /// A TOML file with access_key_id and secret_access_key, instead of the
+    /// AWS_* variables (keep keys out of command lines)
+    #[arg(long, value_name = "FILE", requires = "store")]
+    pub s3_credentials: Option<PathBuf>,
+    /// Disk cache of blocks read from the bucket, in GiB (--store)
+    #[arg(long, default_value_t = 4.0, value_name = "GIB")]
+    pub cache_gib: f64,
+    /// How often other daemons' commits are looked for in the bucket (a read
+    /// of a blob not held looks at once)
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub s3_sync_interval: Duration,
+    /// Timeout of each request to the bucket
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub s3_timeout: Duration,
+    /// Retries of a failed request to the bucket, with exponential backoff;
+    /// then the push fails with UNAVAILABLE naming the endpoint
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub s3_retries: usize,
     /// zstd level for new chunk data (1-22)
     #[arg(long, default_value_t = 3)]
     pub zstd_level: i32,
@@ -215,6 +252,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+/// `--s3-credentials FILE`: `access_key_id` and `secret_access_key` in TOML.
+fn read_credentials(f: &std::path::Path) -> anyhow::Result<(String, String)> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(f)
+        .with_context(|| format!("reading --s3-credentials {}", f.display()))?;
+    let t: toml::Table = text
+        .parse()
+        .with_context(|| format!("--s3-credentials {}: not valid TOML", f.display()))?;
+    let get = |k: &str| {
+        t.get(k)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .with_context(|| format!("--s3-credentials {}: no string {k:?}", f.display()))
+    };
+    Ok((get("access_key_id")?, get("secret_access_key")?))
+}
+
 pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
     bound_malloc();
     tracing_subscriber::fmt()
@@ -267,6 +321,28 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
     if let Some(t) = &tcp {
         server::tcp::check(t)?;
     }
+    let remote = args
+        .store
+        .map(|url| -> anyhow::Result<_> {
+            let mut r = crate::store::remote::RemoteConfig::new(&url);
+            r.bucket_and_prefix()?;
+            r.endpoint = args.s3_endpoint.clone();
+            r.region = args.s3_region.clone();
+            if let Some(f) = &args.s3_credentials {
+                let (id, secret) = read_credentials(f)?;
+                r.access_key_id = Some(id);
+                r.secret_access_key = Some(secret);
+            }
+            if !(0.0..=1e6).contains(&args.cache_gib) {
+                anyhow::bail!("--cache-gib must be between 0 and 1000000");
+            }
+            r.cache_bytes = (args.cache_gib * (1u64 << 30) as f64) as u64;
+            r.sync_interval = args.s3_sync_interval.max(Duration::from_secs(1));
+            r.timeout = args.s3_timeout.max(Duration::from_secs(1));
+            r.retries = args.s3_retries;
+            Ok(r)
+        })
+        .transpose()?;
     let opts = ServeOptions {
         tcp,
         registry,
@@ -288,6 +364,7 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
             idle_timeout: args.idle_timeout.max(Duration::from_secs(1)),
         },
         store: StoreConfig {
+            remote,
             chunk_sizes: args.chunk_sizes,
             zstd_level: args.zstd_level,
             block_bytes: args.block_kib * 1024,

@@ -138,6 +138,76 @@ impl Metrics {
             "Pack bytes garbage collection freed.",
             self.gc_pack_bytes_freed.load(Relaxed),
         );
+        if let Some(r) = store.remote_metrics() {
+            use std::sync::atomic::Ordering::Relaxed as R;
+            for (name, help, v) in [
+                (
+                    "bucket_puts_total",
+                    "Objects written to the bucket.",
+                    r.puts.load(R),
+                ),
+                (
+                    "bucket_put_bytes_total",
+                    "Bytes written to the bucket.",
+                    r.put_bytes.load(R),
+                ),
+                (
+                    "bucket_gets_total",
+                    "Object reads (whole or ranged) from the bucket.",
+                    r.gets.load(R),
+                ),
+                (
+                    "bucket_get_bytes_total",
+                    "Bytes read from the bucket.",
+                    r.get_bytes.load(R),
+                ),
+                (
+                    "bucket_lists_total",
+                    "Listings of the bucket.",
+                    r.lists.load(R),
+                ),
+                (
+                    "bucket_deletes_total",
+                    "Objects deleted from the bucket.",
+                    r.deletes.load(R),
+                ),
+                (
+                    "bucket_errors_total",
+                    "Bucket operations that failed after their retries.",
+                    r.errors.load(R),
+                ),
+                (
+                    "bucket_retries_total",
+                    "Bucket requests retried after a failure.",
+                    r.retries.load(R),
+                ),
+                (
+                    "bucket_requests_total",
+                    "Bucket operations (each with its retries).",
+                    r.requests.load(R),
+                ),
+                (
+                    "bucket_request_microseconds_total",
+                    "Time spent in bucket requests, retries and backoff included.",
+                    r.latency_us.load(R),
+                ),
+                (
+                    "bucket_cache_hits_total",
+                    "Block reads served by the bucket read cache.",
+                    r.cache_hits.load(R),
+                ),
+                (
+                    "bucket_cache_misses_total",
+                    "Block reads that went to the bucket.",
+                    r.cache_misses.load(R),
+                ),
+            ] {
+                let _ = writeln!(
+                    o,
+                    "# HELP strata_{name} {help}\n# TYPE strata_{name} counter\nstrata_{name} {v}"
+                );
+            }
+        }
         if let Ok(p) = store.pending_conversions() {
             let _ = writeln!(
                 o,

@@ -251,6 +251,9 @@ pub async fn serve(
         gate.metrics.clone(),
     ));
     let flusher = tokio::spawn(flush_when_quiet(store.clone()));
+    let syncer = store
+        .sync_interval()
+        .map(|every| tokio::spawn(sync_from_bucket(store.clone(), every)));
     let metrics_http = opts.metrics_addr.map(|addr| {
         let (m, s) = (gate.metrics.clone(), store.clone());
         tokio::spawn(async move {
@@ -265,6 +268,9 @@ pub async fn serve(
     janitor.abort();
     collector.abort();
     flusher.abort();
+    if let Some(s) = syncer {
+        s.abort();
+    }
     if let Some(m) = metrics_http {
         m.abort();
     }
@@ -315,6 +321,23 @@ pub async fn serve(
     drop(store);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Applies other daemons' segments from the bucket every `every`.
+async fn sync_from_bucket(store: Store, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.sync_from_bucket(false)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "reading the bucket's new segments failed; retried next round")
+            }
+            Err(e) => tracing::error!(error = %e, "reading the bucket's segments panicked"),
+        }
+    }
 }
 
 /// Runs garbage collection in the background: every `interval` while there is

@@ -299,6 +299,11 @@ impl StoreApi for StrataService {
             rebuild_bytes: c.rebuild_bytes,
             logical_stream_bytes: c.logical_stream_bytes,
             pending_conversions: s.pending_conversions,
+            store: s.bucket.as_ref().map(|b| b.url.clone()).unwrap_or_default(),
+            bucket_objects: s.bucket.as_ref().map_or(0, |b| b.objects),
+            bucket_bytes: s.bucket.as_ref().map_or(0, |b| b.bytes),
+            bucket_pack_bytes: s.bucket.as_ref().map_or(0, |b| b.pack_bytes),
+            cache_bytes: s.bucket.as_ref().map_or(0, |b| b.cache_bytes),
             contents_by_strategy: Strategy::ALL
                 .iter()
                 .map(|s| (s.name().to_string(), c.by_strategy[*s as usize]))

@@ -17,6 +17,7 @@ use super::index::{
 use super::ingest::{Committing, IngestOptions, PushOutcome, Recipes};
 use super::pack::Hash;
 use super::recipe::{decode_page, Segment};
+use super::remote::format::Record;
 use super::{now_secs, Store};
 use crate::codec::plan::Plan;
 use crate::digest::Digest;
@@ -156,7 +157,7 @@ impl Store {
                     let (fresh, recipe_bytes, gone) =
                         self.replace_recipe(&mut batch, &mut c, &content, &new, holders)?;
                     forget.extend(gone);
-                    outcome.bytes_added = (new.done.writer.len - new.done.start_len) + recipe_bytes;
+                    outcome.bytes_added = new.chunks.appended() + recipe_bytes;
                     stored_new = true;
                     if let Some(p) = &new.recipes.plan {
                         outcome.plain_bytes = p.plain_size.unwrap_or(new.recipes.recipe.size);
@@ -183,7 +184,7 @@ impl Store {
                     batch.put_cf(cf(db, CF_META), index::mark_key(&digest), []);
                 }
                 c.contents += 1;
-                outcome.bytes_added = (new.done.writer.len - new.done.start_len) + recipe_bytes;
+                outcome.bytes_added = new.chunks.appended() + recipe_bytes;
                 stored_new = true;
                 content
             }
@@ -194,6 +195,21 @@ impl Store {
             c.logical_stream_bytes += content.stream_bytes();
         }
         batch.put_cf(cf(db, CF_META), index::META_COUNTERS, c.encode());
+        if self.remote().is_some() {
+            let content = match stored_new {
+                true => self.publish_content(&mut batch, &new)?.unwrap_or_default(),
+                false => self.ensure_content_object(&mut batch, &digest)?,
+            };
+            self.publish_records(
+                &mut batch,
+                vec![Record::Put {
+                    ns: opts.namespace.clone(),
+                    digest,
+                    meta: meta.encode(),
+                    content,
+                }],
+            )?;
+        }
         write_synced(db, batch)?;
         *counters = c;
         drop(counters);
@@ -276,7 +292,7 @@ impl Store {
             }
         }
         let chunks_cf = cf(db, CF_CHUNKS);
-        for (hash, loc) in &new.done.locs {
+        for (hash, loc) in new.chunks.locs {
             // A concurrent push may have committed the same chunk meanwhile;
             // its copy wins and ours is left for garbage collection.
             if db.get_pinned_cf(chunks_cf, hash)?.is_some() {
@@ -379,13 +395,10 @@ impl Store {
         batch.put_cf(cf(db, CF_RECIPES), digest.0, content.encode());
         c.rebuild_bytes += content.wrap.as_ref().map_or(0, |w| w.extra_bytes);
         c.by_strategy[content.strategy() as usize] += 1;
-        let done = new.done;
-        batch.put_cf(
-            cf(db, CF_PACKS),
-            done.writer.id.to_be_bytes(),
-            done.writer.len.to_le_bytes(),
-        );
-        c.pack_bytes += done.writer.len - done.start_len;
+        if let Some((id, start, end)) = new.chunks.pack {
+            batch.put_cf(cf(db, CF_PACKS), id.to_be_bytes(), end.to_le_bytes());
+            c.pack_bytes += end - start;
+        }
         c.literal_bytes += content.literal_bytes;
         Ok(Put {
             content,

@@ -271,6 +271,8 @@ impl Store {
         let mut batch = rocksdb::WriteBatch::default();
         let (_, _, gone) = self.replace_recipe(&mut batch, &mut c, &old, &new, old.holders)?;
         batch.put_cf(cf(db, CF_META), index::META_COUNTERS, c.encode());
+        // The converted recipe's content object: later records name it.
+        self.publish_content(&mut batch, &new)?;
         write_synced(db, batch)?;
         *counters = c;
         drop(counters);

@@ -4,13 +4,24 @@
 
 use super::commit::{write_synced, Bases};
 use super::index::{self, cf, BlobMeta, CF_BLOBS, CF_META, CF_RECIPES};
+use super::remote::format::Record;
 use super::{validate_namespace, Store};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 
 impl Store {
     /// Removes a blob from a namespace; true when its content was released too.
+    /// With a bucket, the delete is a segment there first (`publish.rs`).
     pub fn delete(&self, ns: &str, digest: &Digest) -> Result<bool> {
+        self.delete_as(ns, digest, true)
+    }
+
+    /// A delete read from the bucket: this index only.
+    pub(super) fn delete_local(&self, ns: &str, digest: &Digest) -> Result<bool> {
+        self.delete_as(ns, digest, false)
+    }
+
+    fn delete_as(&self, ns: &str, digest: &Digest, publish: bool) -> Result<bool> {
         validate_namespace(ns)?;
         let db = self.db();
         let mut counters = self.inner.counters.lock();
@@ -50,6 +61,15 @@ impl Store {
             batch.put_cf(cf(db, CF_RECIPES), digest.0, content.encode());
         }
         batch.put_cf(cf(db, CF_META), index::META_COUNTERS, c.encode());
+        if publish {
+            self.publish_records(
+                &mut batch,
+                vec![Record::Delete {
+                    ns: ns.to_string(),
+                    digest: *digest,
+                }],
+            )?;
+        }
         write_synced(db, batch)?;
         *counters = c;
         drop(counters);

@@ -55,6 +55,12 @@ impl Store {
             ..Default::default()
         };
         self.drop_dead_chunks(&mut r)?;
+        if self.remote().is_some() {
+            // Packs in a bucket are shared with other daemons: their bytes
+            // are reclaimed by the bucket's own collection, never rewritten
+            // from one index's view.
+            return Ok(r);
+        }
         // Retire every pack to rewrite before leasing any destination, so no
         // rewrite appends to a pack that is rewritten later in this run; packs
         // an ingest holds right now wait for the next run.

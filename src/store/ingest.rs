@@ -86,6 +86,8 @@ struct Finished {
     layout: Layout,
     recipes: Recipes,
     done: WriterDone,
+    /// The bucket object the new pack bytes went to (`--store s3://`).
+    piece: Option<String>,
 }
 
 /// What one commit stores.
@@ -95,7 +97,36 @@ pub(super) struct Committing<'a> {
     pub layout: Layout,
     pub recipes: Recipes,
     pub seen: &'a HashMap<Hash, Seen>,
-    pub done: &'a WriterDone,
+    pub chunks: NewChunks<'a>,
+    /// Its content object, when already in the bucket (`publish.rs`).
+    pub uploaded: Option<String>,
+}
+
+/// The chunks a commit adds, and where they came from.
+pub(super) struct NewChunks<'a> {
+    pub locs: &'a [(Hash, ChunkLoc)],
+    /// The local pack they were appended to: id, its length before the
+    /// ingest and after. None for a content taken from the bucket.
+    pub pack: Option<(u32, u64, u64)>,
+    /// The bucket object holding the appended bytes (`--store s3://`).
+    pub piece: Option<&'a str>,
+}
+
+impl NewChunks<'_> {
+    /// Pack bytes the ingest appended.
+    pub fn appended(&self) -> u64 {
+        self.pack.map_or(0, |(_, start, end)| end - start)
+    }
+}
+
+impl WriterDone {
+    pub(super) fn new_chunks<'a>(&'a self, piece: Option<&'a str>) -> NewChunks<'a> {
+        NewChunks {
+            locs: &self.locs,
+            pack: Some((self.writer.id, self.start_len, self.writer.len)),
+            piece,
+        }
+    }
 }
 
 pub struct Ingest {
@@ -117,6 +148,16 @@ pub(super) struct Seen {
     /// Reused from the store: pinned against garbage collection until this
     /// ingest ends (see gc.rs).
     pinned: bool,
+}
+
+impl Seen {
+    /// References counted from stored recipe pages (no ingest pinned them).
+    pub(super) fn counted(refs: u64) -> Self {
+        Seen {
+            refs,
+            pinned: false,
+        }
+    }
 }
 
 struct ChunkSink {
@@ -547,20 +588,32 @@ impl Ingest {
             layout,
             recipes,
             done,
+            piece,
         } = self.finish()?;
         let sink = &self.sink;
-        let result = self.store.commit_content(
-            &self.opts,
-            Committing {
-                digest,
-                size: self.size,
-                layout,
-                recipes,
-                seen: &sink.seen,
-                done: &done,
-            },
-            deferred,
-        );
+        let mut new = Committing {
+            digest,
+            size: self.size,
+            layout,
+            recipes,
+            seen: &sink.seen,
+            chunks: done.new_chunks(piece.as_deref()),
+            uploaded: None,
+        };
+        // The content object goes up before the commit lock too, when the
+        // content looks new (if it is not, the object is garbage).
+        let uploaded = match self.store.content(&digest) {
+            Ok(None) => self.store.upload_content(&new),
+            Ok(Some(_)) => Ok(None),
+            Err(e) => Err(e),
+        };
+        let result = match uploaded {
+            Ok(u) => {
+                new.uploaded = u;
+                self.store.commit_content(&self.opts, new, deferred)
+            }
+            Err(e) => Err(e),
+        };
         match result {
             Ok((mut outcome, stored_new)) => {
                 if stored_new {
@@ -598,14 +651,22 @@ impl Ingest {
                 self.size, f.digest
             )));
         }
-        let new = Committing {
+        let mut new = Committing {
             digest,
             size: self.size,
             layout: f.layout,
             recipes: f.recipes,
             seen: &self.sink.seen,
-            done: &f.done,
+            chunks: f.done.new_chunks(f.piece.as_deref()),
+            uploaded: None,
         };
+        match self.store.upload_content(&new) {
+            Ok(u) => new.uploaded = u,
+            Err(e) => {
+                self.sink.discard(f.done);
+                return Err(e);
+            }
+        }
         match self.store.swap_content(new) {
             Ok(true) => {
                 self.sink.inner.packs.release(f.done.writer);
@@ -657,6 +718,15 @@ impl Ingest {
             self.sink.discard(done);
             return Err(e);
         }
+        // Before the commit lock: the upload is the slow part, and a piece
+        // no commit names is only garbage for collection.
+        let piece = match self.store.upload_piece(&done) {
+            Ok(p) => p,
+            Err(e) => {
+                self.sink.discard(done);
+                return Err(e);
+            }
+        };
         Ok(Finished {
             digest,
             layout,
@@ -667,6 +737,7 @@ impl Ingest {
                 prefix: self.sink.prefix.key(),
             },
             done,
+            piece,
         })
     }
 

@@ -1,6 +1,7 @@
 //! Changes to a namespace's blob records that move no bytes: labels, and
 //! adopting content another namespace already holds.
 
+use super::commit::write_synced;
 use super::index::{self, cf, BlobMeta, CF_BLOBS, CF_META, CF_RECIPES};
 use super::{now_secs, validate_namespace, BlobInfo, Store};
 use crate::digest::Digest;
@@ -27,9 +28,10 @@ impl Store {
         let mut meta = BlobMeta::decode(&v)?;
         f(&mut meta)?;
         meta.updated_at = now_secs();
-        let mut wo = rocksdb::WriteOptions::default();
-        wo.set_sync(true);
-        db.put_cf_opt(cf(db, CF_BLOBS), &bkey, meta.encode(), &wo)?;
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put_cf(cf(db, CF_BLOBS), &bkey, meta.encode());
+        self.publish_put(&mut batch, ns, digest, &meta)?;
+        write_synced(db, batch)?;
         let content = self
             .content(digest)?
             .ok_or_else(|| Error::DataLoss(format!("recipe of {digest} missing")))?;
@@ -69,9 +71,8 @@ impl Store {
         batch.put_cf(cf(db, CF_BLOBS), &bkey, meta.encode());
         batch.put_cf(cf(db, CF_RECIPES), digest.0, content.encode());
         batch.put_cf(cf(db, CF_META), index::META_COUNTERS, c.encode());
-        let mut wo = rocksdb::WriteOptions::default();
-        wo.set_sync(true);
-        db.write_opt(batch, &wo)?;
+        self.publish_put(&mut batch, ns, digest, &meta)?;
+        write_synced(db, batch)?;
         *counters = c;
         Ok(true)
     }

@@ -18,9 +18,12 @@ mod ingest;
 mod meta;
 pub mod pack;
 pub mod packset;
+mod publish;
 mod read;
 mod readahead;
 pub mod recipe;
+pub mod remote;
+mod sync;
 pub mod uploads;
 pub mod verify;
 
@@ -59,6 +62,8 @@ pub struct StoreConfig {
     /// containerd uploads of gzip and zstd blobs are stored as received and
     /// marked for a background conversion (`convert.rs`).
     pub defer_uploads: bool,
+    /// Packs and records also in an S3-compatible bucket (`--store s3://`).
+    pub remote: Option<remote::RemoteConfig>,
 }
 
 impl Default for StoreConfig {
@@ -72,6 +77,7 @@ impl Default for StoreConfig {
             unwrap: Default::default(),
             min_free_bytes: 64 << 20,
             defer_uploads: false,
+            remote: None,
         }
     }
 }
@@ -111,6 +117,13 @@ struct Inner {
     /// Held around loading and caching one page or plan (see `forget_recipe`).
     page_locks: [parking_lot::RwLock<()>; 16],
     convert: convert::Signal,
+    /// The bucket (`--store s3://`), this index's writer id there, the
+    /// object names of foreign pack ids, and the sync rounds' state.
+    remote: Option<remote::Remote>,
+    writer: [u8; 8],
+    foreign: Mutex<HashMap<u32, String>>,
+    foreign_sizes: Mutex<HashMap<u32, u64>>,
+    sync: Mutex<sync::SyncState>,
 }
 
 /// What a client sees of one blob.
@@ -141,6 +154,17 @@ pub struct Stats {
     pub pack_file_bytes: u64,
     /// Blobs stored as received, waiting for conversion (`convert.rs`).
     pub pending_conversions: u64,
+    /// With a bucket: what it holds.
+    pub bucket: Option<BucketStats>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BucketStats {
+    pub url: String,
+    pub objects: u64,
+    pub bytes: u64,
+    pub pack_bytes: u64,
+    pub cache_bytes: u64,
 }
 
 impl Stats {
@@ -172,6 +196,13 @@ const PAGE_CACHE_BYTES: usize = 8 << 20;
 const PLAN_CACHE_BYTES: usize = 1 << 20;
 /// Free space below which the store refuses to open (see `Store::open`).
 const MIN_FREE_TO_OPEN: u64 = 1 << 20;
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
 
 pub fn now_secs() -> i64 {
     std::time::SystemTime::now()
@@ -242,6 +273,8 @@ impl Store {
         }
         let db = index::open(&dir.join("index"))?;
         let meta = cf(&db, CF_META);
+        let mut cfg = cfg;
+        let (remote, writer) = remote_open(&db, dir, &mut cfg)?;
         let chunk_sizes = match db.get_cf(meta, index::META_CHUNK_SIZES)? {
             Some(v) => {
                 let s = String::from_utf8_lossy(&v).to_string();
@@ -279,7 +312,7 @@ impl Store {
         }
         let packs = PackSet::open(&dir.join("packs"), cfg.max_pack_bytes, &committed)?;
         tracing::info!(dir = %dir.display(), blobs = counters.blobs, chunks = counters.chunks, %chunk_sizes, "store open");
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
                 db,
@@ -314,8 +347,24 @@ impl Store {
                 swap_locks: std::array::from_fn(|_| Default::default()),
                 page_locks: std::array::from_fn(|_| Default::default()),
                 convert: Default::default(),
+                remote,
+                writer,
+                foreign: Default::default(),
+                foreign_sizes: Default::default(),
+                sync: Default::default(),
             }),
-        })
+        };
+        if store.remote().is_some() {
+            // Rebuild what the bucket holds that this index lacks (all of it
+            // for an empty data directory) before serving.
+            match store.sync_from_bucket(true) {
+                Ok(r) => tracing::info!(?r, "index brought up to date with the bucket"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the bucket could not be read at start; serving what the index holds")
+                }
+            }
+        }
+        Ok(store)
     }
 
     pub fn dir(&self) -> &Path {
@@ -343,6 +392,21 @@ impl Store {
     }
 
     pub fn stat(&self, ns: &str, digest: &Digest) -> Result<BlobInfo> {
+        match self.stat_local(ns, digest) {
+            // With a bucket, another daemon may have pushed it: look there
+            // (at most once a second), then here again.
+            Err(Error::NotFound(m)) if self.remote().is_some() => match self.sync_on_miss() {
+                Ok(true) => self.stat_local(ns, digest),
+                Ok(false) => Err(Error::NotFound(m)),
+                Err(e) => Err(Error::Unavailable(format!(
+                    "{m}, and the bucket could not be asked: {e}"
+                ))),
+            },
+            other => other,
+        }
+    }
+
+    fn stat_local(&self, ns: &str, digest: &Digest) -> Result<BlobInfo> {
         validate_namespace(ns)?;
         let not_found = || Error::NotFound(format!("blob {digest} not found in namespace {ns:?}"));
         let meta = self
@@ -436,7 +500,29 @@ impl Store {
         let pack_file_bytes = dir_bytes(&self.inner.dir.join("packs"));
         let bytes_on_disk = dir_bytes(&self.inner.dir);
         let pending_conversions = self.pending_conversions()?.len() as u64;
+        let bucket = match self.remote() {
+            None => None,
+            Some(r) => {
+                // Stats still answer when the bucket does not.
+                let all = r.list("", None).unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "listing the bucket for stats failed");
+                    Vec::new()
+                });
+                Some(BucketStats {
+                    url: r.cfg.url.clone(),
+                    objects: all.len() as u64,
+                    bytes: all.iter().map(|l| l.size).sum(),
+                    pack_bytes: all
+                        .iter()
+                        .filter(|l| l.name.starts_with("packs/"))
+                        .map(|l| l.size)
+                        .sum(),
+                    cache_bytes: r.cache.used(),
+                })
+            }
+        };
         Ok(Stats {
+            bucket,
             pending_conversions,
             counters,
             bytes_on_disk,
@@ -465,4 +551,107 @@ pub fn dir_bytes(p: &Path) -> u64 {
             _ => 0,
         })
         .sum()
+}
+
+/// Opens the bucket for a store in bucket mode, checking that this data
+/// directory indexes that bucket (or is new), that the bucket's chunk sizes
+/// are this store's, and what the object store does with a create-only
+/// write. Returns the remote and this index's writer id.
+fn remote_open(
+    db: &DB,
+    dir: &Path,
+    cfg: &mut StoreConfig,
+) -> Result<(Option<remote::Remote>, [u8; 8])> {
+    let meta = cf(db, CF_META);
+    let url = db.get_cf(meta, publish::URL)?;
+    let Some(rc) = cfg.remote.clone() else {
+        if let Some(u) = url {
+            return Err(Error::FailedPrecondition(format!(
+                "{} indexes the bucket {}: start it with --store {0}",
+                dir.display(),
+                String::from_utf8_lossy(&u)
+            )));
+        }
+        return Ok((None, [0; 8]));
+    };
+    let fresh = db.get_cf(meta, index::META_COUNTERS)?.is_none();
+    match &url {
+        Some(u) if u[..] != *rc.url.as_bytes() => {
+            return Err(Error::FailedPrecondition(format!(
+                "{} indexes the bucket {}, not {}",
+                dir.display(),
+                String::from_utf8_lossy(u),
+                rc.url
+            )))
+        }
+        None if !fresh => {
+            return Err(Error::FailedPrecondition(format!(
+                "{} holds a local store; a bucket store starts from an empty data directory",
+                dir.display()
+            )))
+        }
+        _ => {}
+    }
+    let writer = match db.get_cf(meta, publish::WRITER)? {
+        Some(v) if v.len() == 8 => v[..].try_into().unwrap(),
+        _ => {
+            let mut w = [0u8; 8];
+            w[..4].copy_from_slice(&remote::random_u32().to_le_bytes());
+            w[4..].copy_from_slice(&remote::random_u32().to_le_bytes());
+            w
+        }
+    };
+    let r = remote::Remote::open(rc.clone(), &dir.join("remote-cache"))?;
+    match r.get(remote::REPO_MARKER) {
+        Ok(b) => {
+            let m: remote::RepoMarker = serde_json::from_slice(&b).map_err(|e| {
+                Error::DataLoss(format!(
+                    "{} in {} is not strata's: {e}",
+                    remote::REPO_MARKER,
+                    r.where_
+                ))
+            })?;
+            if m.format != remote::REPO_FORMAT {
+                return Err(Error::FailedPrecondition(format!(
+                    "the bucket {} holds repository format {:?}; this strata reads {}",
+                    r.where_,
+                    m.format,
+                    remote::REPO_FORMAT
+                )));
+            }
+            let sizes = ChunkSizes::parse(&m.chunk_sizes).map_err(Error::DataLoss)?;
+            if fresh {
+                cfg.chunk_sizes = sizes;
+            } else if let Some(v) = db.get_cf(meta, index::META_CHUNK_SIZES)? {
+                if v[..] != *m.chunk_sizes.as_bytes() {
+                    return Err(Error::FailedPrecondition(format!(
+                        "the bucket {} chunks with {}; this index with {}",
+                        r.where_,
+                        m.chunk_sizes,
+                        String::from_utf8_lossy(&v)
+                    )));
+                }
+            }
+        }
+        Err(Error::NotFound(_)) => {
+            r.probe_conditional_put(&writer)?;
+            let m = remote::RepoMarker {
+                format: remote::REPO_FORMAT.into(),
+                chunk_sizes: cfg.chunk_sizes.to_string(),
+            };
+            r.put(
+                remote::REPO_MARKER,
+                serde_json::to_vec_pretty(&m).expect("serializes"),
+            )?;
+        }
+        Err(e) if !fresh => {
+            tracing::warn!(error = %e, "the bucket is unreachable; serving what the index holds");
+        }
+        Err(e) => return Err(e),
+    }
+    let mut wo = rocksdb::WriteOptions::default();
+    wo.set_sync(true);
+    db.put_cf_opt(meta, publish::URL, rc.url.as_bytes(), &wo)?;
+    db.put_cf_opt(meta, publish::WRITER, writer, &wo)?;
+    Ok((Some(r), writer))
 }

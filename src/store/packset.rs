@@ -210,7 +210,7 @@ impl PackSet {
         pack::sync_dir(&self.dir)
     }
 
-    fn reader(&self, id: u32) -> Result<Arc<File>> {
+    pub fn file(&self, id: u32) -> Result<Arc<File>> {
         if let Some(f) = self.readers.lock().get(&id) {
             return Ok(f.clone());
         }
@@ -229,7 +229,7 @@ impl PackSet {
     }
 
     pub fn read_at(&self, id: u32, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let f = self.reader(id)?;
+        let f = self.file(id)?;
         let mut buf = vec![0u8; len];
         f.read_exact_at(&mut buf, offset).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {

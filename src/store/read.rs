@@ -4,6 +4,10 @@
 use super::index::{cf, page_key, plan_key, Content, CF_CHUNKS, CF_RECIPES};
 use super::pack::{self, ChunkLoc};
 use super::recipe::{decode_page, Segment};
+use super::remote::FOREIGN_BASE;
+
+/// A block read from the bucket brings the blocks after it, up to this far.
+const READ_WINDOW: u64 = 8 << 20;
 use super::Store;
 use crate::codec::plan::Plan;
 use crate::codec::rebuild::{self, Out, Source};
@@ -320,6 +324,72 @@ impl Store {
         Ok(Some(segs))
     }
 
+    /// One block record: from its local pack, or, for a foreign pack id,
+    /// from the disk cache or the bucket (then cached).
+    pub(super) fn read_record(&self, pack: u32, offset: u64, len: u32) -> Result<Vec<u8>> {
+        if pack < FOREIGN_BASE {
+            return self.inner.packs.read_at(pack, offset, len as usize);
+        }
+        let r = self.remote().ok_or_else(|| {
+            Error::DataLoss(format!(
+                "pack {pack} is in a bucket, and this store has none"
+            ))
+        })?;
+        let m = &r.metrics;
+        if let Some(b) = r.cache.get((pack, offset)) {
+            if b.len() == len as usize {
+                m.cache_hits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Ok(b);
+            }
+        }
+        m.cache_misses
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = self.foreign_name(pack)?;
+        // Reads go through a layer's chunks mostly in the order they were
+        // stored: one request takes the blocks that follow too (cached), so
+        // a cold read is not one round trip per block.
+        // A piece gone or cut short is damage, not an outage.
+        let lost = |e: Error| match e {
+            Error::NotFound(m) => Error::DataLoss(format!("pack {pack}: {m}")),
+            e => e,
+        };
+        let size = self.foreign_size(pack, &name).map_err(lost)?;
+        let want = offset + len as u64;
+        if want > size {
+            return Err(Error::DataLoss(format!(
+                "{name} ({size} bytes) ends before the block at {offset} ({len} bytes)"
+            )));
+        }
+        let end = size.min(offset + READ_WINDOW);
+        let got = r.get_range(&name, offset..end).map_err(lost)?;
+        let b = got[..len as usize].to_vec();
+        r.cache.put((pack, offset), &b);
+        let mut at = len as usize;
+        while let Some(h) = got
+            .get(at..at + pack::HEADER_LEN)
+            .and_then(pack::RecordHeader::parse)
+        {
+            let Some(rec) = got.get(at..at + h.record_len() as usize) else {
+                break;
+            };
+            r.cache.put((pack, offset + at as u64), rec);
+            at += rec.len();
+        }
+        Ok(b)
+    }
+
+    /// A foreign pack's object size (asked once).
+    fn foreign_size(&self, pack: u32, name: &str) -> Result<u64> {
+        if let Some(&s) = self.inner.foreign_sizes.lock().get(&pack) {
+            return Ok(s);
+        }
+        let r = self.remote().expect("foreign packs come with a bucket");
+        let s = r.size_of(name)?;
+        self.inner.foreign_sizes.lock().insert(pack, s);
+        Ok(s)
+    }
+
     /// The decoded block that holds a chunk, and the chunk's place in it.
     fn chunk_block(
         &self,
@@ -365,16 +435,24 @@ impl Store {
         if cached_only {
             return Ok(None);
         }
-        let rec = inner
-            .packs
-            .read_at(loc.pack, loc.block_offset, loc.block_len as usize)?;
+        let rec = self.read_record(loc.pack, loc.block_offset, loc.block_len)?;
         let what = || {
             format!(
                 "block at pack {} offset {} (holding chunks of {digest})",
                 loc.pack, loc.block_offset
             )
         };
-        let decoded = pack::decode_block(&rec, &what)?;
+        let decoded = match pack::decode_block(&rec, &what) {
+            // A damaged cache file: drop it and read the bucket's copy.
+            Err(Error::DataLoss(_)) if loc.pack >= FOREIGN_BASE => {
+                if let Some(r) = self.remote() {
+                    r.cache.remove(loc.block_key());
+                }
+                let rec = self.read_record(loc.pack, loc.block_offset, loc.block_len)?;
+                pack::decode_block(&rec, &what)?
+            }
+            other => other?,
+        };
         if (loc.offset_in_block + len) as usize > decoded.plain.len() {
             return Err(Error::DataLoss(format!(
                 "{}: chunk lies outside the block",

@@ -18,6 +18,7 @@ use super::index::{
 };
 use super::pack::{self, ChunkLoc, Hash, RecordHeader, HEADER_LEN};
 use super::recipe::{decode_page, Segment};
+use super::remote::FOREIGN_BASE;
 use super::Store;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -139,6 +140,24 @@ impl Store {
             r.chunks += 1;
             let loc = ChunkLoc::decode(&v)?;
             chunk_len.insert(hash, loc.len);
+            if loc.pack >= FOREIGN_BASE && !good.contains_key(&loc.block_key()) {
+                // A block in the bucket: read it (through the cache) and check it.
+                let what = || format!("block at pack {} offset {}", loc.pack, loc.block_offset);
+                let entries = good.entry(loc.block_key()).or_default();
+                match self
+                    .read_record(loc.pack, loc.block_offset, loc.block_len)
+                    .and_then(|rec| pack::decode_block(&rec, &what))
+                {
+                    Ok(b) => {
+                        let mut at = 0u32;
+                        for (h, clen) in b.entries {
+                            entries.insert(h, (at, clen));
+                            at += clen;
+                        }
+                    }
+                    Err(e) => problems.push(("pack".into(), e.to_string(), vec![], vec![])),
+                }
+            }
             let held = good
                 .get(&(loc.pack, loc.block_offset))
                 .and_then(|b| b.get(&hash));

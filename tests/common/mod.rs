@@ -4,6 +4,7 @@
 
 pub mod containerd;
 pub mod docker_registry;
+pub mod garage;
 pub mod serve_child;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,426 @@
+//! Writing a commit to the bucket (`--store s3://`), before the local index
+//! batch that acknowledges it. The order is the durability rule:
+//!
+//! 1. the pack piece: the block records the ingest appended, with a footer
+//!    (`upload_piece`, before the commit lock);
+//! 2. the content object: recipes, plan and every chunk's place (a new
+//!    content, or a conversion's);
+//! 3. the segment: the blob records the commit changes. The commit point:
+//!    a daemon that lists it can serve the blob.
+//!
+//! Any failure fails the commit before the local batch, so nothing is
+//! acknowledged that is not in the bucket; what was uploaded before the
+//! failure names nothing a segment names, and is garbage.
+
+use super::index::{cf, CF_CHUNKS, CF_META};
+use super::ingest::{Committing, WriterDone};
+use super::pack::{ChunkLoc, Hash};
+use super::recipe::Recipe;
+use super::remote::format::{
+    content_dir, piece_footer, segment_name, ContentObject, ObjLoc, RecipeParts, Record, Segment,
+};
+use super::remote::{random_u32, unique_suffix, Remote, FOREIGN_BASE};
+use super::{now_ms, Store};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::split::Layout;
+use rocksdb::WriteBatch;
+use std::collections::HashMap;
+
+/// `meta` keys of the bucket mode (all under the commit lock).
+/// Local pack id u32 BE, piece start u64 BE → the piece's object name.
+pub(super) const PIECE: &[u8] = b"remote-piece\0";
+/// Object name → foreign pack id u32 BE (`remote::FOREIGN_BASE` and up).
+pub(super) const OBJ: &[u8] = b"remote-obj\0";
+/// Foreign pack id u32 BE → object name.
+pub(super) const ID: &[u8] = b"remote-id\0";
+/// Segment name → empty: applied to this index (or written by it).
+pub(super) const SEG: &[u8] = b"remote-seg\0";
+/// sha256 → the name of the content object this index follows for it.
+pub(super) const CONTENT: &[u8] = b"remote-content\0";
+/// Blob key (namespace \0 sha256) → time (ms, u64 BE) of the newest
+/// segment record applied to it, put or delete: an older record, listed
+/// late, changes nothing (last writer wins, by segment time).
+pub(super) const OP: &[u8] = b"remote-op\0";
+/// The next foreign pack id.
+pub(super) const NEXT_ID: &[u8] = b"remote-next";
+/// This data directory's writer id (8 random bytes).
+pub(super) const WRITER: &[u8] = b"remote-writer";
+/// The `--store` URL this index belongs to.
+pub(super) const URL: &[u8] = b"remote-url";
+
+pub(super) fn key(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(rest);
+    k
+}
+
+fn piece_key(id: u32, start: u64) -> Vec<u8> {
+    let mut k = PIECE.to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k.extend_from_slice(&start.to_be_bytes());
+    k
+}
+
+pub(super) fn parts(r: &Recipe) -> RecipeParts {
+    RecipeParts {
+        size: r.size,
+        chunk_refs: r.chunk_refs,
+        literal_bytes: r.literal_bytes,
+        page_starts: r.page_starts.clone(),
+        pages: r.pages.clone(),
+    }
+}
+
+pub(super) fn layout_byte(l: Layout) -> u8 {
+    match l {
+        Layout::Raw => 0,
+        Layout::Tar => 1,
+        Layout::TarThenRaw => 2,
+    }
+}
+
+impl Store {
+    pub(super) fn remote(&self) -> Option<&Remote> {
+        self.inner.remote.as_ref()
+    }
+
+    /// The bucket traffic's counters (None without a bucket).
+    pub fn remote_metrics(&self) -> Option<&super::remote::RemoteMetrics> {
+        self.remote().map(|r| &r.metrics)
+    }
+
+    pub(super) fn writer_id(&self) -> [u8; 8] {
+        self.inner.writer
+    }
+
+    /// Uploads the block records an ingest appended to its local pack, with
+    /// their footer, as one object. None without a bucket or new bytes.
+    pub(super) fn upload_piece(&self, done: &WriterDone) -> Result<Option<String>> {
+        let Some(r) = self.remote() else {
+            return Ok(None);
+        };
+        if done.writer.len == done.start_len {
+            return Ok(None);
+        }
+        let locs: Vec<(Hash, ObjLoc)> = done
+            .locs
+            .iter()
+            .map(|(h, l)| (*h, obj_loc(l, done.start_len)))
+            .collect();
+        let name = format!("packs/{}.pack", unique_suffix(&self.writer_id()));
+        let file = self.inner.packs.file(done.writer.id)?;
+        r.put_file_range(
+            &name,
+            file,
+            done.start_len,
+            done.writer.len,
+            piece_footer(&locs),
+        )?;
+        Ok(Some(name))
+    }
+
+    /// Where a chunk's block is in the bucket: its object and place.
+    fn object_of(&self, loc: &ChunkLoc) -> Result<(String, ObjLoc)> {
+        let db = self.db();
+        if loc.pack >= FOREIGN_BASE {
+            let name = self.foreign_name(loc.pack)?;
+            return Ok((name, obj_loc(loc, 0)));
+        }
+        // The piece holding the block: the last one starting at or before it.
+        let want = piece_key(loc.pack, loc.block_offset);
+        let mut it = db.raw_iterator_cf(cf(db, CF_META));
+        it.seek_for_prev(&want);
+        if let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if k.len() == want.len() && k[..PIECE.len() + 4] == want[..PIECE.len() + 4] {
+                let start = u64::from_be_bytes(k[PIECE.len() + 4..].try_into().unwrap());
+                let name = String::from_utf8_lossy(v).into_owned();
+                return Ok((name, obj_loc(loc, start)));
+            }
+        }
+        it.status()?;
+        Err(Error::DataLoss(format!(
+            "pack {} offset {} is in no piece of the bucket",
+            loc.pack, loc.block_offset
+        )))
+    }
+
+    /// The object name of a foreign pack id.
+    pub(super) fn foreign_name(&self, id: u32) -> Result<String> {
+        if let Some(n) = self.inner.foreign.lock().get(&id) {
+            return Ok(n.clone());
+        }
+        let db = self.db();
+        let v = db
+            .get_cf(cf(db, CF_META), key(ID, &id.to_be_bytes()))?
+            .ok_or_else(|| Error::DataLoss(format!("pack {id} names no object of the bucket")))?;
+        let name = String::from_utf8_lossy(&v).into_owned();
+        self.inner.foreign.lock().insert(id, name.clone());
+        Ok(name)
+    }
+
+    /// The content object of a commit that stores `new`: its recipes as the
+    /// ingest made them (a variant's whole plain recipe too, so a reader
+    /// needs no other object) and where each chunk is.
+    fn content_object(&self, new: &Committing) -> Result<ContentObject> {
+        let db = self.db();
+        let piece = new.chunks.piece;
+        let start = new.chunks.pack.map_or(0, |p| p.1);
+        let fresh: HashMap<&Hash, &ChunkLoc> =
+            new.chunks.locs.iter().map(|(h, l)| (h, l)).collect();
+        let mut objects = Vec::new();
+        let mut index: HashMap<String, u32> = HashMap::new();
+        let mut locs = Vec::with_capacity(new.seen.len());
+        for h in new.seen.keys() {
+            let (name, place) = match (fresh.get(h), piece) {
+                (Some(l), Some(p)) => (p.to_string(), obj_loc(l, start)),
+                _ => {
+                    let v = db.get_pinned_cf(cf(db, CF_CHUNKS), h)?.ok_or_else(|| {
+                        Error::DataLoss(format!(
+                            "chunk {} of {} is missing from the index",
+                            hex::encode(h),
+                            new.digest
+                        ))
+                    })?;
+                    self.object_of(&ChunkLoc::decode(&v)?)?
+                }
+            };
+            let i = *index.entry(name.clone()).or_insert_with(|| {
+                objects.push(name);
+                objects.len() as u32 - 1
+            });
+            locs.push((*h, i, place));
+        }
+        let r = &new.recipes;
+        Ok(ContentObject {
+            digest: new.digest,
+            size: new.size,
+            layout: layout_byte(new.layout),
+            recipe: parts(&r.recipe),
+            raw: parts(&r.raw),
+            plan: r.plan.as_ref().map(|p| p.encode()),
+            prefix: r.prefix,
+            objects,
+            locs,
+        })
+    }
+
+    /// Uploads the content object of `new` (None without a bucket).
+    pub(super) fn upload_content(&self, new: &Committing) -> Result<Option<String>> {
+        let Some(r) = self.remote() else {
+            return Ok(None);
+        };
+        let obj = self.content_object(new)?;
+        let name = format!(
+            "{}{}",
+            content_dir(&new.digest),
+            unique_suffix(&self.writer_id())
+        );
+        r.put(&name, obj.encode()?)?;
+        Ok(Some(name))
+    }
+
+    /// Puts in `batch` the content object of a content `new` stores
+    /// (uploaded now unless it was before the commit lock), and the piece it
+    /// came in. Returns the object's name.
+    /// `batch` the piece it came in and the object's name. Returns the name.
+    pub(super) fn publish_content(
+        &self,
+        batch: &mut WriteBatch,
+        new: &Committing,
+    ) -> Result<Option<String>> {
+        if self.remote().is_none() {
+            return Ok(None);
+        }
+        let db = self.db();
+        let name = match &new.uploaded {
+            Some(n) => n.clone(),
+            None => self.upload_content(new)?.expect("a bucket"),
+        };
+        if let (Some(p), Some((id, start, _))) = (new.chunks.piece, new.chunks.pack) {
+            batch.put_cf(cf(db, CF_META), piece_key(id, start), p.as_bytes());
+        }
+        batch.put_cf(
+            cf(db, CF_META),
+            key(CONTENT, &new.digest.0),
+            name.as_bytes(),
+        );
+        Ok(Some(name))
+    }
+
+    /// The content object this index follows for `d` (empty if none).
+    pub(super) fn content_name(&self, d: &Digest) -> Result<String> {
+        let db = self.db();
+        Ok(db
+            .get_cf(cf(db, CF_META), key(CONTENT, &d.0))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .unwrap_or_default())
+    }
+
+    /// A segment putting one blob record whose content is stored.
+    pub(super) fn publish_put(
+        &self,
+        batch: &mut WriteBatch,
+        ns: &str,
+        digest: &Digest,
+        meta: &super::index::BlobMeta,
+    ) -> Result<()> {
+        if self.remote().is_none() {
+            return Ok(());
+        }
+        let content = self.ensure_content_object(batch, digest)?;
+        self.publish_records(
+            batch,
+            vec![Record::Put {
+                ns: ns.to_string(),
+                digest: *digest,
+                meta: meta.encode(),
+                content,
+            }],
+        )
+    }
+
+    /// Writes a segment of blob record changes: the commit point. Puts its
+    /// name in `batch`, so this index never applies it again.
+    pub(super) fn publish_records(
+        &self,
+        batch: &mut WriteBatch,
+        records: Vec<Record>,
+    ) -> Result<()> {
+        let Some(r) = self.remote() else {
+            return Ok(());
+        };
+        let time_ms = now_ms();
+        let name = segment_name(time_ms, &self.writer_id(), random_u32());
+        let seg = Segment {
+            time_ms,
+            writer: self.writer_id(),
+            records,
+        };
+        r.put(&name, seg.encode())?;
+        let db = self.db();
+        batch.put_cf(cf(db, CF_META), key(SEG, name.as_bytes()), []);
+        for rec in &seg.records {
+            let (Record::Put { ns, digest, .. } | Record::Delete { ns, digest }) = rec;
+            let k = key(OP, &super::index::blob_key(ns, digest));
+            batch.put_cf(cf(db, CF_META), k, time_ms.to_be_bytes());
+        }
+        Ok(())
+    }
+
+    /// The content object this index follows for `d`; when it has none (a
+    /// base made for a compressed blob, or a content taken from a variant),
+    /// one is written from the index and named in `batch`.
+    pub(super) fn ensure_content_object(
+        &self,
+        batch: &mut WriteBatch,
+        d: &Digest,
+    ) -> Result<String> {
+        let name = self.content_name(d)?;
+        if !name.is_empty() {
+            return Ok(name);
+        }
+        let Some(r) = self.remote() else {
+            return Ok(name);
+        };
+        let obj = self.stored_object(d)?;
+        let name = format!("{}{}", content_dir(d), unique_suffix(&self.writer_id()));
+        r.put(&name, obj.encode()?)?;
+        let db = self.db();
+        batch.put_cf(cf(db, CF_META), key(CONTENT, &d.0), name.as_bytes());
+        Ok(name)
+    }
+
+    /// A content object built from what the index holds of `d`.
+    fn stored_object(&self, d: &Digest) -> Result<ContentObject> {
+        use super::index::{page_key, plan_key, CF_RECIPES};
+        use super::recipe::{decode_page, Segment as Seg};
+        let db = self.db();
+        let content = self
+            .content(d)?
+            .ok_or_else(|| Error::NotFound(format!("content {d} is not stored")))?;
+        let page = |owner: &Digest, i: usize| -> Result<Vec<u8>> {
+            db.get_cf(cf(db, CF_RECIPES), page_key(owner, i as u32))?
+                .ok_or_else(|| Error::DataLoss(format!("page {i} of {owner} is missing")))
+        };
+        let mut locs_of: HashMap<Hash, ()> = HashMap::new();
+        let mut recipe_of =
+            |owner: &Digest, from: usize, starts: &[u64], size: u64| -> Result<RecipeParts> {
+                let mut p = RecipeParts {
+                    size,
+                    page_starts: starts.to_vec(),
+                    ..Default::default()
+                };
+                for i in 0..starts.len() {
+                    let b = page(owner, from + i)?;
+                    for seg in decode_page(&b)? {
+                        match seg {
+                            Seg::Chunk { hash, .. } => {
+                                p.chunk_refs += 1;
+                                locs_of.insert(hash, ());
+                            }
+                            Seg::Literal(l) => p.literal_bytes += l.len() as u64,
+                        }
+                    }
+                    p.pages.push(b);
+                }
+                Ok(p)
+            };
+        let n = content.page_starts.len();
+        let (plain_size, raw_starts, raw_size) = match &content.wrap {
+            Some(w) => (w.recipe_size, w.raw_page_starts.clone(), w.raw_size),
+            None => (content.size, Vec::new(), 0),
+        };
+        let recipe = recipe_of(
+            &content.plain_pages_of(d),
+            0,
+            &content.page_starts,
+            plain_size,
+        )?;
+        let raw = recipe_of(d, n, &raw_starts, raw_size)?;
+        let plan = match &content.wrap {
+            Some(_) => Some(
+                db.get_cf(cf(db, CF_RECIPES), plan_key(d))?
+                    .ok_or_else(|| Error::DataLoss(format!("the plan of {d} is missing")))?,
+            ),
+            None => None,
+        };
+        let mut objects = Vec::new();
+        let mut index: HashMap<String, u32> = HashMap::new();
+        let mut locs = Vec::with_capacity(locs_of.len());
+        for h in locs_of.keys() {
+            let v = db.get_pinned_cf(cf(db, CF_CHUNKS), h)?.ok_or_else(|| {
+                Error::DataLoss(format!(
+                    "chunk {} of {d} is missing from the index",
+                    hex::encode(h)
+                ))
+            })?;
+            let (name, place) = self.object_of(&ChunkLoc::decode(&v)?)?;
+            let i = *index.entry(name.clone()).or_insert_with(|| {
+                objects.push(name);
+                objects.len() as u32 - 1
+            });
+            locs.push((*h, i, place));
+        }
+        Ok(ContentObject {
+            digest: *d,
+            size: content.size,
+            layout: content.layout,
+            recipe,
+            raw,
+            plan,
+            prefix: None,
+            objects,
+            locs,
+        })
+    }
+}
+
+fn obj_loc(l: &ChunkLoc, start: u64) -> ObjLoc {
+    ObjLoc {
+        block_offset: l.block_offset - start,
+        block_len: l.block_len,
+        offset_in_block: l.offset_in_block,
+        len: l.len,
+    }
+}

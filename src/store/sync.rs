@@ -1,0 +1,414 @@
+//! Reading the bucket's commits into this index (`--store s3://`): other
+//! daemons' segments, or every segment when the data directory starts
+//! empty. Each blob record a segment puts is applied through the same
+//! `put_content`/`move_refs` as a local push, with the content object it
+//! names; chunk locations point at the bucket's pieces through foreign pack
+//! ids (`remote::FOREIGN_BASE`). A segment is marked applied once all its
+//! records are; one that names a content object not readable yet is tried
+//! again at the next round. Applying twice changes nothing (a put of a held
+//! blob only refreshes its record; a delete of an absent one does nothing).
+
+use super::commit::{write_synced, Bases};
+use super::index::{self, cf, BlobMeta, Counters, CF_BLOBS, CF_CHUNKS, CF_META, CF_RECIPES};
+use super::ingest::{Committing, NewChunks, Recipes, Seen};
+use super::pack::{ChunkLoc, Hash};
+use super::publish::{key, CONTENT, ID, NEXT_ID, OBJ, OP, SEG};
+use super::recipe::{decode_page, Recipe, Segment as PageSegment};
+use super::remote::format::{
+    content_dir, segment_name, segment_time, ContentObject, RecipeParts, Record, Segment,
+};
+use super::remote::FOREIGN_BASE;
+use super::Store;
+use crate::codec::plan::Plan;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::split::Layout;
+use rocksdb::WriteBatch;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Segments written up to this long before the newest applied one are
+/// listed again at each round: a listing may show a segment late.
+const RELIST_MS: u64 = 10 * 60 * 1000;
+/// A read miss looks in the bucket at most this often.
+const MISS_SYNC_EVERY: Duration = Duration::from_secs(1);
+/// After a failed look, misses answer from the index alone this long.
+const FAILED_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+pub(super) struct SyncState {
+    /// The newest segment time seen (ms).
+    high: u64,
+    last_miss: Option<Instant>,
+    /// A miss does not wait on a bucket that just failed.
+    last_failure: Option<(Instant, String)>,
+}
+
+/// What one round did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SyncReport {
+    pub listed: usize,
+    pub applied: usize,
+    /// Segments that could not be applied yet (retried next round).
+    pub pending: usize,
+}
+
+fn recipe_of(p: RecipeParts) -> Recipe {
+    Recipe {
+        size: p.size,
+        pages: p.pages,
+        page_starts: p.page_starts,
+        chunk_refs: p.chunk_refs,
+        literal_bytes: p.literal_bytes,
+    }
+}
+
+impl Store {
+    /// How often the server looks for other daemons' segments (None: no bucket).
+    pub fn sync_interval(&self) -> Option<Duration> {
+        self.remote().map(|r| r.cfg.sync_interval)
+    }
+
+    /// Applies the bucket's segments this index has not applied yet, oldest
+    /// first. `full` lists them all (at open); otherwise from a little before
+    /// the newest seen.
+    pub fn sync_from_bucket(&self, full: bool) -> Result<SyncReport> {
+        let Some(r) = self.remote() else {
+            return Ok(SyncReport::default());
+        };
+        let mut st = self.inner.sync.lock();
+        let offset =
+            (!full && st.high > RELIST_MS).then(|| segment_name(st.high - RELIST_MS, &[0; 8], 0));
+        let listed = r.list("segments/", offset.as_deref())?;
+        let mut rep = SyncReport {
+            listed: listed.len(),
+            ..Default::default()
+        };
+        let db = self.db();
+        let mut oldest_pending = u64::MAX;
+        for l in listed {
+            let t = segment_time(&l.name).unwrap_or(0);
+            let seg_key = key(SEG, l.name.as_bytes());
+            if db.get_pinned_cf(cf(db, CF_META), &seg_key)?.is_some() {
+                st.high = st.high.max(t);
+                continue;
+            }
+            match self.apply_segment(&l.name) {
+                Ok(true) => {
+                    let mut wo = rocksdb::WriteOptions::default();
+                    wo.set_sync(true);
+                    db.put_cf_opt(cf(db, CF_META), &seg_key, [], &wo)?;
+                    st.high = st.high.max(t);
+                    rep.applied += 1;
+                }
+                Ok(false) => {
+                    rep.pending += 1;
+                    oldest_pending = oldest_pending.min(t);
+                }
+                Err(e @ Error::Unavailable(_)) => return Err(e),
+                Err(e) => {
+                    tracing::error!(segment = %l.name, error = %e, "a segment of the bucket cannot be applied; retried next round");
+                    rep.pending += 1;
+                    oldest_pending = oldest_pending.min(t);
+                }
+            }
+        }
+        // The next round lists again from the oldest segment not applied.
+        st.high = st.high.min(oldest_pending.saturating_add(RELIST_MS));
+        if rep.applied > 0 || rep.pending > 0 {
+            tracing::info!(?rep, "applied the bucket's segments");
+        }
+        Ok(rep)
+    }
+
+    /// After a lookup missed: a round now, unless one ran within the last
+    /// second. True when it applied something (look again); Unavailable when
+    /// the bucket could not be read (now or in the last 30 s).
+    pub fn sync_on_miss(&self) -> Result<bool> {
+        if self.remote().is_none() {
+            return Ok(false);
+        }
+        {
+            // try_lock: a round running now does the looking.
+            let Some(mut st) = self.inner.sync.try_lock() else {
+                return Ok(false);
+            };
+            if let Some((t, e)) = &st.last_failure {
+                if t.elapsed() < FAILED_WAIT {
+                    return Err(Error::Unavailable(e.clone()));
+                }
+            }
+            if st.last_miss.is_some_and(|t| t.elapsed() < MISS_SYNC_EVERY) {
+                return Ok(false);
+            }
+            st.last_miss = Some(Instant::now());
+        }
+        // On the server's async worker the round must not stall the other
+        // requests: tokio moves them to another thread meanwhile. A
+        // current-thread runtime cannot do that: no round from there.
+        let round = || self.sync_from_bucket(false);
+        let r = match tokio::runtime::Handle::try_current() {
+            Err(_) => round(),
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread => {
+                return Ok(false)
+            }
+            Ok(_) => tokio::task::block_in_place(round),
+        };
+        match r {
+            Ok(r) => Ok(r.applied > 0),
+            Err(e) => {
+                tracing::warn!(error = %e, "looking in the bucket after a miss failed");
+                self.inner.sync.lock().last_failure = Some((Instant::now(), e.to_string()));
+                Err(e)
+            }
+        }
+    }
+
+    fn apply_segment(&self, name: &str) -> Result<bool> {
+        let r = self.remote().expect("called in bucket mode");
+        let seg = Segment::decode(&r.get(name)?)?;
+        let mut all = true;
+        for rec in seg.records {
+            let (Record::Put { ns, digest, .. } | Record::Delete { ns, digest }) = &rec;
+            super::validate_namespace(ns)?;
+            let op = key(OP, &index::blob_key(ns, digest));
+            // Last writer wins: a record older than what this index applied
+            // (or wrote) for the blob is superseded.
+            let db = self.db();
+            if let Some(v) = db.get_pinned_cf(cf(db, CF_META), &op)? {
+                if v.len() == 8 && u64::from_be_bytes(v[..].try_into().unwrap()) >= seg.time_ms {
+                    continue;
+                }
+            }
+            let done = match &rec {
+                Record::Put {
+                    ns,
+                    digest,
+                    meta,
+                    content,
+                } => self.apply_put(ns, digest, meta, content)?,
+                Record::Delete { ns, digest } => match self.delete_local(ns, digest) {
+                    Ok(_) | Err(Error::NotFound(_)) => true,
+                    Err(e) => return Err(e),
+                },
+            };
+            if done {
+                let mut wo = rocksdb::WriteOptions::default();
+                wo.set_sync(true);
+                db.put_cf_opt(cf(db, CF_META), &op, seg.time_ms.to_be_bytes(), &wo)?;
+            }
+            all &= done;
+        }
+        Ok(all)
+    }
+
+    /// Applies one blob record put. False when its content object cannot be
+    /// read yet.
+    fn apply_put(&self, ns: &str, digest: &Digest, meta: &[u8], content: &str) -> Result<bool> {
+        let meta = BlobMeta::decode(meta)?;
+        if self.hold_stored(ns, digest, &meta)? {
+            return Ok(true);
+        }
+        let r = self.remote().expect("called in bucket mode");
+        let name = if content.is_empty() {
+            // Named by no record (not written by this strata): the newest
+            // object of the digest (names: writer-time-random).
+            let mut v = r.list(&content_dir(digest), None)?;
+            v.sort_by_key(|l| {
+                l.name
+                    .rsplit('/')
+                    .next()
+                    .and_then(|n| n.get(17..30))
+                    .map(str::to_string)
+            });
+            match v.pop() {
+                Some(l) => l.name,
+                None => return Ok(false),
+            }
+        } else {
+            content.to_string()
+        };
+        let obj = match r.get(&name) {
+            Ok(b) => ContentObject::decode(&b)?,
+            Err(Error::NotFound(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if obj.digest != *digest {
+            return Err(Error::DataLoss(format!(
+                "content object {name} describes {} where a segment said {digest}",
+                obj.digest
+            )));
+        }
+        self.install(ns, &meta, obj, &name)?;
+        Ok(true)
+    }
+
+    /// A put of a blob this index holds, or whose content it stores: its
+    /// record is written (a newer one kept). False when the content is not
+    /// stored.
+    fn hold_stored(&self, ns: &str, digest: &Digest, meta: &BlobMeta) -> Result<bool> {
+        let db = self.db();
+        let mut counters = self.inner.counters.lock();
+        let bkey = index::blob_key(ns, digest);
+        if let Some(v) = db.get_cf(cf(db, CF_BLOBS), &bkey)? {
+            if BlobMeta::decode(&v)?.updated_at <= meta.updated_at {
+                write_synced(db, {
+                    let mut b = WriteBatch::default();
+                    b.put_cf(cf(db, CF_BLOBS), &bkey, meta.encode());
+                    b
+                })?;
+            }
+            return Ok(true);
+        }
+        let Some(mut content) = self.content(digest)? else {
+            return Ok(false);
+        };
+        content.holders += 1;
+        let mut c = *counters;
+        c.blobs += 1;
+        c.logical_bytes += content.size;
+        c.logical_stream_bytes += content.stream_bytes();
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf(db, CF_BLOBS), &bkey, meta.encode());
+        batch.put_cf(cf(db, CF_RECIPES), digest.0, content.encode());
+        batch.put_cf(cf(db, CF_META), index::META_COUNTERS, c.encode());
+        write_synced(db, batch)?;
+        *counters = c;
+        Ok(true)
+    }
+
+    /// Stores a content object's content and the blob record holding it.
+    fn install(&self, ns: &str, meta: &BlobMeta, obj: ContentObject, name: &str) -> Result<()> {
+        let digest = obj.digest;
+        let mut seen: HashMap<Hash, Seen> = HashMap::new();
+        for page in obj.recipe.pages.iter().chain(&obj.raw.pages) {
+            for s in decode_page(page)? {
+                if let PageSegment::Chunk { hash, .. } = s {
+                    seen.entry(hash).or_insert_with(|| Seen::counted(0)).refs += 1;
+                }
+            }
+        }
+        let plan = obj.plan.as_deref().map(Plan::decode).transpose()?;
+        let layout = match obj.layout {
+            0 => Layout::Raw,
+            1 => Layout::Tar,
+            2 => Layout::TarThenRaw,
+            l => {
+                return Err(Error::DataLoss(format!(
+                    "content object {name} has layout {l}"
+                )))
+            }
+        };
+        let db = self.db();
+        let mut counters = self.inner.counters.lock();
+        // A push may have stored it meanwhile.
+        if self.content(&digest)?.is_some() {
+            drop(counters);
+            self.hold_stored(ns, &digest, meta)?;
+            return Ok(());
+        }
+        let mut c: Counters = *counters;
+        let mut batch = WriteBatch::default();
+        let ids = self.foreign_ids(&mut batch, &obj.objects)?;
+        let mut locs: Vec<(Hash, ChunkLoc)> = Vec::with_capacity(obj.locs.len());
+        for (h, i, l) in &obj.locs {
+            locs.push((
+                *h,
+                ChunkLoc {
+                    pack: ids[*i as usize],
+                    block_offset: l.block_offset,
+                    block_len: l.block_len,
+                    offset_in_block: l.offset_in_block,
+                    len: l.len,
+                },
+            ));
+        }
+        // Every chunk the recipes name must be locatable.
+        let located: std::collections::HashSet<&Hash> = locs.iter().map(|(h, _)| h).collect();
+        for h in seen.keys() {
+            if !located.contains(h) && db.get_pinned_cf(cf(db, CF_CHUNKS), h)?.is_none() {
+                return Err(Error::DataLoss(format!(
+                    "content object {name} names chunk {} but not where it is",
+                    hex::encode(h)
+                )));
+            }
+        }
+        let new = Committing {
+            digest,
+            size: obj.size,
+            layout,
+            recipes: Recipes {
+                recipe: recipe_of(obj.recipe),
+                raw: recipe_of(obj.raw),
+                plan,
+                prefix: obj.prefix,
+            },
+            seen: &seen,
+            chunks: NewChunks {
+                locs: &locs,
+                pack: None,
+                piece: None,
+            },
+            uploaded: None,
+        };
+        let mut bases = Bases::default();
+        let put = self.put_content(&mut batch, &mut c, &mut bases, &new, 1)?;
+        self.move_refs(&mut batch, &mut c, &put.refs)?;
+        let gone = bases.write(db, &mut batch);
+        c.contents += 1;
+        c.blobs += 1;
+        c.logical_bytes += obj.size;
+        c.logical_stream_bytes += put.content.stream_bytes();
+        batch.put_cf(
+            cf(db, CF_BLOBS),
+            index::blob_key(ns, &digest),
+            meta.encode(),
+        );
+        batch.put_cf(cf(db, CF_META), key(CONTENT, &digest.0), name.as_bytes());
+        batch.put_cf(cf(db, CF_META), index::META_COUNTERS, c.encode());
+        write_synced(db, batch)?;
+        *counters = c;
+        drop(counters);
+        for d in gone {
+            self.forget_recipe(&d);
+        }
+        Ok(())
+    }
+
+    /// The local pack id of each object, assigning new ones in `batch`
+    /// (under the commit lock).
+    fn foreign_ids(&self, batch: &mut WriteBatch, objects: &[String]) -> Result<Vec<u32>> {
+        let db = self.db();
+        let meta = cf(db, CF_META);
+        let mut next = match db.get_cf(meta, NEXT_ID)? {
+            Some(v) if v.len() == 4 => u32::from_be_bytes(v[..].try_into().unwrap()),
+            _ => FOREIGN_BASE,
+        };
+        let start = next;
+        let mut ids = Vec::with_capacity(objects.len());
+        let mut fresh: HashMap<&str, u32> = HashMap::new();
+        for o in objects {
+            if let Some(&id) = fresh.get(o.as_str()) {
+                ids.push(id);
+                continue;
+            }
+            match db.get_cf(meta, key(OBJ, o.as_bytes()))? {
+                Some(v) if v.len() == 4 => ids.push(u32::from_be_bytes(v[..].try_into().unwrap())),
+                _ => {
+                    let id = next;
+                    next = next.checked_add(1).ok_or_else(|| {
+                        Error::ResourceExhausted("foreign pack ids are exhausted".into())
+                    })?;
+                    batch.put_cf(meta, key(OBJ, o.as_bytes()), id.to_be_bytes());
+                    batch.put_cf(meta, key(ID, &id.to_be_bytes()), o.as_bytes());
+                    fresh.insert(o, id);
+                    ids.push(id);
+                }
+            }
+        }
+        if next != start {
+            batch.put_cf(meta, NEXT_ID, next.to_be_bytes());
+        }
+        Ok(ids)
+    }
+}

@@ -1,0 +1,336 @@
+//! `--store s3://` on a real three-node Garage 2.5.0 cluster (replication
+//! factor 3, consistent mode): several daemons sharing the bucket, an empty
+//! data directory rebuilt from it, nodes failing under pushes and reads, and
+//! a daemon SIGKILLed mid-upload. Needs Garage (`bash .ci/garage`).
+
+mod common;
+
+use common::garage::Garage;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use strata::proto::strata::v1 as pb;
+use strata::store::remote::RemoteConfig;
+use strata::store::StoreConfig;
+
+const BIN: &str = env!("CARGO_BIN_EXE_strata");
+
+fn remote(g: &Garage) -> RemoteConfig {
+    let mut r = RemoteConfig::new(&format!("s3://{}/farm", g.bucket()));
+    r.endpoint = Some(g.endpoint());
+    r.region = g.region().to_string();
+    r.access_key_id = Some(g.access_key().to_string());
+    r.secret_access_key = Some(g.secret_key().to_string());
+    r.timeout = Duration::from_secs(5);
+    r.retries = 2;
+    r.sync_interval = Duration::from_secs(2);
+    r
+}
+
+fn config(g: &Garage) -> StoreConfig {
+    StoreConfig {
+        remote: Some(remote(g)),
+        ..StoreConfig::default()
+    }
+}
+
+/// Layers like a corpus's: text files shared between layers, some noise,
+/// and a gzip variant.
+fn layers() -> Vec<Vec<u8>> {
+    let files: Vec<Vec<u8>> = (0..8)
+        .map(|i| text(100 + i, 150_000 + 40_000 * i as usize))
+        .collect();
+    let bin = noise(400_000, 7);
+    let mut out = Vec::new();
+    for k in 0..3 {
+        let mut v: Vec<(String, &[u8])> = files[k..k + 5]
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (format!("usr/share/doc/f{}.txt", k + i), &f[..]))
+            .collect();
+        v.push((format!("usr/bin/tool{k}"), &bin[..]));
+        let refs: Vec<(&str, &[u8])> = v.iter().map(|(n, b)| (n.as_str(), *b)).collect();
+        out.push(tar_of(&refs, 1_700_000_000 + k as u64));
+    }
+    out.push(python_gzip(&out[1], 6));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemons_share_the_bucket_and_an_empty_data_dir_rebuilds_from_it() {
+    let g = Garage::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let blobs = layers();
+
+    let a = Daemon::start_with(&tmp.path().join("a"), config(&g)).await;
+    let mut ca = a.client().await;
+    let mut digests = Vec::new();
+    for b in &blobs {
+        digests.push(push(&mut ca, b).await.digest);
+    }
+    for (b, d) in blobs.iter().zip(&digests) {
+        assert_eq!(&read_all(&mut ca, d).await, b, "A reads {d}");
+    }
+    let sa = stats(&mut ca).await;
+    assert!(sa.store.starts_with("s3://"), "{sa:?}");
+    assert!(
+        sa.bucket_pack_bytes as f64 <= 1.02 * sa.pack_bytes as f64,
+        "bucket packs {} > 1.02 x local packs {}",
+        sa.bucket_pack_bytes,
+        sa.pack_bytes
+    );
+    assert!(sa.bucket_pack_bytes >= sa.pack_bytes / 2, "{sa:?}");
+
+    // B: its own data dir; reads A's blobs (a miss looks in the bucket).
+    let b = Daemon::start_with(&tmp.path().join("b"), config(&g)).await;
+    let mut cb = b.client().await;
+    for (blob, d) in blobs.iter().zip(&digests) {
+        assert_eq!(&read_all(&mut cb, d).await, blob, "B reads {d}");
+    }
+    let before = stats(&mut cb).await;
+    for blob in &blobs {
+        let r = push(&mut cb, blob).await;
+        assert_eq!(r.new_chunks, 0, "B stores no chunk again: {r:?}");
+    }
+    let after = stats(&mut cb).await;
+    assert_eq!(after.bucket_pack_bytes, before.bucket_pack_bytes);
+
+    // B pushes a new layer; A lists B's segment within its sync interval.
+    let fresh = tar_of(&[("new.txt", &text(999, 200_000))], 1_700_000_999);
+    let d_new = push(&mut cb, &fresh).await.digest;
+    let t = Instant::now();
+    loop {
+        let l = ca
+            .list(pb::ListRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        if l.blobs.iter().any(|x| x.digest == d_new) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "A never listed B's blob"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(read_all(&mut ca, &d_new).await, fresh);
+
+    // C: an empty data dir against the bucket serves every blob, and a deep
+    // verify (every block read back from the bucket) is clean.
+    let c = Daemon::start_with(&tmp.path().join("c"), config(&g)).await;
+    let mut cc = c.client().await;
+    for (blob, d) in blobs.iter().zip(&digests) {
+        assert_eq!(&read_all(&mut cc, d).await, blob, "C reads {d}");
+    }
+    assert_eq!(read_all(&mut cc, &d_new).await, fresh);
+    let out = Command::new(BIN)
+        .args(["--socket"])
+        .arg(&c.socket)
+        .args(["verify", "--deep", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(v["ok"], true, "{v:#}");
+    for d in [a, b, c] {
+        d.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_down_changes_nothing_two_down_fail_pushes_with_unavailable() {
+    let g = Garage::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Daemon::start_with(&tmp.path().join("a"), config(&g)).await;
+    let mut ca = a.client().await;
+    let mut held = Vec::new();
+    let first = tar_of(&[("one.txt", &text(1, 300_000))], 1);
+    held.push((push(&mut ca, &first).await.digest, first));
+
+    // One node of three down: pushes and reads go on.
+    g.kill_node(3);
+    for i in 0..3u64 {
+        let l = tar_of(
+            &[("f.txt", &text(10 + i, 250_000)), ("n", &noise(50_000, i))],
+            i,
+        );
+        held.push((push(&mut ca, &l).await.digest, l));
+    }
+    for (d, b) in &held {
+        assert_eq!(&read_all(&mut ca, d).await, b);
+    }
+
+    // Two down: no quorum. A push fails with UNAVAILABLE naming the
+    // endpoint, within the configured timeouts; nothing half-stored.
+    g.kill_node(2);
+    let l = tar_of(&[("lost.txt", &text(77, 250_000))], 77);
+    let t = Instant::now();
+    let e = push_as(&mut ca, "", "", &l, 1 << 16).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert!(e.message().contains(&g.endpoint()), "{}", e.message());
+    assert!(
+        t.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        t.elapsed()
+    );
+    let st = ca
+        .stat(pb::StatRequest {
+            namespace: String::new(),
+            digest: sha256_digest(&l),
+        })
+        .await
+        .unwrap_err();
+    // Not held here, and the bucket cannot say: UNAVAILABLE, not a false NOT_FOUND.
+    assert!(
+        matches!(st.code(), tonic::Code::NotFound | tonic::Code::Unavailable),
+        "{st:?}"
+    );
+    // Reads of what this daemon holds keep working.
+    for (d, b) in &held {
+        assert_eq!(&read_all(&mut ca, d).await, b);
+    }
+
+    // The nodes return: pushes succeed again, and every acknowledged blob
+    // is in the bucket (an empty data dir serves it).
+    g.start_node(2);
+    g.start_node(3);
+    let t = Instant::now();
+    let d = loop {
+        match push_as(&mut ca, "", "", &l, 1 << 16).await {
+            Ok(r) => break r.digest,
+            Err(e) if t.elapsed() < Duration::from_secs(60) => {
+                assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("pushes never came back: {e:?}"),
+        }
+    };
+    held.push((d, l));
+    let b = Daemon::start_with(&tmp.path().join("b"), config(&g)).await;
+    let mut cb = b.client().await;
+    for (d, blob) in &held {
+        assert_eq!(&read_all(&mut cb, d).await, blob, "empty dir reads {d}");
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+struct Child9 {
+    child: Child,
+    sock: PathBuf,
+    log: PathBuf,
+}
+
+impl Child9 {
+    fn spawn(g: &Garage, dir: &Path, round: usize) -> Child9 {
+        let sock = dir.join("s.sock");
+        let log = dir.join(format!("serve-{round}.log"));
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--socket")
+            .arg(&sock)
+            .args(["--metrics-addr", "off", "--s3-timeout", "5s"])
+            .arg("--store")
+            .arg(format!("s3://{}/crash", g.bucket()))
+            .arg("--s3-endpoint")
+            .arg(g.endpoint())
+            .args(["--s3-region", g.region()])
+            .env("AWS_ACCESS_KEY_ID", g.access_key())
+            .env("AWS_SECRET_ACCESS_KEY", g.secret_key())
+            .env_remove("STRATA_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        wait_for_serve(&mut child, &sock, &log);
+        Child9 { child, sock, log }
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Child9 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_upload_loses_no_acknowledged_blob() {
+    let g = Garage::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut acked: Vec<(String, Vec<u8>)> = Vec::new();
+    for round in 0..10usize {
+        let d = Child9::spawn(&g, tmp.path(), round);
+        let mut c = strata::client::connect(&d.sock).await.expect("connect");
+        // Everything acknowledged before is there, exact.
+        for (dg, b) in &acked {
+            let got = read_all(&mut c, dg).await;
+            assert!(
+                got == *b,
+                "round {round}: {dg} differs after a SIGKILL; log:\n{}",
+                std::fs::read_to_string(&d.log).unwrap_or_default()
+            );
+        }
+        // Pushes run; the daemon is killed while some are in flight.
+        let mut tasks = Vec::new();
+        for k in 0..4u64 {
+            let seed = round as u64 * 10 + k;
+            let body = tar_of(
+                &[
+                    ("shared.txt", &text(5, 200_000)),
+                    (
+                        "own.txt",
+                        &text(1000 + seed, 300_000 + 100_000 * k as usize),
+                    ),
+                    ("bin", &noise(200_000, seed)),
+                ],
+                seed,
+            );
+            let mut c = c.clone();
+            tasks.push(tokio::spawn(async move {
+                let r = push_as(&mut c, "", "", &body, 1 << 16).await;
+                (r, body)
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(20 + 45 * round as u64)).await;
+        d.kill();
+        for t in tasks {
+            if let (Ok(r), body) = t.await.unwrap() {
+                assert_eq!(r.digest, sha256_digest(&body));
+                acked.push((r.digest, body));
+            }
+        }
+    }
+    assert!(!acked.is_empty(), "no push was ever acknowledged");
+    eprintln!("{} pushes acknowledged over 10 rounds of 4", acked.len());
+    // Last: the survivor's data dir, then an empty one, serve every blob.
+    let d = Child9::spawn(&g, tmp.path(), 99);
+    let mut c = strata::client::connect(&d.sock).await.expect("connect");
+    for (dg, b) in &acked {
+        assert_eq!(&read_all(&mut c, dg).await, b);
+    }
+    let v = c
+        .verify(pb::VerifyRequest { deep: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v.ok, "{v:?}");
+    d.kill();
+    let fresh = tmp.path().join("fresh");
+    std::fs::create_dir_all(&fresh).unwrap();
+    let e = Child9::spawn(&g, &fresh, 0);
+    let mut c = strata::client::connect(&e.sock).await.expect("connect");
+    for (dg, b) in &acked {
+        assert_eq!(&read_all(&mut c, dg).await, b, "empty data dir reads {dg}");
+    }
+}
