@@ -76,9 +76,17 @@ strata_stop
 
 # ------------------------------------------------------------ strata, Garage
 S3ARGS=(--metrics-addr off --store s3://strata/bench --s3-endpoint "$EP" --s3-region garage)
+# CPU seconds (user + system) of processes, from /proc: the cluster shares
+# this machine's cores with strata.
+cpu_of() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; python3 -c "print(f'{$t/$(getconf CLK_TCK):.1f}')"; }
+GPIDS=$(cat "$G"/n*.pid)
 D=$WORK/bucket-a
 strata_start "$D" "${S3ARGS[@]}"
+# shellcheck disable=SC2086
+G_CPU0=$(cpu_of $GPIDS); S_CPU0=$(cpu_of "$PID")
 B_IN=$(push_all "$WORK/bucket-push.txt")
+# shellcheck disable=SC2086
+G_CPU=$(python3 -c "print(f'{$(cpu_of $GPIDS)-$G_CPU0:.1f}')"); S_CPU=$(python3 -c "print(f'{$(cpu_of "$PID")-$S_CPU0:.1f}')")
 B_WARM=$(read_all "$WORK/bucket-push.txt")
 STATS=$("$STRATA" stats --json)
 B_BYTES=$(echo "$STATS" | python3 -c 'import json,sys; print(json.load(sys.stdin)["bucket_bytes"])')
@@ -122,4 +130,5 @@ else
   say ""
   say "ratios in this run: ingest on Garage ×$(python3 -c "print(f'{$B_IN/$L_IN:.2f}')") strata local; bucket packs ×$(python3 -c "print(f'{$B_PACKS/$L_PACKS:.3f}')") local packs;"
 fi
+say "CPU during strata's ingest on Garage: strata $S_CPU s, the three Garage nodes $G_CPU s (the cluster runs on the same $(nproc) cores)."
 say "index rebuilt from the bucket by an empty data dir: $REBUILD s for $B_BYTES bucket bytes ($(python3 -c "print(f'{$REBUILD/($B_BYTES/1e9):.2f}')") s per GB stored, daemon start included)."

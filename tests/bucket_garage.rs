@@ -16,6 +16,21 @@ use strata::store::StoreConfig;
 
 const BIN: &str = env!("CARGO_BIN_EXE_strata");
 
+/// A blob another daemon just pushed: the miss looks in the bucket at once,
+/// but a listing may lag the write a little under load.
+async fn read_soon(c: &mut Client, digest: &str) -> Vec<u8> {
+    let t = Instant::now();
+    loop {
+        match read_range(c, "", digest, 0, 0).await {
+            Ok(b) => return b,
+            Err(e) if e.code() == tonic::Code::NotFound && t.elapsed() < Duration::from_secs(5) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("reading {digest}: {e:?}"),
+        }
+    }
+}
+
 fn remote(g: &Garage) -> RemoteConfig {
     let mut r = RemoteConfig::new(&format!("s3://{}/farm", g.bucket()));
     r.endpoint = Some(g.endpoint());
@@ -233,7 +248,14 @@ impl Child9 {
             .arg(dir.join("data"))
             .arg("--socket")
             .arg(&sock)
-            .args(["--metrics-addr", "off", "--s3-timeout", "5s"])
+            .args([
+                "--metrics-addr",
+                "off",
+                "--s3-timeout",
+                "5s",
+                "--s3-gc-grace",
+                "4s",
+            ])
             .arg("--store")
             .arg(format!("s3://{}/crash", g.bucket()))
             .arg("--s3-endpoint")
@@ -325,6 +347,21 @@ async fn sigkill_mid_upload_loses_no_acknowledged_blob() {
         .unwrap()
         .into_inner();
     assert!(v.ok, "{v:?}");
+    // What the killed uploads left is collected: a grace period after a
+    // run marks it, the next deletes it, and then nothing is left to mark.
+    let grace = Duration::from_secs(4);
+    tokio::time::sleep(grace).await;
+    let (mut marked, mut deleted) = (0, 0);
+    for _ in 0..2 {
+        let r = c.gc(pb::GcRequest {}).await.unwrap().into_inner();
+        assert!(r.bucket_collected, "{r:?}");
+        (marked, deleted) = (marked + r.bucket_marked, deleted + r.bucket_deleted);
+        tokio::time::sleep(grace).await;
+    }
+    let r = c.gc(pb::GcRequest {}).await.unwrap().into_inner();
+    assert_eq!(r.bucket_marked, 0, "unreferenced objects left: {r:?}");
+    eprintln!("collected the leftovers: {marked} marked, {deleted} deleted");
+    assert_eq!(marked, deleted);
     d.kill();
     let fresh = tmp.path().join("fresh");
     std::fs::create_dir_all(&fresh).unwrap();
@@ -332,5 +369,198 @@ async fn sigkill_mid_upload_loses_no_acknowledged_blob() {
     let mut c = strata::client::connect(&e.sock).await.expect("connect");
     for (dg, b) in &acked {
         assert_eq!(&read_all(&mut c, dg).await, b, "empty data dir reads {dg}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collection_on_one_daemon_racing_pushes_on_another_loses_no_blob() {
+    let g = Garage::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let grace = Duration::from_secs(3);
+    let cfg = || {
+        let mut c = config(&g);
+        let r = c.remote.as_mut().unwrap();
+        r.gc_grace = grace;
+        r.sync_interval = Duration::from_secs(1);
+        c
+    };
+    let a = Daemon::start_with(&tmp.path().join("a"), cfg()).await;
+    let b = Daemon::start_with(&tmp.path().join("b"), cfg()).await;
+    let (mut ca, mut cb) = (a.client().await, b.client().await);
+    // A collects over and over while the pushes below run.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let collector = {
+        let (mut c, stop) = (a.client().await, stop.clone());
+        tokio::spawn(async move {
+            let (mut runs, mut deleted) = (0u32, 0u64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = c.gc(pb::GcRequest {}).await.unwrap().into_inner();
+                runs += r.bucket_collected as u32;
+                deleted += r.bucket_deleted;
+                tokio::time::sleep(Duration::from_millis(400)).await;
+            }
+            (runs, deleted)
+        })
+    };
+    let shared = text(42, 300_000);
+    let own = |i: u64| text(1000 + i, 250_000);
+    let mut kept: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut previous: Option<(String, Vec<u8>)> = None;
+    for i in 0..24u64 {
+        // A: a layer with the shared file and one of its own.
+        let l = tar_of(&[("shared.txt", &shared), ("own.txt", &own(i))], i);
+        let dl = push(&mut ca, &l).await.digest;
+        // B reads it (its index learns the chunks)...
+        assert_eq!(read_soon(&mut cb, &dl).await, l);
+        // ...A deletes the one before: its own file's chunks are garbage
+        // now, in pieces the collector marks and deletes...
+        if let Some((d, _)) = previous.take() {
+            ca.delete(pb::DeleteRequest {
+                namespace: String::new(),
+                digest: d,
+            })
+            .await
+            .unwrap();
+        }
+        // ...while B pushes layers reusing those very files.
+        if i >= 2 {
+            let m = tar_of(
+                &[
+                    ("again.txt", &own(i - 2)),
+                    ("mine.txt", &text(5000 + i, 60_000)),
+                ],
+                i,
+            );
+            let r = push(&mut cb, &m).await;
+            kept.push((r.digest, m));
+        }
+        previous = Some((dl, l));
+        tokio::time::sleep(Duration::from_millis(150 * (i % 5))).await;
+    }
+    kept.push(previous.unwrap());
+    // The last marks carried out: two grace periods of collection.
+    tokio::time::sleep(grace * 2).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (runs, deleted) = collector.await.unwrap();
+    assert!(runs > 5, "the collector ran {runs} times");
+    // It really deleted while B pushed (the deleted layers' pieces).
+    assert!(deleted > 0, "the collector deleted nothing in {runs} runs");
+    eprintln!("{runs} collections deleted {deleted} objects during the pushes");
+    for _ in 0..2 {
+        let r = ca.gc(pb::GcRequest {}).await.unwrap().into_inner();
+        assert!(r.bucket_collected, "{r:?}");
+        tokio::time::sleep(grace).await;
+    }
+    let r = ca.gc(pb::GcRequest {}).await.unwrap().into_inner();
+    let s = stats(&mut ca).await;
+    eprintln!(
+        "last collection {r:?}; bucket {} objects, {} bytes",
+        s.bucket_objects, s.bucket_bytes
+    );
+    // Every blob not deleted, exact, from B and from an empty data dir.
+    let c = Daemon::start_with(&tmp.path().join("c"), cfg()).await;
+    let mut cc = c.client().await;
+    for (d, blob) in &kept {
+        assert_eq!(&read_all(&mut cb, d).await, blob, "B reads {d}");
+        assert_eq!(
+            &read_all(&mut cc, d).await,
+            blob,
+            "an empty data dir reads {d}"
+        );
+    }
+    let v = cc
+        .verify(pb::VerifyRequest { deep: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v.ok, "{v:?}");
+    // The deleted layers' own files are gone from the bucket: less than
+    // what was pushed in all (24 layers' own files of 250 KB of text).
+    assert!(r.bucket_collected);
+    for d in [a, b, c] {
+        d.stop().await;
+    }
+}
+
+/// The interleaving the grace period and the marks exist for: a push on B
+/// that reuses chunks of a piece A's collection marked, and is still open
+/// when A deletes what it marked. B knew of the mark, so it stores those
+/// chunks again: its blob survives the deletion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_open_across_a_deletion_does_not_reference_the_deleted_piece() {
+    let g = Garage::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let grace = Duration::from_secs(6);
+    let cfg = || {
+        let mut c = config(&g);
+        let r = c.remote.as_mut().unwrap();
+        r.gc_grace = grace;
+        r.sync_interval = Duration::from_secs(1);
+        c
+    };
+    let a = Daemon::start_with(&tmp.path().join("a"), cfg()).await;
+    let b = Daemon::start_with(&tmp.path().join("b"), cfg()).await;
+    let (mut ca, mut cb) = (a.client().await, b.client().await);
+    let file = noise(600_000, 99);
+    let x = tar_of(&[("lib.so", &file)], 1);
+    let dx = push(&mut ca, &x).await.digest;
+    assert_eq!(read_all(&mut cb, &dx).await, x);
+    ca.delete(pb::DeleteRequest {
+        namespace: String::new(),
+        digest: dx,
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(grace).await;
+    let m1 = ca.gc(pb::GcRequest {}).await.unwrap().into_inner();
+    assert!(
+        m1.bucket_marked >= 2,
+        "X's piece and content marked: {m1:?}"
+    );
+    let marked_at = Instant::now();
+    // B reads the marks within a round or two; then its push begins.
+    tokio::time::sleep(grace * 3 / 4).await;
+    let m = tar_of(&[("lib.so", &file), ("more", &noise(100_000, 7))], 2);
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tx.send(start_msg("", "")).await.unwrap();
+    let half = m.len() * 3 / 4;
+    for p in m[..half].chunks(1 << 16) {
+        tx.send(pb::PushRequest {
+            msg: Some(pb::push_request::Msg::Data(p.to_vec().into())),
+        })
+        .await
+        .unwrap();
+    }
+    let pushing = {
+        let mut c = cb.clone();
+        tokio::spawn(async move {
+            c.push(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+                .map(|r| r.into_inner())
+        })
+    };
+    // The mark comes of age while the push is open: A deletes X's piece.
+    tokio::time::sleep(
+        (marked_at + grace + Duration::from_millis(100)).saturating_duration_since(Instant::now()),
+    )
+    .await;
+    let m2 = ca.gc(pb::GcRequest {}).await.unwrap().into_inner();
+    assert!(m2.bucket_deleted >= 2, "{m2:?}");
+    for p in m[half..].chunks(1 << 16) {
+        tx.send(pb::PushRequest {
+            msg: Some(pb::push_request::Msg::Data(p.to_vec().into())),
+        })
+        .await
+        .unwrap();
+    }
+    drop(tx);
+    let r = pushing.await.unwrap().expect("B's push commits");
+    assert!(r.new_chunks > 0, "B stored the marked chunks again: {r:?}");
+    let c = Daemon::start_with(&tmp.path().join("c"), cfg()).await;
+    let mut cc = c.client().await;
+    assert_eq!(read_all(&mut cc, &r.digest).await, m);
+    assert_eq!(read_all(&mut cb, &r.digest).await, m);
+    for d in [a, b, c] {
+        d.stop().await;
     }
 }

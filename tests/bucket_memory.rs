@@ -229,3 +229,139 @@ async fn the_newest_put_or_delete_of_a_blob_wins_whatever_the_listing_order() {
         d.stop().await;
     }
 }
+
+async fn names(bucket: &Arc<InMemory>, under: &str) -> Vec<String> {
+    use futures::TryStreamExt;
+    let p = object_store::path::Path::from(format!("some/prefix/{under}"));
+    let v: Vec<_> = bucket.list(Some(&p)).try_collect().await.unwrap();
+    v.iter().map(|m| m.location.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collection_deletes_what_no_blob_needs_once_the_grace_period_has_passed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bucket = Arc::new(InMemory::new());
+    let grace = std::time::Duration::from_millis(1500);
+    let cfg = || {
+        let mut c = config(&bucket);
+        c.remote.as_mut().unwrap().gc_grace = grace;
+        c
+    };
+    let a = Daemon::start_with(&tmp.path().join("a"), cfg()).await;
+    let mut ca = a.client().await;
+    let x = tar_of(&[("x.bin", &noise(300_000, 1))], 1);
+    let y = tar_of(&[("y.bin", &noise(300_000, 2))], 1);
+    // Y first: X's piece then holds only X's own chunks (the tar's end is
+    // a chunk both share, stored with Y).
+    push(&mut ca, &y).await;
+    push(&mut ca, &x).await;
+    // What a daemon killed mid-upload leaves: a piece no segment names.
+    let old_ms = strata::store::now_ms() - 10 * 60 * 1000;
+    let stray = format!("some/prefix/packs/00000000000000aa-{old_ms:013}-00000001.pack");
+    bucket
+        .put(&stray.as_str().into(), vec![7u8; 4096].into())
+        .await
+        .unwrap();
+    ca.delete(pb::DeleteRequest {
+        namespace: String::new(),
+        digest: sha256_digest(&x),
+    })
+    .await
+    .unwrap();
+    let pieces_before = names(&bucket, "packs").await;
+    assert_eq!(pieces_before.len(), 3, "{pieces_before:?}");
+    tokio::time::sleep(grace).await;
+    // First run: marks (X's piece and content object, the stray), deletes nothing.
+    let g1 = ca.gc(pb::GcRequest {}).await.unwrap().into_inner();
+    assert!(g1.bucket_collected, "{g1:?}");
+    let marks = names(&bucket, "gc/marks").await;
+    let mut shown = String::new();
+    for m in &marks {
+        let b = bucket
+            .get(&m.as_str().into())
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        shown += &String::from_utf8_lossy(&b);
+    }
+    let all = names(&bucket, "").await;
+    assert_eq!(
+        (g1.bucket_marked, g1.bucket_deleted),
+        (3, 0),
+        "{g1:?} {shown} {all:#?}"
+    );
+    assert_eq!(names(&bucket, "packs").await.len(), 3);
+    tokio::time::sleep(grace).await;
+    // Second run, a grace period later: deletes them.
+    let g2 = ca.gc(pb::GcRequest {}).await.unwrap().into_inner();
+    assert_eq!(g2.bucket_deleted, 3, "{g2:?}");
+    let pieces = names(&bucket, "packs").await;
+    assert_eq!(pieces.len(), 1, "{pieces:?}");
+    assert!(!pieces.contains(&stray));
+    assert_eq!(
+        names(&bucket, &format!("contents/{}", &sha256_digest(&x)[7..]))
+            .await
+            .len(),
+        0
+    );
+    // Y, and only Y, from an empty data dir.
+    let c = Daemon::start_with(&tmp.path().join("c"), cfg()).await;
+    let mut cc = c.client().await;
+    assert_eq!(read_all(&mut cc, &sha256_digest(&y)).await, y);
+    let v = cc
+        .verify(pb::VerifyRequest { deep: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v.ok, "{v:?}");
+    // A pushes X again: its chunks are stored anew (their piece was marked).
+    let r = push(&mut ca, &x).await;
+    assert!(r.new_chunks > 0, "{r:?}");
+    assert_eq!(read_all(&mut cc, &sha256_digest(&x)).await, x);
+    a.stop().await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_packs_leave_the_data_directory_and_are_read_from_the_bucket() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bucket = Arc::new(InMemory::new());
+    let mut cfg = config(&bucket);
+    cfg.max_pack_bytes = 300_000;
+    let dir = tmp.path().join("a");
+    let a = Daemon::start_with(&dir, cfg.clone()).await;
+    let mut ca = a.client().await;
+    let blobs: Vec<Vec<u8>> = (0..6)
+        .map(|i| tar_of(&[("f", &noise(400_000, 50 + i))], i))
+        .collect();
+    for b in &blobs {
+        push(&mut ca, b).await;
+    }
+    // Each push filled its pack: all but none are gone from the data dir.
+    let local = pack_bytes(&dir);
+    let s = stats(&mut ca).await;
+    assert!(
+        local < 400_000,
+        "{local} bytes of packs stay in the data dir"
+    );
+    assert!(s.bucket_pack_bytes > 6 * 400_000, "{s:?}");
+    for b in &blobs {
+        assert_eq!(&read_all(&mut ca, &sha256_digest(b)).await, b);
+    }
+    let v = ca
+        .verify(pb::VerifyRequest { deep: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v.ok, "{v:?}");
+    // And after a restart.
+    a.stop().await;
+    let a = Daemon::start_with(&dir, cfg).await;
+    let mut ca = a.client().await;
+    for b in &blobs {
+        assert_eq!(&read_all(&mut ca, &sha256_digest(b)).await, b);
+    }
+    a.stop().await;
+}

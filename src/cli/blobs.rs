@@ -297,6 +297,8 @@ pub async fn gc(a: GcArgs, target: &client::Target) -> anyhow::Result<()> {
             "packs_rewritten": r.packs_rewritten, "packs_removed": r.packs_removed,
             "chunks_moved": r.chunks_moved, "pack_bytes_before": r.pack_bytes_before,
             "pack_bytes_after": r.pack_bytes_after,
+            "bucket_collected": r.bucket_collected, "bucket_marked": r.bucket_marked,
+            "bucket_deleted": r.bucket_deleted, "bucket_bytes_deleted": r.bucket_bytes_deleted,
         }));
     } else {
         println!(
@@ -313,6 +315,12 @@ pub async fn gc(a: GcArgs, target: &client::Target) -> anyhow::Result<()> {
             r.pack_bytes_after,
             r.pack_bytes_before.saturating_sub(r.pack_bytes_after)
         );
+        if r.bucket_collected {
+            println!(
+                "bucket:           {} objects marked; {} deleted ({} bytes)",
+                r.bucket_marked, r.bucket_deleted, r.bucket_bytes_deleted
+            );
+        }
     }
     Ok(())
 }

@@ -57,6 +57,12 @@ pub struct ServeArgs {
     /// then the push fails with UNAVAILABLE naming the endpoint
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub s3_retries: usize,
+    /// The bucket's collection deletes what it marked unreferenced no
+    /// sooner than this; a push must commit within half of it (longer ones
+    /// fail with UNAVAILABLE). Every daemon sharing the bucket should use
+    /// the same value
+    #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
+    pub s3_gc_grace: Duration,
     /// zstd level for new chunk data (1-22)
     #[arg(long, default_value_t = 3)]
     pub zstd_level: i32,
@@ -340,6 +346,7 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
             r.sync_interval = args.s3_sync_interval.max(Duration::from_secs(1));
             r.timeout = args.s3_timeout.max(Duration::from_secs(1));
             r.retries = args.s3_retries;
+            r.gc_grace = args.s3_gc_grace.max(Duration::from_secs(1));
             Ok(r)
         })
         .transpose()?;

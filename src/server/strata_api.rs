@@ -346,6 +346,10 @@ pub fn gc_pb(r: &crate::store::gc::GcReport) -> pb::GcResponse {
         chunks_moved: r.chunks_moved,
         pack_bytes_before: r.pack_bytes_before,
         pack_bytes_after: r.pack_bytes_after,
+        bucket_collected: r.bucket.ran,
+        bucket_marked: r.bucket.marked,
+        bucket_deleted: r.bucket.deleted,
+        bucket_bytes_deleted: r.bucket.bytes_deleted,
     }
 }
 

@@ -294,8 +294,13 @@ impl Store {
         let chunks_cf = cf(db, CF_CHUNKS);
         for (hash, loc) in new.chunks.locs {
             // A concurrent push may have committed the same chunk meanwhile;
-            // its copy wins and ours is left for garbage collection.
-            if db.get_pinned_cf(chunks_cf, hash)?.is_some() {
+            // its copy wins and ours is left for garbage collection. Unless
+            // that copy is in a piece the bucket's collection marked: then
+            // this one takes its place (counted once).
+            if let Some(v) = db.get_pinned_cf(chunks_cf, hash)? {
+                if self.condemned(&super::pack::ChunkLoc::decode(&v)?) {
+                    batch.put_cf(chunks_cf, hash, loc.encode());
+                }
                 continue;
             }
             batch.put_cf(chunks_cf, hash, loc.encode());

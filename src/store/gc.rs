@@ -45,6 +45,8 @@ pub struct GcReport {
     /// Pack bytes on disk before and after.
     pub pack_bytes_before: u64,
     pub pack_bytes_after: u64,
+    /// Bucket mode: the bucket's collection (`bucket_gc.rs`).
+    pub bucket: super::bucket_gc::BucketGcReport,
 }
 
 impl Store {
@@ -57,8 +59,10 @@ impl Store {
         self.drop_dead_chunks(&mut r)?;
         if self.remote().is_some() {
             // Packs in a bucket are shared with other daemons: their bytes
-            // are reclaimed by the bucket's own collection, never rewritten
-            // from one index's view.
+            // are reclaimed by the bucket's own collection (one daemon at a
+            // time, two phases), never rewritten from one index's view.
+            r.bucket = self.collect_bucket()?;
+            r.pack_bytes_after = self.inner.counters.lock().pack_bytes;
             return Ok(r);
         }
         // Retire every pack to rewrite before leasing any destination, so no

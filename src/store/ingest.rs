@@ -131,6 +131,9 @@ impl WriterDone {
 
 pub struct Ingest {
     store: Store,
+    /// When it began: in bucket mode a push must commit within half the
+    /// collection grace period (`bucket_gc.rs`).
+    started: std::time::Instant,
     opts: IngestOptions,
     sha: Option<BackgroundSha256>,
     size: u64,
@@ -222,6 +225,7 @@ impl Store {
             .spawn(move || write_blocks(writer, level, store, rx))
             .map_err(|e| Error::io("starting a pack writer thread", e))?;
         Ok(Ingest {
+            started: std::time::Instant::now(),
             store: self.clone(),
             opts,
             sha: Some(
@@ -408,7 +412,17 @@ impl ChunkSink {
                 .is_some_and(|f| f.epoch == self.inner.chunk_drops()))
             || {
                 let db = &self.inner.db;
-                db.get_pinned_cf(cf(db, CF_CHUNKS), hash)?.is_some()
+                match db.get_pinned_cf(cf(db, CF_CHUNKS), hash)? {
+                    None => false,
+                    // In a piece the bucket's collection marked: stored again.
+                    Some(v) => {
+                        !(self.inner.remote.is_some()
+                            && Store {
+                                inner: self.inner.clone(),
+                            }
+                            .condemned(&ChunkLoc::decode(&v)?))
+                    }
+                }
             };
         if !known {
             self.inner.unpin(&hash);
@@ -602,7 +616,11 @@ impl Ingest {
         };
         // The content object goes up before the commit lock too, when the
         // content looks new (if it is not, the object is garbage).
-        let uploaded = match self.store.content(&digest) {
+        let uploaded = match self
+            .store
+            .check_push_window(self.started)
+            .and_then(|_| self.store.content(&digest))
+        {
             Ok(None) => self.store.upload_content(&new),
             Ok(Some(_)) => Ok(None),
             Err(e) => Err(e),
@@ -618,6 +636,7 @@ impl Ingest {
             Ok((mut outcome, stored_new)) => {
                 if stored_new {
                     sink.inner.packs.release(done.writer);
+                    self.store.evict_full_packs();
                 } else {
                     sink.discard(done);
                 }
@@ -660,7 +679,11 @@ impl Ingest {
             chunks: f.done.new_chunks(f.piece.as_deref()),
             uploaded: None,
         };
-        match self.store.upload_content(&new) {
+        match self
+            .store
+            .check_push_window(self.started)
+            .and_then(|_| self.store.upload_content(&new))
+        {
             Ok(u) => new.uploaded = u,
             Err(e) => {
                 self.sink.discard(f.done);

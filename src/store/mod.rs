@@ -6,6 +6,7 @@
 //! read-modify-write without races; the heavy work (splitting, hashing,
 //! compressing) happens before it, in parallel.
 
+pub mod bucket_gc;
 pub mod cache;
 mod commit;
 pub mod convert;
@@ -122,7 +123,9 @@ struct Inner {
     remote: Option<remote::Remote>,
     writer: [u8; 8],
     foreign: Mutex<HashMap<u32, String>>,
-    foreign_sizes: Mutex<HashMap<u32, u64>>,
+    object_sizes: Mutex<HashMap<String, u64>>,
+    /// Pieces the bucket's collection marked (`bucket_gc.rs`).
+    condemned: parking_lot::RwLock<bucket_gc::Condemned>,
     sync: Mutex<sync::SyncState>,
 }
 
@@ -196,6 +199,9 @@ const PAGE_CACHE_BYTES: usize = 8 << 20;
 const PLAN_CACHE_BYTES: usize = 1 << 20;
 /// Free space below which the store refuses to open (see `Store::open`).
 const MIN_FREE_TO_OPEN: u64 = 1 << 20;
+
+/// Bucket mode: the largest local pack (then dropped: the bucket holds it).
+const BUCKET_MODE_PACK_BYTES: u64 = 256 << 20;
 
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -275,6 +281,11 @@ impl Store {
         let meta = cf(&db, CF_META);
         let mut cfg = cfg;
         let (remote, writer) = remote_open(&db, dir, &mut cfg)?;
+        if remote.is_some() {
+            // Full packs leave the data directory (the bucket holds them):
+            // smaller ones leave sooner.
+            cfg.max_pack_bytes = cfg.max_pack_bytes.min(BUCKET_MODE_PACK_BYTES);
+        }
         let chunk_sizes = match db.get_cf(meta, index::META_CHUNK_SIZES)? {
             Some(v) => {
                 let s = String::from_utf8_lossy(&v).to_string();
@@ -350,11 +361,13 @@ impl Store {
                 remote,
                 writer,
                 foreign: Default::default(),
-                foreign_sizes: Default::default(),
+                object_sizes: Default::default(),
+                condemned: Default::default(),
                 sync: Default::default(),
             }),
         };
         if store.remote().is_some() {
+            store.evict_full_packs();
             // Rebuild what the bucket holds that this index lacks (all of it
             // for an empty data directory) before serving.
             match store.sync_from_bucket(true) {

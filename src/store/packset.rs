@@ -198,6 +198,31 @@ impl PackSet {
         self.retired.lock().remove(&id);
     }
 
+    /// Whether pack `id`'s file is in the data directory.
+    pub fn has(&self, id: u32) -> bool {
+        pack::pack_path(&self.dir, id).exists()
+    }
+
+    /// Full packs no ingest holds: never appended to again (bucket mode
+    /// drops their files once the bucket has every byte).
+    pub fn full_packs(&self) -> Result<Vec<u32>> {
+        let mut out = Vec::new();
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(|e| Error::io(format!("listing {}", self.dir.display()), e))?;
+        let leased = self.leased.lock().clone();
+        let free: std::collections::HashSet<u32> = self.free.lock().iter().map(|w| w.id).collect();
+        for entry in entries.flatten() {
+            let Some(id) = entry.file_name().to_str().and_then(pack::parse_pack_name) else {
+                continue;
+            };
+            let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            if len >= self.max_pack_bytes && !leased.contains(&id) && !free.contains(&id) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
     /// Removes a rewritten pack's file.
     pub fn remove(&self, id: u32) -> Result<()> {
         self.readers.lock().remove(&id);

@@ -121,7 +121,7 @@ impl Store {
     }
 
     /// Where a chunk's block is in the bucket: its object and place.
-    fn object_of(&self, loc: &ChunkLoc) -> Result<(String, ObjLoc)> {
+    pub(super) fn object_of(&self, loc: &ChunkLoc) -> Result<(String, ObjLoc)> {
         let db = self.db();
         if loc.pack >= FOREIGN_BASE {
             let name = self.foreign_name(loc.pack)?;
@@ -246,6 +246,51 @@ impl Store {
             name.as_bytes(),
         );
         Ok(Some(name))
+    }
+
+    /// Drops from the data directory the full packs whose every byte is in
+    /// the bucket (each commit that appends names its piece, from offset 0:
+    /// a first piece means the pack is covered). Reads then go to the bucket.
+    pub(super) fn evict_full_packs(&self) {
+        if self.remote().is_none() {
+            return;
+        }
+        let ids = match self.inner.packs.full_packs() {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing full packs failed");
+                return;
+            }
+        };
+        let db = self.db();
+        for id in ids {
+            match db.get_pinned_cf(cf(db, CF_META), piece_key(id, 0)) {
+                Ok(Some(_)) => {}
+                _ => continue,
+            }
+            match self.inner.packs.remove(id) {
+                Ok(()) => tracing::info!(
+                    pack = id,
+                    "full pack dropped from the data directory: the bucket holds it"
+                ),
+                Err(e) => tracing::warn!(pack = id, error = %e, "could not drop a full pack"),
+            }
+        }
+    }
+
+    /// The namespaces holding `d`, with their records (a scan of every blob
+    /// record: conversions only).
+    pub(super) fn holders_of(&self, d: &Digest) -> Result<Vec<(String, super::index::BlobMeta)>> {
+        let db = self.db();
+        let mut out = Vec::new();
+        for item in db.iterator_cf(cf(db, super::index::CF_BLOBS), rocksdb::IteratorMode::Start) {
+            let (k, v) = item?;
+            if k.len() > 33 && k[k.len() - 32..] == d.0 && k[k.len() - 33] == 0 {
+                let ns = String::from_utf8_lossy(&k[..k.len() - 33]).into_owned();
+                out.push((ns, super::index::BlobMeta::decode(&v)?));
+            }
+        }
+        Ok(out)
     }
 
     /// The content object this index follows for `d` (empty if none).

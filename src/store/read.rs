@@ -328,7 +328,13 @@ impl Store {
     /// from the disk cache or the bucket (then cached).
     pub(super) fn read_record(&self, pack: u32, offset: u64, len: u32) -> Result<Vec<u8>> {
         if pack < FOREIGN_BASE {
-            return self.inner.packs.read_at(pack, offset, len as usize);
+            match self.inner.packs.read_at(pack, offset, len as usize) {
+                // Bucket mode: a full pack of this daemon's leaves the data
+                // directory once all of it is in the bucket (`evict_full_packs`).
+                Err(Error::Unavailable(_))
+                    if self.remote().is_some() && !self.inner.packs.has(pack) => {}
+                other => return other,
+            }
         }
         let r = self.remote().ok_or_else(|| {
             Error::DataLoss(format!(
@@ -345,48 +351,59 @@ impl Store {
         }
         m.cache_misses
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = self.foreign_name(pack)?;
-        // Reads go through a layer's chunks mostly in the order they were
-        // stored: one request takes the blocks that follow too (cached), so
-        // a cold read is not one round trip per block.
+        // The object, and where the block starts in it.
+        let (name, at) = if pack >= FOREIGN_BASE {
+            (self.foreign_name(pack)?, offset)
+        } else {
+            let (name, place) = self.object_of(&pack::ChunkLoc {
+                pack,
+                block_offset: offset,
+                block_len: len,
+                offset_in_block: 0,
+                len: 0,
+            })?;
+            (name, place.block_offset)
+        };
         // A piece gone or cut short is damage, not an outage.
         let lost = |e: Error| match e {
             Error::NotFound(m) => Error::DataLoss(format!("pack {pack}: {m}")),
             e => e,
         };
-        let size = self.foreign_size(pack, &name).map_err(lost)?;
-        let want = offset + len as u64;
-        if want > size {
+        let size = self.object_size(&name).map_err(lost)?;
+        if at + len as u64 > size {
             return Err(Error::DataLoss(format!(
-                "{name} ({size} bytes) ends before the block at {offset} ({len} bytes)"
+                "{name} ({size} bytes) ends before the block at {at} ({len} bytes)"
             )));
         }
-        let end = size.min(offset + READ_WINDOW);
-        let got = r.get_range(&name, offset..end).map_err(lost)?;
+        // Reads go through a layer's chunks mostly in the order they were
+        // stored: one request takes the blocks that follow too (cached), so
+        // a cold read is not one round trip per block.
+        let end = size.min(at + READ_WINDOW);
+        let got = r.get_range(&name, at..end).map_err(lost)?;
         let b = got[..len as usize].to_vec();
         r.cache.put((pack, offset), &b);
-        let mut at = len as usize;
+        let mut i = len as usize;
         while let Some(h) = got
-            .get(at..at + pack::HEADER_LEN)
+            .get(i..i + pack::HEADER_LEN)
             .and_then(pack::RecordHeader::parse)
         {
-            let Some(rec) = got.get(at..at + h.record_len() as usize) else {
+            let Some(rec) = got.get(i..i + h.record_len() as usize) else {
                 break;
             };
-            r.cache.put((pack, offset + at as u64), rec);
-            at += rec.len();
+            r.cache.put((pack, offset + i as u64), rec);
+            i += rec.len();
         }
         Ok(b)
     }
 
-    /// A foreign pack's object size (asked once).
-    fn foreign_size(&self, pack: u32, name: &str) -> Result<u64> {
-        if let Some(&s) = self.inner.foreign_sizes.lock().get(&pack) {
+    /// An object's size in the bucket (asked once).
+    fn object_size(&self, name: &str) -> Result<u64> {
+        if let Some(&s) = self.inner.object_sizes.lock().get(name) {
             return Ok(s);
         }
-        let r = self.remote().expect("foreign packs come with a bucket");
+        let r = self.remote().expect("objects come with a bucket");
         let s = r.size_of(name)?;
-        self.inner.foreign_sizes.lock().insert(pack, s);
+        self.inner.object_sizes.lock().insert(name.to_string(), s);
         Ok(s)
     }
 

@@ -30,8 +30,6 @@ use std::time::{Duration, Instant};
 /// Segments written up to this long before the newest applied one are
 /// listed again at each round: a listing may show a segment late.
 const RELIST_MS: u64 = 10 * 60 * 1000;
-/// A read miss looks in the bucket at most this often.
-const MISS_SYNC_EVERY: Duration = Duration::from_secs(1);
 /// After a failed look, misses answer from the index alone this long.
 const FAILED_WAIT: Duration = Duration::from_secs(30);
 
@@ -39,7 +37,8 @@ const FAILED_WAIT: Duration = Duration::from_secs(30);
 pub(super) struct SyncState {
     /// The newest segment time seen (ms).
     high: u64,
-    last_miss: Option<Instant>,
+    /// When the last round began listing.
+    round_began: Option<Instant>,
     /// A miss does not wait on a bucket that just failed.
     last_failure: Option<(Instant, String)>,
 }
@@ -77,6 +76,7 @@ impl Store {
             return Ok(SyncReport::default());
         };
         let mut st = self.inner.sync.lock();
+        st.round_began = Some(Instant::now());
         let offset =
             (!full && st.high > RELIST_MS).then(|| segment_name(st.high - RELIST_MS, &[0; 8], 0));
         let listed = r.list("segments/", offset.as_deref())?;
@@ -115,38 +115,44 @@ impl Store {
         }
         // The next round lists again from the oldest segment not applied.
         st.high = st.high.min(oldest_pending.saturating_add(RELIST_MS));
+        self.read_marks()?;
         if rep.applied > 0 || rep.pending > 0 {
             tracing::info!(?rep, "applied the bucket's segments");
         }
         Ok(rep)
     }
 
-    /// After a lookup missed: a round now, unless one ran within the last
-    /// second. True when it applied something (look again); Unavailable when
+    /// After a lookup missed: a round that began after the miss (waiting
+    /// for one running now, whose listing may predate the blob). True when
+    /// a round may have applied something (look again); Unavailable when
     /// the bucket could not be read (now or in the last 30 s).
     pub fn sync_on_miss(&self) -> Result<bool> {
         if self.remote().is_none() {
             return Ok(false);
         }
-        {
-            // try_lock: a round running now does the looking.
-            let Some(mut st) = self.inner.sync.try_lock() else {
-                return Ok(false);
-            };
-            if let Some((t, e)) = &st.last_failure {
-                if t.elapsed() < FAILED_WAIT {
-                    return Err(Error::Unavailable(e.clone()));
-                }
+        let asked = Instant::now();
+        if let Some((t, e)) = &self.inner.sync.lock().last_failure {
+            if t.elapsed() < FAILED_WAIT {
+                return Err(Error::Unavailable(e.clone()));
             }
-            if st.last_miss.is_some_and(|t| t.elapsed() < MISS_SYNC_EVERY) {
-                return Ok(false);
-            }
-            st.last_miss = Some(Instant::now());
         }
+        // Misses that arrive together share a round: the lock queues them,
+        // and a round begun after a miss answers it.
+        let round = || -> Result<bool> {
+            if self
+                .inner
+                .sync
+                .lock()
+                .round_began
+                .is_some_and(|t| t > asked)
+            {
+                return Ok(true);
+            }
+            Ok(self.sync_from_bucket(false)?.applied > 0)
+        };
         // On the server's async worker the round must not stall the other
         // requests: tokio moves them to another thread meanwhile. A
         // current-thread runtime cannot do that: no round from there.
-        let round = || self.sync_from_bucket(false);
         let r = match tokio::runtime::Handle::try_current() {
             Err(_) => round(),
             Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread => {
@@ -154,14 +160,10 @@ impl Store {
             }
             Ok(_) => tokio::task::block_in_place(round),
         };
-        match r {
-            Ok(r) => Ok(r.applied > 0),
-            Err(e) => {
-                tracing::warn!(error = %e, "looking in the bucket after a miss failed");
-                self.inner.sync.lock().last_failure = Some((Instant::now(), e.to_string()));
-                Err(e)
-            }
-        }
+        r.inspect_err(|e| {
+            tracing::warn!(error = %e, "looking in the bucket after a miss failed");
+            self.inner.sync.lock().last_failure = Some((Instant::now(), e.to_string()));
+        })
     }
 
     fn apply_segment(&self, name: &str) -> Result<bool> {

@@ -68,11 +68,18 @@ impl Store {
 
         // 1. Pack records, scanned without the index's help.
         let mut good: HashMap<(u32, u64), HashMap<Hash, (u32, u32)>> = HashMap::new();
+        // Bucket mode: foreign packs, and this daemon's packs dropped from
+        // the data directory once the bucket held them.
+        let in_bucket =
+            |id: u32| id >= FOREIGN_BASE || (self.remote().is_some() && !self.inner.packs.has(id));
         for item in snap.iterator_cf(cf(db, CF_PACKS), rocksdb::IteratorMode::Start) {
             let (k, v) = item?;
             let (id, committed) = super::index::decode_pack_entry(&k, &v)?;
             r.packs += 1;
             r.pack_bytes += committed;
+            if in_bucket(id) {
+                continue; // its blocks are checked below, read from the bucket
+            }
             let mut off = 0u64;
             while off < committed {
                 let what = || format!("pack {id} record at offset {off}");
@@ -140,7 +147,7 @@ impl Store {
             r.chunks += 1;
             let loc = ChunkLoc::decode(&v)?;
             chunk_len.insert(hash, loc.len);
-            if loc.pack >= FOREIGN_BASE && !good.contains_key(&loc.block_key()) {
+            if in_bucket(loc.pack) && !good.contains_key(&loc.block_key()) {
                 // A block in the bucket: read it (through the cache) and check it.
                 let what = || format!("block at pack {} offset {}", loc.pack, loc.block_offset);
                 let entries = good.entry(loc.block_key()).or_default();

@@ -60,6 +60,9 @@ pub struct RemoteConfig {
     pub timeout: Duration,
     /// Retries of a failed request, with exponential backoff.
     pub retries: usize,
+    /// A collection deletes what it marked no sooner than this; pushes must
+    /// commit within half of it (`src/store/bucket_gc.rs`).
+    pub gc_grace: Duration,
     /// Another backend instead of S3 (unit tests: `object_store::memory`).
     pub backend: Option<Arc<dyn ObjectStore>>,
 }
@@ -76,6 +79,7 @@ impl RemoteConfig {
             sync_interval: Duration::from_secs(10),
             timeout: Duration::from_secs(30),
             retries: 4,
+            gc_grace: Duration::from_secs(3600),
             backend: None,
         }
     }
