@@ -43,6 +43,16 @@ fn remote(g: &Garage) -> RemoteConfig {
     r
 }
 
+/// Daemons that collect with a short grace period and look for each
+/// other's segments every second.
+fn collecting(g: &Garage, grace: Duration) -> StoreConfig {
+    let mut c = config(g);
+    let r = c.remote.as_mut().unwrap();
+    r.gc_grace = grace;
+    r.sync_interval = Duration::from_secs(1);
+    c
+}
+
 fn config(g: &Garage) -> StoreConfig {
     StoreConfig {
         remote: Some(remote(g)),
@@ -341,12 +351,7 @@ async fn sigkill_mid_upload_loses_no_acknowledged_blob() {
     for (dg, b) in &acked {
         assert_eq!(&read_all(&mut c, dg).await, b);
     }
-    let v = c
-        .verify(pb::VerifyRequest { deep: true })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(v.ok, "{v:?}");
+    verify_deep(&mut c).await;
     // What the killed uploads left is collected: a grace period after a
     // run marks it, the next deletes it, and then nothing is left to mark.
     let grace = Duration::from_secs(4);
@@ -377,13 +382,7 @@ async fn collection_on_one_daemon_racing_pushes_on_another_loses_no_blob() {
     let g = Garage::start();
     let tmp = tempfile::tempdir().unwrap();
     let grace = Duration::from_secs(3);
-    let cfg = || {
-        let mut c = config(&g);
-        let r = c.remote.as_mut().unwrap();
-        r.gc_grace = grace;
-        r.sync_interval = Duration::from_secs(1);
-        c
-    };
+    let cfg = || collecting(&g, grace);
     let a = Daemon::start_with(&tmp.path().join("a"), cfg()).await;
     let b = Daemon::start_with(&tmp.path().join("b"), cfg()).await;
     let (mut ca, mut cb) = (a.client().await, b.client().await);
@@ -468,12 +467,7 @@ async fn collection_on_one_daemon_racing_pushes_on_another_loses_no_blob() {
             "an empty data dir reads {d}"
         );
     }
-    let v = cc
-        .verify(pb::VerifyRequest { deep: true })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(v.ok, "{v:?}");
+    verify_deep(&mut cc).await;
     // The deleted layers' own files are gone from the bucket: less than
     // what was pushed in all (24 layers' own files of 250 KB of text).
     assert!(r.bucket_collected);
@@ -491,13 +485,7 @@ async fn a_push_open_across_a_deletion_does_not_reference_the_deleted_piece() {
     let g = Garage::start();
     let tmp = tempfile::tempdir().unwrap();
     let grace = Duration::from_secs(6);
-    let cfg = || {
-        let mut c = config(&g);
-        let r = c.remote.as_mut().unwrap();
-        r.gc_grace = grace;
-        r.sync_interval = Duration::from_secs(1);
-        c
-    };
+    let cfg = || collecting(&g, grace);
     let a = Daemon::start_with(&tmp.path().join("a"), cfg()).await;
     let b = Daemon::start_with(&tmp.path().join("b"), cfg()).await;
     let (mut ca, mut cb) = (a.client().await, b.client().await);

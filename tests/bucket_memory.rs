@@ -118,12 +118,7 @@ async fn two_daemons_share_a_bucket_and_an_empty_one_rebuilds_from_it() {
     assert_eq!(read_all(&mut cc, &r3.digest).await, tar3);
     let s = stats(&mut cc).await;
     assert_eq!(s.blobs, 4, "{s:?}");
-    let v = cc
-        .verify(pb::VerifyRequest { deep: true })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(v.ok, "{v:?}");
+    verify_deep(&mut cc).await;
     for d in [a, b, c] {
         d.stop().await;
     }
@@ -310,12 +305,7 @@ async fn collection_deletes_what_no_blob_needs_once_the_grace_period_has_passed(
     let c = Daemon::start_with(&tmp.path().join("c"), cfg()).await;
     let mut cc = c.client().await;
     assert_eq!(read_all(&mut cc, &sha256_digest(&y)).await, y);
-    let v = cc
-        .verify(pb::VerifyRequest { deep: true })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(v.ok, "{v:?}");
+    verify_deep(&mut cc).await;
     // A pushes X again: its chunks are stored anew (their piece was marked).
     let r = push(&mut ca, &x).await;
     assert!(r.new_chunks > 0, "{r:?}");
@@ -350,12 +340,7 @@ async fn full_packs_leave_the_data_directory_and_are_read_from_the_bucket() {
     for b in &blobs {
         assert_eq!(&read_all(&mut ca, &sha256_digest(b)).await, b);
     }
-    let v = ca
-        .verify(pb::VerifyRequest { deep: true })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(v.ok, "{v:?}");
+    verify_deep(&mut ca).await;
     // And after a restart.
     a.stop().await;
     let a = Daemon::start_with(&dir, cfg).await;

@@ -617,6 +617,11 @@ fn remote_open(
     let r = remote::Remote::open(rc.clone(), &dir.join("remote-cache"))?;
     match r.get(remote::REPO_MARKER) {
         Ok(b) => {
+            // What the store does with create-only writes, in the log at
+            // every start (strata never relies on it).
+            if let Err(e) = r.probe_conditional_put(&writer) {
+                tracing::warn!(error = %e, "probing the object store's conditional writes failed");
+            }
             let m: remote::RepoMarker = serde_json::from_slice(&b).map_err(|e| {
                 Error::DataLoss(format!(
                     "{} in {} is not strata's: {e}",

@@ -152,6 +152,17 @@ pub async fn stats(c: &mut Client) -> pb::StatsResponse {
     c.stats(pb::StatsRequest {}).await.unwrap().into_inner()
 }
 
+/// A deep verify (every block read back, from a bucket where it lives
+/// there) finds nothing wrong.
+pub async fn verify_deep(c: &mut Client) {
+    let v = c
+        .verify(pb::VerifyRequest { deep: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v.ok, "{v:?}");
+}
+
 pub fn sha256_digest(data: &[u8]) -> String {
     strata::Digest::of(data).to_string()
 }
