@@ -416,8 +416,12 @@ impl Store {
         cached_only: bool,
     ) -> Result<Option<(Arc<Vec<u8>>, ChunkLoc)>> {
         match self.chunk_block_once(hash, len, digest, cached_only) {
-            // Garbage collection moved the chunk between lookup and read: look again.
-            Err(Error::Unavailable(_)) => self.chunk_block_once(hash, len, digest, cached_only),
+            // Garbage collection moved the chunk between lookup and read: look
+            // again. (Never in bucket mode, where it rewrites no pack: there
+            // UNAVAILABLE is the bucket's, and a second try would double the wait.)
+            Err(Error::Unavailable(_)) if self.remote().is_none() => {
+                self.chunk_block_once(hash, len, digest, cached_only)
+            }
             other => other,
         }
     }
