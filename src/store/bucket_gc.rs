@@ -7,30 +7,34 @@
 //!   after a pause (no conditional write is needed: when two write at once,
 //!   the store keeps one, and only its writer goes on), and renews it
 //!   before each deletion.
-//! - **Live set.** Every segment is read; per blob the newest record wins; the
-//!   Put records left name the live content objects, which name the live
-//!   pieces.
+//! - **Live set.** Every segment is read; every content object a Put record
+//!   names is live, and so is every piece those name. Only objects no record
+//!   ever named are collected: the pieces and content objects of commits
+//!   that never wrote their segment (a daemon killed, a bucket that failed
+//!   mid-commit, a speculative content object whose content was stored
+//!   meanwhile). The objects of deleted blobs stay: a daemon's index may
+//!   still use them, and collecting them needs each daemon to say which it
+//!   still references (not built).
 //! - **Mark, then delete.** Objects neither live nor younger than the grace
 //!   period (a commit may be between its piece and its segment) are listed
 //!   in a mark `gc/marks/<ms>-<writer>-<random>.json`. A mark older than the
 //!   grace period is carried out: what is still not live is deleted.
-//! - **Pushes never reference a marked piece they could lose.** Every
-//!   daemon reads the marks at each sync round and treats chunks in marked
-//!   pieces as absent (`Store::condemned`: they are stored again); a push
-//!   fails if it ran longer than half the grace period, or if its daemon has
-//!   not read the marks for a quarter of it. So a push that took a chunk
-//!   from a piece before its daemon knew it was marked commits before the
-//!   mark is a grace period old, and its segment makes the piece live again
-//!   when the deletion looks.
+//! - **Young objects are never marked**, and a push fails if it ran longer
+//!   than half the grace period: a commit's piece and content object are
+//!   named by its segment long before they are old enough to mark.
+//! - **Defence in depth.** Every daemon reads the marks at each sync round
+//!   and treats chunks in marked pieces as absent (`Store::condemned`: they
+//!   are stored again), though no index can hold a chunk of an object no
+//!   record named.
 
 use super::pack::ChunkLoc;
-use super::publish::{key, OBJ, PIECE};
+use super::publish::{key, OBJ};
 use super::remote::format::{ContentObject, Record, Segment};
 use super::remote::{unique_suffix, FOREIGN_BASE};
 use super::{now_ms, Store};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 const LEASE: &str = "gc/lease.json";
@@ -56,8 +60,9 @@ struct Mark {
 #[derive(Default)]
 pub(super) struct Condemned {
     foreign: HashSet<u32>,
-    /// Local pack id and piece start → piece end (exclusive).
-    local: BTreeMap<(u32, u64), u64>,
+    /// Marked pieces by name: this index's own are found through
+    /// `remote-piece` (the piece holding a local offset).
+    names: HashSet<String>,
     marks_seen: HashSet<String>,
     /// When the marks were last read (None: never).
     read_at: Option<Instant>,
@@ -91,10 +96,12 @@ impl Store {
         if loc.pack >= FOREIGN_BASE {
             return c.foreign.contains(&loc.pack);
         }
-        c.local
-            .range(..=(loc.pack, loc.block_offset))
-            .next_back()
-            .is_some_and(|(&(id, _), &end)| id == loc.pack && loc.block_offset < end)
+        if c.names.is_empty() {
+            return false;
+        }
+        // Not found: a chunk no commit named yet (its piece is this ingest's).
+        self.object_of(loc)
+            .is_ok_and(|(name, _)| c.names.contains(&name))
     }
 
     /// Reads the marks this index has not seen.
@@ -130,33 +137,10 @@ impl Store {
                     }
                 }
             }
-            // This index's own pieces: (pack, start) → name, in key order.
-            let mut local = Vec::new();
-            let mut it = db.raw_iterator_cf(meta);
-            it.seek(PIECE);
-            let mut prev: Option<(u32, u64, bool)> = None;
-            while let (Some(k), Some(v)) = (it.key(), it.value()) {
-                if !k.starts_with(PIECE) || k.len() != PIECE.len() + 12 {
-                    break;
-                }
-                let id = u32::from_be_bytes(k[PIECE.len()..PIECE.len() + 4].try_into().unwrap());
-                let start = u64::from_be_bytes(k[PIECE.len() + 4..].try_into().unwrap());
-                if let Some((pid, pstart, true)) = prev {
-                    let end = if pid == id { start } else { u64::MAX };
-                    local.push(((pid, pstart), end));
-                }
-                let hit = std::str::from_utf8(v).is_ok_and(|n| pieces.contains(n));
-                prev = Some((id, start, hit));
-                it.next();
-            }
-            it.status()?;
-            if let Some((pid, pstart, true)) = prev {
-                local.push(((pid, pstart), u64::MAX));
-            }
             let mut c = self.inner.condemned.write();
-            fresh |= !foreign.is_empty() || !local.is_empty();
+            fresh |= !pieces.is_empty();
             c.foreign.extend(foreign);
-            c.local.extend(local);
+            c.names.extend(pieces.iter().map(|p| p.to_string()));
             c.marks_seen.insert(l.name.clone());
         }
         if fresh {
@@ -208,8 +192,12 @@ impl Store {
         }
         rep.ran = true;
         let result = self.collect_with_lease(&me, &mut rep);
-        if let Err(e) = r.delete(LEASE) {
-            tracing::warn!(error = %e, "could not release the collection lease; it expires by itself");
+        // Released only if still ours (another daemon may have taken it over).
+        let ours = matches!(self.read_lease(), Ok(Some(l)) if l.owner == me);
+        if ours {
+            if let Err(e) = r.delete(LEASE) {
+                tracing::warn!(error = %e, "could not release the collection lease; it expires by itself");
+            }
         }
         result.map(|_| rep)
     }
@@ -217,10 +205,11 @@ impl Store {
     fn collect_with_lease(&self, me: &str, rep: &mut BucketGcReport) -> Result<()> {
         let r = self.remote().expect("bucket mode");
         let grace_ms = self.grace().as_millis() as u64;
+        // Before listing: ages are measured against what the listing saw.
+        let now = now_ms();
         let all = r.list("", None)?;
         let sizes: HashMap<&str, u64> = all.iter().map(|l| (l.name.as_str(), l.size)).collect();
         let live = self.live_objects(&all)?;
-        let now = now_ms();
         // Marks old enough: carry them out (against today's live set).
         // Objects in marks not yet due, or deleted by this run: not marked again.
         let mut pending: HashSet<String> = HashSet::new();
@@ -280,11 +269,16 @@ impl Store {
         Ok(())
     }
 
-    /// The content objects the newest record of each blob names, and the
-    /// pieces they name.
+    /// Every content object a Put record of any segment names, and the
+    /// pieces those name. Not only the newest record per blob: a daemon's
+    /// index may still follow an object an older record named (a blob
+    /// pushed through two daemons at once, a chunk whose first copy is in
+    /// a piece of a blob deleted since), and no daemon can be asked which.
+    /// So only objects no record ever named are collected: what commits
+    /// that never reached their segment left.
     fn live_objects(&self, all: &[super::remote::Listed]) -> Result<HashSet<String>> {
         let r = self.remote().expect("bucket mode");
-        let mut newest: HashMap<(String, [u8; 32]), (u64, Option<String>)> = HashMap::new();
+        let mut named: HashSet<String> = HashSet::new();
         for l in all.iter().filter(|l| l.name.starts_with("segments/")) {
             let seg = match r.get(&l.name) {
                 Ok(b) => Segment::decode(&b)?,
@@ -292,29 +286,15 @@ impl Store {
                 Err(e) => return Err(e),
             };
             for rec in seg.records {
-                let (k, v) = match rec {
-                    Record::Put {
-                        ns,
-                        digest,
-                        content,
-                        ..
-                    } => ((ns, digest.0), Some(content)),
-                    Record::Delete { ns, digest } => ((ns, digest.0), None),
-                };
-                match newest.get(&k) {
-                    Some((t, _)) if *t >= seg.time_ms => {}
-                    _ => {
-                        newest.insert(k, (seg.time_ms, v));
+                if let Record::Put { content, .. } = rec {
+                    if !content.is_empty() {
+                        named.insert(content);
                     }
                 }
             }
         }
         let mut live = HashSet::new();
-        for (_, content) in newest.into_values() {
-            let Some(c) = content else { continue };
-            if c.is_empty() || !live.insert(c.clone()) {
-                continue;
-            }
+        for c in named {
             let obj = match r.get(&c) {
                 Ok(b) => ContentObject::decode(&b)?,
                 // Named but gone: nothing of it to keep (verify reports the blob).
@@ -322,6 +302,7 @@ impl Store {
                 Err(e) => return Err(e),
             };
             live.extend(obj.objects);
+            live.insert(c);
         }
         Ok(live)
     }

@@ -20,7 +20,6 @@
 use super::commit::{write_synced, Bases};
 use super::index::{self, cf, mark_key, CF_META, MARK};
 use super::ingest::{Committing, IngestOptions};
-use super::remote::format::Record;
 use super::{Inner, Store};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -272,25 +271,10 @@ impl Store {
         let mut batch = rocksdb::WriteBatch::default();
         let (_, _, gone) = self.replace_recipe(&mut batch, &mut c, &old, &new, old.holders)?;
         batch.put_cf(cf(db, CF_META), index::META_COUNTERS, c.encode());
-        // The converted recipe's content object, and a record for each
-        // namespace holding the blob that names it: the object kept as
-        // received is then no longer live, and the bucket's collection
-        // takes it.
-        if let Some(name) = self.publish_content(&mut batch, &new)? {
-            let records = self
-                .holders_of(&digest)?
-                .into_iter()
-                .map(|(ns, meta)| Record::Put {
-                    ns,
-                    digest,
-                    meta: meta.encode(),
-                    content: name.clone(),
-                })
-                .collect::<Vec<_>>();
-            if !records.is_empty() {
-                self.publish_records(&mut batch, records)?;
-            }
-        }
+        // The converted recipe's content object: later records name it.
+        // (The object kept as received stays named by the records before;
+        // rewriting them here could undo a delete this index has not seen.)
+        self.publish_content(&mut batch, &new)?;
         write_synced(db, batch)?;
         *counters = c;
         drop(counters);

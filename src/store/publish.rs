@@ -278,21 +278,6 @@ impl Store {
         }
     }
 
-    /// The namespaces holding `d`, with their records (a scan of every blob
-    /// record: conversions only).
-    pub(super) fn holders_of(&self, d: &Digest) -> Result<Vec<(String, super::index::BlobMeta)>> {
-        let db = self.db();
-        let mut out = Vec::new();
-        for item in db.iterator_cf(cf(db, super::index::CF_BLOBS), rocksdb::IteratorMode::Start) {
-            let (k, v) = item?;
-            if k.len() > 33 && k[k.len() - 32..] == d.0 && k[k.len() - 33] == 0 {
-                let ns = String::from_utf8_lossy(&k[..k.len() - 33]).into_owned();
-                out.push((ns, super::index::BlobMeta::decode(&v)?));
-            }
-        }
-        Ok(out)
-    }
-
     /// The content object this index follows for `d` (empty if none).
     pub(super) fn content_name(&self, d: &Digest) -> Result<String> {
         let db = self.db();
