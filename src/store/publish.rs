@@ -159,37 +159,33 @@ impl Store {
         Ok(name)
     }
 
+    /// Where a chunk the index holds is in the bucket.
+    fn indexed_place(&self, h: &Hash, of: &Digest) -> Result<(String, ObjLoc)> {
+        let db = self.db();
+        let v = db.get_pinned_cf(cf(db, CF_CHUNKS), h)?.ok_or_else(|| {
+            Error::DataLoss(format!(
+                "chunk {} of {of} is missing from the index",
+                hex::encode(h)
+            ))
+        })?;
+        self.object_of(&ChunkLoc::decode(&v)?)
+    }
+
     /// The content object of a commit that stores `new`: its recipes as the
     /// ingest made them (a variant's whole plain recipe too, so a reader
     /// needs no other object) and where each chunk is.
     fn content_object(&self, new: &Committing) -> Result<ContentObject> {
-        let db = self.db();
         let piece = new.chunks.piece;
         let start = new.chunks.pack.map_or(0, |p| p.1);
         let fresh: HashMap<&Hash, &ChunkLoc> =
             new.chunks.locs.iter().map(|(h, l)| (h, l)).collect();
-        let mut objects = Vec::new();
-        let mut index: HashMap<String, u32> = HashMap::new();
-        let mut locs = Vec::with_capacity(new.seen.len());
+        let mut places = Places::default();
         for h in new.seen.keys() {
             let (name, place) = match (fresh.get(h), piece) {
                 (Some(l), Some(p)) => (p.to_string(), obj_loc(l, start)),
-                _ => {
-                    let v = db.get_pinned_cf(cf(db, CF_CHUNKS), h)?.ok_or_else(|| {
-                        Error::DataLoss(format!(
-                            "chunk {} of {} is missing from the index",
-                            hex::encode(h),
-                            new.digest
-                        ))
-                    })?;
-                    self.object_of(&ChunkLoc::decode(&v)?)?
-                }
+                _ => self.indexed_place(h, &new.digest)?,
             };
-            let i = *index.entry(name.clone()).or_insert_with(|| {
-                objects.push(name);
-                objects.len() as u32 - 1
-            });
-            locs.push((*h, i, place));
+            places.add(*h, name, place);
         }
         let r = &new.recipes;
         Ok(ContentObject {
@@ -200,8 +196,8 @@ impl Store {
             raw: parts(&r.raw),
             plan: r.plan.as_ref().map(|p| p.encode()),
             prefix: r.prefix,
-            objects,
-            locs,
+            objects: places.objects,
+            locs: places.locs,
         })
     }
 
@@ -373,7 +369,7 @@ impl Store {
             db.get_cf(cf(db, CF_RECIPES), page_key(owner, i as u32))?
                 .ok_or_else(|| Error::DataLoss(format!("page {i} of {owner} is missing")))
         };
-        let mut locs_of: HashMap<Hash, ()> = HashMap::new();
+        let mut locs_of: std::collections::HashSet<Hash> = Default::default();
         let mut recipe_of =
             |owner: &Digest, from: usize, starts: &[u64], size: u64| -> Result<RecipeParts> {
                 let mut p = RecipeParts {
@@ -387,7 +383,7 @@ impl Store {
                         match seg {
                             Seg::Chunk { hash, .. } => {
                                 p.chunk_refs += 1;
-                                locs_of.insert(hash, ());
+                                locs_of.insert(hash);
                             }
                             Seg::Literal(l) => p.literal_bytes += l.len() as u64,
                         }
@@ -415,22 +411,10 @@ impl Store {
             ),
             None => None,
         };
-        let mut objects = Vec::new();
-        let mut index: HashMap<String, u32> = HashMap::new();
-        let mut locs = Vec::with_capacity(locs_of.len());
-        for h in locs_of.keys() {
-            let v = db.get_pinned_cf(cf(db, CF_CHUNKS), h)?.ok_or_else(|| {
-                Error::DataLoss(format!(
-                    "chunk {} of {d} is missing from the index",
-                    hex::encode(h)
-                ))
-            })?;
-            let (name, place) = self.object_of(&ChunkLoc::decode(&v)?)?;
-            let i = *index.entry(name.clone()).or_insert_with(|| {
-                objects.push(name);
-                objects.len() as u32 - 1
-            });
-            locs.push((*h, i, place));
+        let mut places = Places::default();
+        for h in &locs_of {
+            let (name, place) = self.indexed_place(h, d)?;
+            places.add(*h, name, place);
         }
         Ok(ContentObject {
             digest: *d,
@@ -440,9 +424,28 @@ impl Store {
             raw,
             plan,
             prefix: None,
-            objects,
-            locs,
+            objects: places.objects,
+            locs: places.locs,
         })
+    }
+}
+
+/// A content object's chunk places: object names listed once, by index.
+#[derive(Default)]
+struct Places {
+    objects: Vec<String>,
+    index: HashMap<String, u32>,
+    locs: Vec<(Hash, u32, ObjLoc)>,
+}
+
+impl Places {
+    fn add(&mut self, h: Hash, name: String, place: ObjLoc) {
+        let objects = &mut self.objects;
+        let i = *self.index.entry(name).or_insert_with_key(|n| {
+            objects.push(n.clone());
+            objects.len() as u32 - 1
+        });
+        self.locs.push((h, i, place));
     }
 }
 

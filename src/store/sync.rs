@@ -254,11 +254,9 @@ impl Store {
         let bkey = index::blob_key(ns, digest);
         if let Some(v) = db.get_cf(cf(db, CF_BLOBS), &bkey)? {
             if BlobMeta::decode(&v)?.updated_at <= meta.updated_at {
-                write_synced(db, {
-                    let mut b = WriteBatch::default();
-                    b.put_cf(cf(db, CF_BLOBS), &bkey, meta.encode());
-                    b
-                })?;
+                let mut b = WriteBatch::default();
+                b.put_cf(cf(db, CF_BLOBS), &bkey, meta.encode());
+                write_synced(db, b)?;
             }
             return Ok(true);
         }
