@@ -79,11 +79,16 @@ say ""
 say "$(nproc) cores; strata $("$STRATA" --version)"
 say ""
 
+# Packs as a daemon leaves them once pushes pause: rewritten dense
+# (src/store/densify.rs), here on demand before each figure. DENSE=0 skips it.
+settle() { if [ "${DENSE:-1}" = 1 ]; then "$STRATA" gc >/dev/null; fi; }
+
 # --- 1. the corpus's images as they are -------------------------------------
 mapfile -t LAYERS < <(awk -F'\t' 'NR>1 && !seen[$4]++ {print $4}' "$CORPUS/corpus.tsv" | sed "s|^|$CORPUS/|")
 printf '%s\n' "${LAYERS[@]}" > "$WORK/tars.list"
 strata_start "$WORK/tars"
 push_all "$WORK/tars.list"
+settle
 TAR_STATS=$("$STRATA" stats --json)
 strata_stop
 
@@ -101,6 +106,7 @@ images_part() {
   local t0 t1 t2
   t0=$(now); push_all "$WORK/$name.list"; t1=$(now)
   read_all "$WORK/$name.list"; t2=$(now)
+  settle
   local st fig; st=$("$STRATA" stats --json); fig=$(blob_figures "$WORK/$name.list")
   strata_stop
   python3 - "$title" "$bytes" "${#BLOBS[@]}" "$st" "$TAR_STATS" "$fig" "$t0" "$t1" "$t2" <<'EOF' | tee -a "$REPORT"
@@ -140,6 +146,7 @@ say "$(wc -l < "$WORK/subset.list") layer tars, $((acc / 1000000)) MB plain"
 say ""
 strata_start "$WORK/subset-tars"
 push_all "$WORK/subset.list"
+settle
 SUB_DISK=$("$STRATA" stats --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes_on_disk"])')
 strata_stop
 say "The same tars pushed plain: $((SUB_DISK / 1000000)) MB on disk."
@@ -167,6 +174,7 @@ with open(sys.argv[1],'rb') as i, gzip.GzipFile(sys.argv[2],'wb',int(sys.argv[3]
   t0=$(now); push_all "$dir.list"; t1=$(now)
   read_all "$dir.list"; t2=$(now)
   fig=$(blob_figures "$dir.list")
+  settle
   disk=$("$STRATA" stats --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes_on_disk"])')
   strata_stop
   python3 - "$p" "$bytes" "$fig" "$t0" "$t1" "$t2" "$disk" "$SUB_DISK" <<'EOF' | tee -a "$REPORT"
@@ -191,7 +199,7 @@ say ""
 say "## 3. Compressions of stored tars, in one store"
 say ""
 V=$WORK/variants
-strata_start "$V"; push_all "$WORK/subset.list"; strata_stop
+strata_start "$V"; push_all "$WORK/subset.list"; settle; strata_stop
 prev=$(disk_of "$V")
 say "The plain tars first: $((prev / 1000000)) MB on disk. Then each producer's compressions of them:"
 say ""
@@ -200,7 +208,7 @@ say "|---|---|---|---|"
 for p in $PRODUCERS; do
   mapfile -t FILES < "$WORK/$p.list"
   bytes=$(sum_sizes "${FILES[@]}")
-  strata_start "$V"; push_all "$WORK/$p.list"; read_all "$WORK/$p.list"; strata_stop
+  strata_start "$V"; push_all "$WORK/$p.list"; read_all "$WORK/$p.list"; settle; strata_stop
   cur=$(disk_of "$V")
   say "| $p | $(python3 -c "print(f'{$bytes/1e6:.1f}')") | $((cur - prev)) | $(python3 -c "print(f'{100*($cur-$prev)/$bytes:.3f} %')") |"
   prev=$cur
@@ -208,9 +216,10 @@ done
 R=$WORK/variants-reversed
 strata_start "$R"
 for p in $PRODUCERS; do push_all "$WORK/$p.list"; done
+settle
 strata_stop
 before=$(disk_of "$R")
-strata_start "$R"; push_all "$WORK/subset.list"; read_all "$WORK/subset.list"; strata_stop
+strata_start "$R"; push_all "$WORK/subset.list"; read_all "$WORK/subset.list"; settle; strata_stop
 after=$(disk_of "$R")
 say ""
 say "Reversed, in a second store: every compression first ($((before / 1000000)) MB on disk), then the plain tars: $((after - before)) bytes added."

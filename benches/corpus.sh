@@ -15,7 +15,8 @@
 # (benches/file_reference.py: distinct file bodies and headers, zstd -3 in
 # 4 MiB frames).
 #
-# Environment: STRATA (binary; default: cargo build --release), SKIP_PEERS=1,
+# Environment: STRATA (binary; default: cargo build --release), DENSE=0 (no
+# densify step before the reads and the bytes at rest), SKIP_PEERS=1,
 # SKIP_SWEEP=1, SKIP_BIG=1, SKIP_REFERENCE=1, BIG_GIB (default 4).
 # Prints a markdown report and writes it to WORK_DIR/report.md.
 set -euo pipefail
@@ -52,6 +53,13 @@ strata_start "$D"
 t0=$(now); "$STRATA" push "${LAYERS[@]}" >"$WORK/push1.txt"; t1=$(now)
 "$STRATA" push "${LAYERS[@]}" >"$WORK/push2.txt"; t2=$(now)
 mapfile -t DIGESTS < <(cut -d' ' -f1 "$WORK/push1.txt")
+# What the daemon does by itself once pushes pause (packs rewritten dense,
+# src/store/densify.rs), here on demand and timed, so reads and the bytes at
+# rest below are of dense packs. DENSE=0 skips it.
+PRE_DENSE=$("$STRATA" stats --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["pack_bytes"])')
+td0=$(now)
+if [ "${DENSE:-1}" = 1 ]; then "$STRATA" gc --json >"$WORK/densify.json"; else echo '{}' >"$WORK/densify.json"; fi
+td1=$(now)
 t3=$(now); for d in "${DIGESTS[@]}"; do "$STRATA" cat "$d" >/dev/null; done; t4=$(now)
 ok=0
 for i in "${!LAYERS[@]}"; do
@@ -113,6 +121,8 @@ if [ -z "${SKIP_PEERS:-}" ]; then
   say "read ×$(python3 -c "print(f'{$S_OUT/$R_OUT:.2f}')") restic dump, ×$(python3 -c "print(f'{$S_OUT/$G_OUT:.2f}')") borg extract;"
 fi
 say "re-push of stored layers ×$(python3 -c "print(f'{$S_RE/$S_IN:.2f}')") the first push."
+say ""
+say "dense packs (\`strata gc\` after the pushes, what the daemon does once they pause): $(secs "$td0" "$td1") s; packs $PRE_DENSE bytes before; \`$(tr -d '\n ' <"$WORK/densify.json")\`"
 say ""
 # The data directory at rest (the daemon stopped, its index flushed): packs
 # against index, the index against the logical bytes, and the whole against

@@ -358,12 +358,12 @@ async fn sigkill_mid_upload_loses_no_acknowledged_blob() {
     tokio::time::sleep(grace).await;
     let (mut marked, mut deleted) = (0, 0);
     for _ in 0..2 {
-        let r = c.gc(pb::GcRequest {}).await.unwrap().into_inner();
+        let r = c.gc(pb::GcRequest::default()).await.unwrap().into_inner();
         assert!(r.bucket_collected, "{r:?}");
         (marked, deleted) = (marked + r.bucket_marked, deleted + r.bucket_deleted);
         tokio::time::sleep(grace).await;
     }
-    let r = c.gc(pb::GcRequest {}).await.unwrap().into_inner();
+    let r = c.gc(pb::GcRequest::default()).await.unwrap().into_inner();
     assert_eq!(r.bucket_marked, 0, "unreferenced objects left: {r:?}");
     eprintln!("collected the leftovers: {marked} marked, {deleted} deleted");
     assert_eq!(marked, deleted);
@@ -393,7 +393,7 @@ async fn collection_on_one_daemon_racing_pushes_on_another_loses_no_blob() {
         tokio::spawn(async move {
             let (mut runs, mut deleted) = (0u32, 0u64);
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let r = c.gc(pb::GcRequest {}).await.unwrap().into_inner();
+                let r = c.gc(pb::GcRequest::default()).await.unwrap().into_inner();
                 runs += r.bucket_collected as u32;
                 deleted += r.bucket_deleted;
                 tokio::time::sleep(Duration::from_millis(400)).await;
@@ -444,11 +444,11 @@ async fn collection_on_one_daemon_racing_pushes_on_another_loses_no_blob() {
     assert!(runs > 5, "the collector ran {runs} times");
     eprintln!("{runs} collections deleted {deleted} objects during the pushes");
     for _ in 0..2 {
-        let r = ca.gc(pb::GcRequest {}).await.unwrap().into_inner();
+        let r = ca.gc(pb::GcRequest::default()).await.unwrap().into_inner();
         assert!(r.bucket_collected, "{r:?}");
         tokio::time::sleep(grace).await;
     }
-    let r = ca.gc(pb::GcRequest {}).await.unwrap().into_inner();
+    let r = ca.gc(pb::GcRequest::default()).await.unwrap().into_inner();
     let s = stats(&mut ca).await;
     eprintln!(
         "last collection {r:?}; bucket {} objects, {} bytes",

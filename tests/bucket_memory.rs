@@ -273,12 +273,12 @@ async fn collection_deletes_what_no_record_names_once_the_grace_period_has_passe
     .unwrap();
     tokio::time::sleep(grace).await;
     // First run marks the two old strays, deletes nothing.
-    let g1 = ca.gc(pb::GcRequest {}).await.unwrap().into_inner();
+    let g1 = ca.gc(pb::GcRequest::default()).await.unwrap().into_inner();
     assert!(g1.bucket_collected, "{g1:?}");
     assert_eq!((g1.bucket_marked, g1.bucket_deleted), (2, 0), "{g1:?}");
     tokio::time::sleep(grace).await;
     // A grace period later: deleted.
-    let g2 = ca.gc(pb::GcRequest {}).await.unwrap().into_inner();
+    let g2 = ca.gc(pb::GcRequest::default()).await.unwrap().into_inner();
     assert_eq!((g2.bucket_marked, g2.bucket_deleted), (0, 2), "{g2:?}");
     let pieces = names(&bucket, "packs").await;
     assert_eq!(pieces.len(), 3, "Y's, X's and the young stray: {pieces:?}");

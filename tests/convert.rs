@@ -5,7 +5,7 @@
 
 mod common;
 use bytes::Bytes;
-use common::{noise, python_gzip, tar_of};
+use common::{noise, python_gzip, store_read, tar_of};
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -58,18 +58,6 @@ fn upload(store: &Store, ns: &str, data: &[u8]) -> Digest {
     }
     let out = up.commit(data.len() as i64, None, BTreeMap::new()).unwrap();
     out.digest.unwrap()
-}
-
-fn read_all(store: &Store, d: &Digest) -> Vec<u8> {
-    let c = store.content(d).unwrap().unwrap();
-    let mut got = Vec::new();
-    store
-        .read_range(d, &c, 0, 0, &mut |b: &[u8]| {
-            got.extend_from_slice(b);
-            Ok(true)
-        })
-        .unwrap();
-    got
 }
 
 fn kept(store: &Store, d: &Digest) -> String {
@@ -131,7 +119,7 @@ fn an_upload_is_kept_as_received_then_converted_like_a_push() {
     assert!(c.wrap.is_none());
     assert_eq!(store.pending_conversions().unwrap(), vec![d]);
     assert_eq!(store.stats().unwrap().pending_conversions, 1);
-    assert!(read_all(&store, &d) == gz);
+    assert!(store_read(&store, &d) == gz);
     assert_verified(&store);
 
     // A push (strata.v1) is never deferred.
@@ -154,7 +142,7 @@ fn an_upload_is_kept_as_received_then_converted_like_a_push() {
         "{}",
         kept(&store, &d)
     );
-    assert!(read_all(&store, &d) == gz);
+    assert!(store_read(&store, &d) == gz);
     let mut plain = Vec::new();
     let c = store.content(&d).unwrap().unwrap();
     store
@@ -267,7 +255,7 @@ fn reads_during_a_conversion_get_the_blobs_own_bytes() {
         assert_eq!(conv.join().unwrap(), 1);
     });
     assert!(windows == gz3);
-    assert!(read_all(&store, &d3) == gz3);
+    assert!(store_read(&store, &d3) == gz3);
     assert_verified(&store);
     settle(&store);
 }
@@ -293,7 +281,7 @@ fn marks_survive_a_restart_and_go_with_a_deleted_blob() {
     // A conversion cut short (the daemon stopping) changes nothing.
     assert!(!store.convert(&d2, &AtomicBool::new(true)).unwrap());
     assert_eq!(store.pending_conversions().unwrap(), vec![d2]);
-    assert!(read_all(&store, &d2) == gz2);
+    assert!(store_read(&store, &d2) == gz2);
     assert_verified(&store);
     // The same blob written again while its first copy waits: one content,
     // converted once, still held by both namespaces.
@@ -304,7 +292,7 @@ fn marks_survive_a_restart_and_go_with_a_deleted_blob() {
     }
     // The blob, and its tar's content that its conversion made and shares.
     assert_eq!(store.stats_counters().unwrap().contents, 2);
-    assert!(read_all(&store, &d2) == gz2);
+    assert!(store_read(&store, &d2) == gz2);
     assert_verified(&store);
     // Deleted after its conversion, and written again: kept as received
     // again, and its reads do not come from what was cached of the
@@ -313,7 +301,7 @@ fn marks_survive_a_restart_and_go_with_a_deleted_blob() {
     assert!(store.delete("k8s.io", &d2).unwrap());
     assert_eq!(upload(&store, "containerd", &gz2), d2);
     assert_eq!(kept(&store, &d2), "");
-    assert!(read_all(&store, &d2) == gz2);
+    assert!(store_read(&store, &d2) == gz2);
     assert_verified(&store);
     // Its plain form (the tar inside) is asked for before its conversion:
     // it is converted then.
@@ -348,7 +336,7 @@ fn the_background_converter_converts_once_uploads_are_quiet() {
     }
     drop(converter);
     assert!(kept(&store, &d).starts_with("zlib-6"));
-    assert!(read_all(&store, &d) == gz);
+    assert!(store_read(&store, &d) == gz);
     assert_verified(&store);
     settle(&store);
 }
@@ -383,7 +371,7 @@ fn a_read_fails_rather_than_mix_two_recipes_of_its_blob() {
     }
     assert!(got.len() < gz.len() && gz.starts_with(&got));
     assert_eq!(kept(&store, &d), "");
-    assert!(read_all(&store, &d) == gz);
+    assert!(store_read(&store, &d) == gz);
     assert_verified(&store);
     settle(&store);
 }
@@ -411,7 +399,7 @@ fn pushing_a_blob_kept_as_received_converts_it() {
     assert!(store.pending_conversions().unwrap().is_empty());
     assert_eq!(kept(&store, &d), out.kept);
     assert_eq!(store.content(&d).unwrap().unwrap().holders, 2);
-    assert!(read_all(&store, &d) == gz);
+    assert!(store_read(&store, &d) == gz);
     assert_verified(&store);
     store.gc(GcOptions::default()).unwrap();
 

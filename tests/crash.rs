@@ -847,7 +847,7 @@ impl Run {
                 if !self.gc {
                     return;
                 }
-                let r = tokio::time::timeout(STEP, c.gc(pb::GcRequest {}))
+                let r = tokio::time::timeout(STEP, c.gc(pb::GcRequest::default()))
                     .await
                     .unwrap()
                     .unwrap_or_else(|e| panic!("{ctx}: gc: {e:?}"))
@@ -984,7 +984,9 @@ impl Run {
         if self.rng.random_bool(0.3) && self.gc {
             let mut cc = c.clone();
             flights.push(InFlight::Gc(tokio::spawn(async move {
-                cc.gc(pb::GcRequest {}).await.map(|r| r.into_inner())
+                cc.gc(pb::GcRequest::default())
+                    .await
+                    .map(|r| r.into_inner())
             })));
         }
         if self.rng.random_bool(0.2) {

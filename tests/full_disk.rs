@@ -403,7 +403,11 @@ async fn full_disk_fails_the_push_and_pushes_resume_once_space_returns() {
         .await
         .expect("delete at the reserve");
     }
-    let gc = c.gc(pb::GcRequest {}).await.expect("gc").into_inner();
+    let gc = c
+        .gc(pb::GcRequest::default())
+        .await
+        .expect("gc")
+        .into_inner();
     assert!(gc.packs_removed >= 2, "{gc:?}");
     assert!(
         gc.pack_bytes_after + (DELETED * BLOB) as u64 <= gc.pack_bytes_before,
@@ -540,7 +544,9 @@ async fn enospc_on_a_pack_append_fails_the_push_cleanly() {
         .await
         .expect("delete on a full disk");
     }
-    c.gc(pb::GcRequest {}).await.expect("gc on a full disk");
+    c.gc(pb::GcRequest::default())
+        .await
+        .expect("gc on a full disk");
     let r = push_as(&mut c, "", "", &refused, 1 << 20)
         .await
         .expect("a push once space returned");

@@ -176,16 +176,6 @@ fn layer(seed: u64) -> Vec<u8> {
     tar
 }
 
-async fn stat(c: &mut Client, digest: &str) -> pb::BlobInfo {
-    c.stat(pb::StatRequest {
-        namespace: String::new(),
-        digest: digest.into(),
-    })
-    .await
-    .unwrap()
-    .into_inner()
-}
-
 async fn read_plain(c: &mut Client, digest: &str, offset: u64, length: u64) -> Vec<u8> {
     let req = pb::ReadRequest {
         digest: digest.into(),

@@ -3,9 +3,9 @@
 //! the burst, and what was pushed reads back exact after a restart.
 
 mod common;
-use common::{noise, push, read_all, sha256_digest, tar_of, Daemon};
+use common::{eventually, noise, push, read_all, sha256_digest, store_read, tar_of, Daemon};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use strata::store::{IngestOptions, Store, StoreConfig};
 
 /// Bytes of RocksDB's write-ahead logs (`*.log`) in a store's index.
@@ -30,18 +30,6 @@ fn layer(seed: u64) -> Vec<u8> {
         .collect();
     let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), &b[..])).collect();
     tar_of(&refs, seed)
-}
-
-/// Waits up to `within` for `cond`, polling.
-fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < within {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    cond()
 }
 
 #[test]
@@ -77,15 +65,7 @@ fn flushing_lets_the_log_go_and_keeps_every_blob() {
     }
     let store = Store::open(tmp.path(), StoreConfig::default()).unwrap();
     for (l, d) in layers.iter().zip(&digests) {
-        let c = store.content(d).unwrap().expect("stored");
-        let mut got = Vec::new();
-        store
-            .read_range(d, &c, 0, 0, &mut |b: &[u8]| {
-                got.extend_from_slice(b);
-                Ok(true)
-            })
-            .unwrap();
-        assert!(got == *l, "{d} reads back other bytes");
+        assert!(store_read(&store, d) == *l, "{d} reads back other bytes");
     }
     let report = store.verify(false).unwrap();
     assert!(report.ok(), "{:?}", report.problems);

@@ -61,7 +61,7 @@ async fn metrics_count_pushes_requests_and_gc() {
     })
     .await
     .unwrap();
-    let gc = c.gc(pb::GcRequest {}).await.unwrap().into_inner();
+    let gc = c.gc(pb::GcRequest::default()).await.unwrap().into_inner();
 
     let port2 = port;
     let text = tokio::task::spawn_blocking(move || get(port2, "/metrics"))

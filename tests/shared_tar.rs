@@ -7,7 +7,7 @@
 
 mod common;
 use bytes::Bytes;
-use common::{filter, noise, python_gzip, tar_of};
+use common::{filter, noise, python_gzip, store_read, tar_of};
 use std::collections::BTreeMap;
 use strata::digest::Digest;
 use strata::store::gc::GcOptions;
@@ -83,18 +83,6 @@ fn upload(store: &Store, data: &[u8]) -> Digest {
     out.digest.unwrap()
 }
 
-fn read_all(store: &Store, d: &Digest) -> Vec<u8> {
-    let c = store.content(d).unwrap().expect("stored");
-    let mut got = Vec::new();
-    store
-        .read_range(d, &c, 0, 0, &mut |b: &[u8]| {
-            got.extend_from_slice(b);
-            Ok(true)
-        })
-        .unwrap();
-    got
-}
-
 fn sha(data: &[u8]) -> Digest {
     Digest::parse(&common::sha256_digest(data)).unwrap()
 }
@@ -116,7 +104,7 @@ fn assert_shared(store: &Store, all: &[(&str, Vec<u8>)], held: &[usize]) {
         let (name, data) = &all[i];
         let d = sha(data);
         assert!(
-            read_all(store, &d) == *data,
+            store_read(store, &d) == *data,
             "{name} reads back other bytes"
         );
         if i == 0 {
@@ -124,7 +112,7 @@ fn assert_shared(store: &Store, all: &[(&str, Vec<u8>)], held: &[usize]) {
         }
         let c = store.content(&d).unwrap().unwrap();
         assert_eq!(c.base(), Some(tar), "{name} shares the tar's recipe");
-        // Its plan and raw pages (preflate's corrections for GNU gzip) only:
+        // Its plan only (every producer here is replayed, GNU gzip too):
         // 0.1 % of its size at most.
         assert!(
             c.recipe_bytes * 1000 <= c.size,
@@ -258,7 +246,7 @@ fn deleting_each_in_turn_keeps_the_others_exact() {
             for &h in &held {
                 let (name, data) = &all[h];
                 assert!(
-                    read_all(&s, &sha(data)) == *data,
+                    store_read(&s, &sha(data)) == *data,
                     "{name} after deleting {}",
                     all[i].0
                 );
@@ -346,7 +334,7 @@ fn a_tar_paged_otherwise_is_shared_all_the_same() {
     );
     other.settle(std::time::Duration::from_secs(30));
     assert_eq!(t.variants, 1);
-    assert!(read_all(&s, &sha(&gz)) == gz);
+    assert!(store_read(&s, &sha(&gz)) == gz);
     let mut plain = Vec::new();
     s.read_plain(&sha(&gz), &v, 0, 0, &mut |b: &[u8]| {
         plain.extend_from_slice(b);

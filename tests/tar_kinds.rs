@@ -625,16 +625,6 @@ fn assert_tar_crate_reads(built: &Built) {
     }
 }
 
-async fn stat(c: &mut Client, digest: &str) -> pb::BlobInfo {
-    c.stat(pb::StatRequest {
-        namespace: String::new(),
-        digest: digest.into(),
-    })
-    .await
-    .expect("stat")
-    .into_inner()
-}
-
 /// Pushes `data`, checks the digest and size the daemon reports and that the
 /// blob reads back identically; returns the push response and the blob info.
 async fn round_trip(

@@ -282,12 +282,18 @@ pub async fn stats(a: StatsArgs, target: &client::Target) -> anyhow::Result<()> 
 pub struct GcArgs {
     #[arg(long)]
     pub json: bool,
+    /// Only collect: leave packs not yet dense as ingest wrote them (by
+    /// default they are rewritten at the daemon's --dense-level)
+    #[arg(long)]
+    pub no_densify: bool,
 }
 
 pub async fn gc(a: GcArgs, target: &client::Target) -> anyhow::Result<()> {
     let mut c = client::connect_to(target).await?;
     let r = c
-        .gc(pb::GcRequest {})
+        .gc(pb::GcRequest {
+            skip_densify: a.no_densify,
+        })
         .await
         .map_err(status_err)?
         .into_inner();
@@ -297,6 +303,9 @@ pub async fn gc(a: GcArgs, target: &client::Target) -> anyhow::Result<()> {
             "packs_rewritten": r.packs_rewritten, "packs_removed": r.packs_removed,
             "chunks_moved": r.chunks_moved, "pack_bytes_before": r.pack_bytes_before,
             "pack_bytes_after": r.pack_bytes_after,
+            "packs_densified": r.packs_densified,
+            "densified_bytes_before": r.densified_bytes_before,
+            "densified_bytes_after": r.densified_bytes_after,
             "bucket_collected": r.bucket_collected, "bucket_marked": r.bucket_marked,
             "bucket_deleted": r.bucket_deleted, "bucket_bytes_deleted": r.bucket_bytes_deleted,
         }));
@@ -309,6 +318,12 @@ pub async fn gc(a: GcArgs, target: &client::Target) -> anyhow::Result<()> {
             "packs rewritten:  {} ({} chunks moved), {} removed",
             r.packs_rewritten, r.chunks_moved, r.packs_removed
         );
+        if r.packs_densified > 0 {
+            println!(
+                "packs densified:  {} ({} -> {} bytes)",
+                r.packs_densified, r.densified_bytes_before, r.densified_bytes_after
+            );
+        }
         println!(
             "pack bytes:       {} -> {} ({} freed)",
             r.pack_bytes_before,

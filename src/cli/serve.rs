@@ -72,6 +72,14 @@ pub struct ServeArgs {
     /// New chunks are compressed together in blocks of about this many KiB
     #[arg(long, default_value_t = 2048, value_name = "KIB")]
     pub block_kib: usize,
+    /// zstd level at which packs are rewritten once pushes pause, and by
+    /// `strata gc` (dense packs: about 7 % smaller than ingest's level 3,
+    /// read as fast); 0 leaves packs as ingest wrote them
+    #[arg(long, default_value_t = 9, value_name = "LEVEL")]
+    pub dense_level: i32,
+    /// Blocks of dense packs hold about this many KiB of plain chunk data
+    #[arg(long, default_value_t = 2048, value_name = "KIB")]
+    pub dense_block_kib: usize,
     /// Decoded-block cache for reads, in MiB
     #[arg(long, default_value_t = 32, value_name = "MIB")]
     pub cache_mib: usize,
@@ -375,6 +383,8 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
             chunk_sizes: args.chunk_sizes,
             zstd_level: args.zstd_level,
             block_bytes: args.block_kib * 1024,
+            dense_level: args.dense_level,
+            dense_block_bytes: args.dense_block_kib.saturating_mul(1024),
             cache_bytes: args.cache_mib << 20,
             min_free_bytes: args.min_free_mib << 20,
             unwrap: crate::codec::unwrap::UnwrapConfig {

@@ -21,6 +21,7 @@ pub trait Reencoder: Send {
 }
 
 pub mod block_pool;
+pub mod gnu_replay;
 pub mod go_replay;
 pub mod gzip;
 pub mod kp_replay;
@@ -51,6 +52,7 @@ pub fn reencoder(enc: &Encoder) -> Result<Box<dyn Reencoder>> {
         EncoderKind::Zstd => zstd_replay::ZstdParams::decode(&enc.params)?.0.reencoder(),
         EncoderKind::Klauspost => kp_replay::KpParams::decode(&enc.params)?.0.reencoder(),
         EncoderKind::GoStd => go_replay::GoParams::decode(&enc.params)?.0.reencoder(),
+        EncoderKind::GnuGzip => gnu_replay::GnuParams::decode(&enc.params)?.0.reencoder(),
     }
 }
 
@@ -142,6 +144,7 @@ pub fn encoder_name(enc: &Encoder) -> String {
         EncoderKind::Zstd => zstd_replay::ZstdParams::decode(&enc.params).map(|p| p.0.name()),
         EncoderKind::Klauspost => kp_replay::KpParams::decode(&enc.params).map(|p| p.0.name()),
         EncoderKind::GoStd => go_replay::GoParams::decode(&enc.params).map(|p| p.0.name()),
+        EncoderKind::GnuGzip => gnu_replay::GnuParams::decode(&enc.params).map(|p| p.0.name()),
     };
     name.unwrap_or_else(|_| "unknown".into())
 }
@@ -150,7 +153,7 @@ pub fn encoder_name(enc: &Encoder) -> String {
 /// hold back before emitting (zstd's worker mode holds a whole job).
 pub fn max_lag(enc: &Encoder) -> u64 {
     match enc.kind {
-        EncoderKind::Zlib | EncoderKind::Klauspost | EncoderKind::GoStd => 0,
+        EncoderKind::Zlib | EncoderKind::Klauspost | EncoderKind::GoStd | EncoderKind::GnuGzip => 0,
         EncoderKind::Zstd => {
             zstd_replay::ZstdParams::decode(&enc.params).map_or(0, |p| p.0.max_lag())
         }
@@ -164,9 +167,23 @@ const PIGZ_OTHER_BLOCKS_KIB: [u32; 5] = [64, 256, 512, 1024, 32];
 /// Go's writers (and Python's) put in the header: then the Go families lead,
 /// pgzip at its default level first (the registries' most common producer
 /// after Go's own gzip), each family's likeliest level ahead of zlib's list,
-/// their other levels after it.
+/// their other levels after it. OS 3 is GNU gzip's (`tar -z`), pigz's and
+/// zlib's: GNU gzip's likeliest level leads there (a wrong one fails on the
+/// first block it writes), its other levels after zlib's list.
 pub fn gzip_candidates(h: &gzip::Header) -> Vec<Encoder> {
     let zlib = gzip_zlib_candidates(h);
+    if h.os == 3 {
+        let gnu: Vec<Encoder> = gnu_replay::candidates(h.flags, h.xfl, h.os)
+            .into_iter()
+            .map(|p| encoder(EncoderKind::GnuGzip, |v| p.encode(v)))
+            .collect();
+        let first = 1.min(gnu.len());
+        let mut out = Vec::with_capacity(gnu.len() + zlib.len());
+        out.extend_from_slice(&gnu[..first]);
+        out.extend(zlib);
+        out.extend_from_slice(&gnu[first..]);
+        return out;
+    }
     if h.os != 255 {
         return zlib;
     }

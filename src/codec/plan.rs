@@ -58,6 +58,8 @@ pub enum EncoderKind {
     Klauspost,
     /// Go's standard compress/flate, raw deflate out.
     GoStd,
+    /// GNU gzip's own deflate, raw deflate out.
+    GnuGzip,
 }
 
 /// What a stored part holds.
@@ -290,6 +292,7 @@ impl Plan {
                         EncoderKind::Zstd => 2,
                         EncoderKind::Klauspost => 3,
                         EncoderKind::GoStd => 4,
+                        EncoderKind::GnuGzip => 5,
                     });
                     put_varint(&mut b, enc.params.len() as u64);
                     b.extend_from_slice(&enc.params);
@@ -358,6 +361,7 @@ impl Plan {
                         2 => EncoderKind::Zstd,
                         3 => EncoderKind::Klauspost,
                         4 => EncoderKind::GoStd,
+                        5 => EncoderKind::GnuGzip,
                         _ => return Err(bad("unknown encoder")),
                     };
                     let len = r.varint()? as usize;
@@ -459,6 +463,58 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Plans are on disk: each encoder kind's tag (and a replay part's
+    /// layout) must never change. New kinds take new tags.
+    #[test]
+    fn golden_replay_part_per_encoder_kind() {
+        let golden = [
+            (EncoderKind::Zlib, "0101000101010100650a"),
+            (EncoderKind::Zstd, "0101000101010200650a"),
+            (EncoderKind::Klauspost, "0101000101010300650a"),
+            (EncoderKind::GoStd, "0101000101010400650a"),
+            (EncoderKind::GnuGzip, "0101000101010500650a"),
+        ];
+        for (kind, hex) in golden {
+            let p = Plan {
+                codec: Codec::Gzip,
+                diff_id: None,
+                plain_size: Some(0),
+                parts: vec![Part::Replay {
+                    enc: Encoder {
+                        kind,
+                        params: vec![],
+                    },
+                    plain_len: 101,
+                    out_len: 10,
+                    restarts: vec![],
+                }],
+            };
+            let b = p.encode();
+            assert_eq!(hex::encode(&b), hex, "{kind:?}");
+            assert_eq!(Plan::decode(&b).unwrap(), p);
+        }
+        // A GNU gzip replay as ingest writes it: params format 1, family 1, level 6.
+        let gnu = Plan {
+            codec: Codec::Gzip,
+            diff_id: None,
+            plain_size: Some(4),
+            parts: vec![Part::Replay {
+                enc: Encoder {
+                    kind: EncoderKind::GnuGzip,
+                    params: vec![1, 1, 6],
+                },
+                plain_len: 4,
+                out_len: 6,
+                restarts: vec![],
+            }],
+        };
+        assert_eq!(hex::encode(gnu.encode()), "01010005010105030101060406");
+        // The next tag is unknown.
+        let mut b = gnu.encode();
+        b[6] = 6;
+        assert!(Plan::decode(&b).is_err());
+    }
 
     #[test]
     fn plans_round_trip_and_damage_is_an_error() {

@@ -251,6 +251,7 @@ pub async fn serve(
         gate.metrics.clone(),
     ));
     let flusher = tokio::spawn(flush_when_quiet(store.clone()));
+    let densifier = tokio::spawn(densify_when_quiet(store.clone()));
     let syncer = store
         .sync_interval()
         .map(|every| tokio::spawn(sync_from_bucket(store.clone(), every)));
@@ -268,6 +269,7 @@ pub async fn serve(
     janitor.abort();
     collector.abort();
     flusher.abort();
+    densifier.abort();
     if let Some(s) = syncer {
         s.abort();
     }
@@ -303,6 +305,7 @@ pub async fn serve(
     // write stream saving its upload record); the index must be closed before
     // this returns, so a restart in the same process can open it again.
     store.drop_cursors();
+    store.stop_rewrites();
     let deadline = tokio::time::Instant::now() + opts.shutdown_grace;
     while store.handles() > 1 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -400,6 +403,37 @@ async fn flush_when_quiet(store: Store) {
             Err(e) => tracing::error!(error = %e, "flushing the index panicked"),
         }
         last = 0;
+    }
+}
+
+/// Rewrites the packs pushes filled as dense packs (densify.rs) once pushes
+/// have paused; it stops before the next pack when they resume. Its own
+/// writes to the index are flushed by `flush_when_quiet` afterwards.
+async fn densify_when_quiet(store: Store) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if store.quiet_for() < crate::store::densify::QUIET
+            || !store.has_packs_to_densify().unwrap_or(false)
+        {
+            continue;
+        }
+        let s = store.clone();
+        let failed = match tokio::task::spawn_blocking(move || s.densify_when_quiet()).await {
+            Ok(Ok(_)) => false,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "densifying packs failed; trying again in a minute");
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "densifying packs panicked; trying again in a minute");
+                true
+            }
+        };
+        if failed {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
     }
 }
 

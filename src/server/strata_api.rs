@@ -325,13 +325,16 @@ impl StoreApi for StrataService {
 
     async fn gc(
         &self,
-        _request: Request<pb::GcRequest>,
+        request: Request<pb::GcRequest>,
     ) -> Result<Response<pb::GcResponse>, Status> {
         let store = self.store.clone();
-        let r =
-            tokio::task::spawn_blocking(move || store.gc(crate::store::gc::GcOptions::default()))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))??;
+        let opts = crate::store::gc::GcOptions {
+            densify: !request.get_ref().skip_densify,
+            ..Default::default()
+        };
+        let r = tokio::task::spawn_blocking(move || store.gc(opts))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
         self.gate.metrics.collected(&r);
         Ok(Response::new(gc_pb(&r)))
     }
@@ -346,6 +349,9 @@ pub fn gc_pb(r: &crate::store::gc::GcReport) -> pb::GcResponse {
         chunks_moved: r.chunks_moved,
         pack_bytes_before: r.pack_bytes_before,
         pack_bytes_after: r.pack_bytes_after,
+        packs_densified: r.packs_densified,
+        densified_bytes_before: r.densified_bytes_before,
+        densified_bytes_after: r.densified_bytes_after,
         bucket_collected: r.bucket.ran,
         bucket_marked: r.bucket.marked,
         bucket_deleted: r.bucket.deleted,

@@ -9,10 +9,11 @@
 //! by the first variant to arrive when no plain push made it first. The
 //! base stays while a namespace holds it or a variant uses it.
 
+use super::chunk_entry;
 use super::follow::{prefix_entry, PrefixKey};
 use super::index::{
     self, cf, page_key, BlobMeta, Content, Counters, Wrap, CF_BLOBS, CF_CHUNKS, CF_META, CF_PACKS,
-    CF_PREFIXES, CF_RECIPES, CF_REFCOUNTS,
+    CF_PREFIXES, CF_RECIPES,
 };
 use super::ingest::{Committing, IngestOptions, PushOutcome, Recipes};
 use super::pack::Hash;
@@ -291,25 +292,25 @@ impl Store {
                 }
             }
         }
-        let chunks_cf = cf(db, CF_CHUNKS);
         for (hash, loc) in new.chunks.locs {
             // A concurrent push may have committed the same chunk meanwhile;
             // its copy wins and ours is left for garbage collection. Unless
             // that copy is in a piece the bucket's collection marked: then
             // this one takes its place (counted once).
-            if let Some(v) = db.get_pinned_cf(chunks_cf, hash)? {
-                if self.condemned(&super::pack::ChunkLoc::decode(&v)?) {
-                    batch.put_cf(chunks_cf, hash, loc.encode());
+            if let Some(held) = chunk_entry::location(db, hash)? {
+                if self.condemned(&held) {
+                    chunk_entry::merge_loc(db, batch, hash, loc);
                 }
                 continue;
             }
-            batch.put_cf(chunks_cf, hash, loc.encode());
+            // A new record starts at zero references; `move_refs` below adds
+            // this push's own.
+            chunk_entry::merge_loc(db, batch, hash, loc);
             c.chunks += 1;
             c.chunk_plain_bytes += loc.len as u64;
             // Only the base's pages use it, and they were stored already:
             // garbage from the start, for collection to take.
             if !refs.contains_key(hash) {
-                batch.put_cf(cf(db, CF_REFCOUNTS), hash, 0u64.to_le_bytes());
                 c.unreferenced_chunks += 1;
             }
         }
@@ -487,14 +488,14 @@ impl Store {
         deltas: &HashMap<Hash, i64>,
     ) -> Result<()> {
         let db = self.db();
-        let rc_cf = cf(db, CF_REFCOUNTS);
+        let chunks_cf = cf(db, CF_CHUNKS);
         let hashes: Vec<&Hash> = deltas.keys().filter(|h| deltas[*h] != 0).collect();
-        let olds = db.multi_get_cf(hashes.iter().map(|h| (rc_cf, h.as_slice())));
+        let olds = db.multi_get_cf(hashes.iter().map(|h| (chunks_cf, h.as_slice())));
         for (h, old) in hashes.iter().zip(olds) {
             let old = old?
-                .map(|v| v[..].try_into().map(u64::from_le_bytes))
-                .transpose()
-                .map_err(|_| Error::DataLoss("bad refcount".into()))?;
+                .map(|v| chunk_entry::ChunkEntry::decode(&v))
+                .transpose()?
+                .map(|e| e.refs.max(0) as u64);
             let delta = deltas[*h];
             let before = old.unwrap_or(0);
             if (before as i64) < -delta {
@@ -512,7 +513,9 @@ impl Store {
             if before > 0 && after == 0 {
                 c.unreferenced_chunks += 1;
             }
-            batch.put_cf(rc_cf, h, after.to_le_bytes());
+            // A delta, not the new value: collection may move the chunk's
+            // location concurrently, and merges keep both writes.
+            chunk_entry::merge_refs(db, batch, h, after as i64 - before as i64);
         }
         Ok(())
     }

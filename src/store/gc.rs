@@ -15,7 +15,9 @@
 //! A crash before the batch leaves an uncommitted tail (trimmed at start); a
 //! crash after it leaves a pack file no commit refers to (removed at start).
 
-use super::index::{cf, Counters, CF_CHUNKS, CF_META, CF_PACKS, CF_REFCOUNTS};
+use super::chunk_entry::{self, ChunkEntry};
+use super::densify;
+use super::index::{cf, Counters, CF_CHUNKS, CF_META, CF_PACKS};
 use super::pack::{self, BlockBuilder, ChunkLoc, Hash, RecordHeader, HEADER_LEN};
 use super::Store;
 use crate::error::{Error, Result};
@@ -25,12 +27,17 @@ use std::collections::HashMap;
 pub struct GcOptions {
     /// Rewrite a pack when at least this share of its plain bytes is garbage.
     pub rewrite_threshold: f64,
+    /// Also rewrite every pack not yet dense (densify.rs), without yielding
+    /// to pushes: what `strata gc` asks for. Background collection leaves
+    /// that to the idle run.
+    pub densify: bool,
 }
 
 impl Default for GcOptions {
     fn default() -> Self {
         GcOptions {
             rewrite_threshold: 0.25,
+            densify: false,
         }
     }
 }
@@ -42,6 +49,10 @@ pub struct GcReport {
     pub packs_rewritten: u64,
     pub packs_removed: u64,
     pub chunks_moved: u64,
+    /// Packs rewritten dense (densify.rs), and their bytes before and after.
+    pub packs_densified: u64,
+    pub densified_bytes_before: u64,
+    pub densified_bytes_after: u64,
     /// Pack bytes on disk before and after.
     pub pack_bytes_before: u64,
     pub pack_bytes_after: u64,
@@ -88,6 +99,12 @@ impl Store {
                 return Err(e);
             }
         }
+        if opts.densify {
+            self.densify_packs(false, &mut r)?;
+            if r.packs_densified > 0 {
+                self.compact_chunk_records()?;
+            }
+        }
         r.pack_bytes_after = self.inner.counters.lock().pack_bytes;
         if r.chunks_freed > 0 || r.packs_rewritten > 0 || r.packs_removed > 0 {
             tracing::info!(?r, "garbage collected");
@@ -101,25 +118,24 @@ impl Store {
         let pins = self.inner.pins.lock();
         let mut c: Counters = *counters;
         let mut batch = rocksdb::WriteBatch::default();
-        for item in db.iterator_cf(cf(db, CF_REFCOUNTS), rocksdb::IteratorMode::Start) {
+        for item in db.iterator_cf(cf(db, CF_CHUNKS), rocksdb::IteratorMode::Start) {
             let (k, v) = item?;
-            if v[..] != 0u64.to_le_bytes() {
+            let e = ChunkEntry::decode(&v)?;
+            if e.refs > 0 {
                 continue;
             }
             let hash: Hash = k[..]
                 .try_into()
-                .map_err(|_| Error::DataLoss("bad refcount key".into()))?;
+                .map_err(|_| Error::DataLoss("bad chunk key".into()))?;
             if pins.contains_key(&hash) {
                 continue;
             }
-            if let Some(loc) = db.get_pinned_cf(cf(db, CF_CHUNKS), hash)? {
-                let loc = ChunkLoc::decode(&loc)?;
+            if let Some(loc) = e.loc {
                 c.chunks -= 1;
                 c.chunk_plain_bytes -= loc.len as u64;
                 r.chunk_bytes_freed += loc.len as u64;
             }
             batch.delete_cf(cf(db, CF_CHUNKS), hash);
-            batch.delete_cf(cf(db, CF_REFCOUNTS), hash);
             c.unreferenced_chunks = c.unreferenced_chunks.saturating_sub(1);
             r.chunks_freed += 1;
         }
@@ -137,7 +153,7 @@ impl Store {
         Ok(())
     }
 
-    fn committed_len(&self, id: u32) -> Result<u64> {
+    pub(super) fn committed_len(&self, id: u32) -> Result<u64> {
         let db = self.db();
         match db.get_cf(cf(db, CF_PACKS), id.to_be_bytes())? {
             Some(v) => Ok(u64::from_le_bytes(
@@ -155,8 +171,9 @@ impl Store {
         let mut live: HashMap<u32, u64> = HashMap::new();
         for item in db.iterator_cf(cf(db, CF_CHUNKS), rocksdb::IteratorMode::Start) {
             let (_, v) = item?;
-            let loc = ChunkLoc::decode(&v)?;
-            *live.entry(loc.pack).or_default() += loc.len as u64;
+            if let Some(loc) = ChunkEntry::decode(&v)?.loc {
+                *live.entry(loc.pack).or_default() += loc.len as u64;
+            }
         }
         let mut out = Vec::new();
         for item in db.iterator_cf(cf(db, CF_PACKS), rocksdb::IteratorMode::Start) {
@@ -179,13 +196,21 @@ impl Store {
         Ok(out)
     }
 
-    /// Copies the live chunks of a retired pack to another pack, moves their
-    /// locations in one batch, then removes the old file.
-    fn rewrite_pack(&self, id: u32, committed: u64, r: &mut GcReport) -> Result<()> {
+    /// Copies the live chunks of a retired pack to another pack (a dense one,
+    /// densify.rs, unless that is off), moves their locations in one batch,
+    /// then removes the old file. Returns the bytes written.
+    pub(super) fn rewrite_pack(&self, id: u32, committed: u64, r: &mut GcReport) -> Result<u64> {
         let db = self.db();
-        let mut writer = self.inner.packs.lease()?;
+        let dense = self.densifies();
+        let cfg = &self.inner.cfg;
+        let (mut writer, level, block_bytes) = if dense {
+            let w = self.inner.packs.lease_dense()?;
+            (w, cfg.dense_level, cfg.dense_block_bytes)
+        } else {
+            (self.inner.packs.lease()?, cfg.zstd_level, cfg.block_bytes)
+        };
         let start_len = writer.len;
-        let mut comp = zstd::bulk::Compressor::new(self.inner.cfg.zstd_level)
+        let mut comp = zstd::bulk::Compressor::new(level)
             .map_err(|e| Error::Internal(format!("zstd: {e}")))?;
         let mut moved: Vec<(Hash, ChunkLoc, ChunkLoc)> = Vec::new();
         let mut block = BlockBuilder::default();
@@ -224,6 +249,11 @@ impl Store {
         let result = (|| -> Result<()> {
             let mut off = 0u64;
             while off < committed {
+                if self.rewrites_stopped() {
+                    return Err(Error::Unavailable(
+                        "the daemon is stopping: pack rewrite abandoned".into(),
+                    ));
+                }
                 let h = self.inner.packs.read_at(id, off, HEADER_LEN)?;
                 let h = RecordHeader::parse(&h).ok_or_else(|| {
                     Error::DataLoss(format!("pack {id} offset {off}: not a record"))
@@ -235,14 +265,11 @@ impl Store {
                 let mut at = 0usize;
                 for (hash, clen) in decoded.entries {
                     let data = &decoded.plain[at..at + clen as usize];
-                    let here = db
-                        .get_pinned_cf(cf(db, CF_CHUNKS), hash)?
-                        .map(|v| ChunkLoc::decode(&v))
-                        .transpose()?;
+                    let here = chunk_entry::location(db, &hash)?;
                     if let Some(loc) = here.filter(|l| l.pack == id && l.block_offset == off) {
                         block.push(hash, data);
                         old_locs.push(loc);
-                        if block.plain.len() >= self.inner.cfg.block_bytes {
+                        if block.plain.len() >= block_bytes {
                             flush(&mut block, &mut old_locs, &mut writer)?;
                         }
                     }
@@ -259,18 +286,15 @@ impl Store {
             self.inner.packs.unretire(id);
             return Err(e);
         }
-        {
+        let written = {
             let mut counters = self.inner.counters.lock();
             let mut c = *counters;
             let mut batch = rocksdb::WriteBatch::default();
             for (hash, old, new) in &moved {
                 // Only chunks that still live where we found them move.
-                let now = db
-                    .get_pinned_cf(cf(db, CF_CHUNKS), hash)?
-                    .map(|v| ChunkLoc::decode(&v))
-                    .transpose()?;
+                let now = chunk_entry::location(db, hash)?;
                 if now.as_ref() == Some(old) {
-                    batch.put_cf(cf(db, CF_CHUNKS), hash, new.encode());
+                    chunk_entry::merge_loc(db, &mut batch, hash, new);
                     r.chunks_moved += 1;
                 }
             }
@@ -281,15 +305,23 @@ impl Store {
                     writer.id.to_be_bytes(),
                     writer.len.to_le_bytes(),
                 );
+                if dense {
+                    batch.put_cf(cf(db, CF_META), densify::dense_key(writer.id), []);
+                }
             }
             batch.delete_cf(cf(db, CF_PACKS), id.to_be_bytes());
+            batch.delete_cf(cf(db, CF_META), densify::dense_key(id));
             c.pack_bytes = c.pack_bytes + written - committed;
             batch.put_cf(cf(db, CF_META), super::index::META_COUNTERS, c.encode());
             let mut wo = rocksdb::WriteOptions::default();
             wo.set_sync(true);
             db.write_opt(batch, &wo)?;
             *counters = c;
-        }
+            if dense && written > 0 {
+                self.inner.packs.mark_dense(writer.id);
+            }
+            written
+        };
         self.inner.packs.release(writer);
         self.inner.blocks.forget(|k| k.0 == id);
         self.inner.packs.remove(id)?;
@@ -298,6 +330,6 @@ impl Store {
         } else {
             r.packs_rewritten += 1;
         }
-        Ok(())
+        Ok(written)
     }
 }

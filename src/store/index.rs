@@ -6,8 +6,8 @@
 //! | recipes   | sha256[32]                  | Content (size, holders, page starts)   |
 //! | recipes   | sha256[32] page u32 BE      | one recipe page (plain pages, then raw) |
 //! | recipes   | sha256[32] ff ff ff ff      | rebuild plan of a compressed blob      |
-//! | chunks    | blake3[32]                  | ChunkLoc                               |
-//! | refcounts | blake3[32]                  | u64: recipe references to the chunk    |
+//! | chunks    | blake3[32]                  | ChunkEntry: ChunkLoc, recipe references (chunk_entry.rs) |
+//! | refcounts | (empty since strata-2; the counts moved into `chunks`) |                      |
 //! | packs     | pack id u32 BE              | u64: committed (durable) length        |
 //! | meta      | name                        | format, chunk sizes, counters          |
 //! | meta      | "convert" \0 sha256[32]    | empty: content kept as received, to convert |
@@ -44,7 +44,9 @@ const ALL_CFS: [&str; 8] = [
 pub const META_FORMAT: &[u8] = b"format";
 pub const META_CHUNK_SIZES: &[u8] = b"chunk_sizes";
 pub const META_COUNTERS: &[u8] = b"counters";
-pub const FORMAT_VERSION: &str = "strata-1";
+pub const FORMAT_VERSION: &str = "strata-2";
+/// The format before chunk records carried their counts (migrated on open).
+pub const FORMAT_V1: &str = "strata-1";
 /// Conversion marks in `meta` (convert.rs): this, then the digest.
 pub const MARK: &[u8] = b"convert\0";
 
@@ -92,6 +94,12 @@ pub fn open(path: &Path) -> Result<DB> {
         // answers "absent" without touching disk.
         t.set_bloom_filter(10.0, false);
         o.set_block_based_table_factory(&t);
+        if *name == CF_CHUNKS {
+            o.set_merge_operator_associative(
+                super::chunk_entry::MERGE_NAME,
+                super::chunk_entry::merge,
+            );
+        }
         ColumnFamilyDescriptor::new(*name, o)
     });
     DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| {

@@ -16,7 +16,7 @@
 
 use super::follow::{Follow, PrefixKey};
 use super::hasher::BackgroundSha256;
-use super::index::{cf, CF_CHUNKS};
+
 use super::pack::{self, BlockBuilder, ChunkLoc, Hash, PackWriter};
 use super::recipe::{Recipe, RecipeBuilder};
 use super::{validate_namespace, Inner, Store};
@@ -412,15 +412,15 @@ impl ChunkSink {
                 .is_some_and(|f| f.epoch == self.inner.chunk_drops()))
             || {
                 let db = &self.inner.db;
-                match db.get_pinned_cf(cf(db, CF_CHUNKS), hash)? {
+                match super::chunk_entry::location(db, &hash)? {
                     None => false,
                     // In a piece the bucket's collection marked: stored again.
-                    Some(v) => {
+                    Some(loc) => {
                         !(self.inner.remote.is_some()
                             && Store {
                                 inner: self.inner.clone(),
                             }
-                            .condemned(&ChunkLoc::decode(&v)?))
+                            .condemned(&loc))
                     }
                 }
             };

@@ -8,9 +8,11 @@
 
 pub mod bucket_gc;
 pub mod cache;
+pub mod chunk_entry;
 mod commit;
 pub mod convert;
 mod delete;
+pub mod densify;
 mod follow;
 pub mod gc;
 mod hasher;
@@ -52,6 +54,11 @@ pub struct StoreConfig {
     /// New chunks are compressed together in blocks of about this many plain bytes.
     pub block_bytes: usize,
     pub max_pack_bytes: u64,
+    /// zstd level of dense packs (densify.rs), which pushes leave behind
+    /// once they pause; 0 leaves packs as ingest wrote them.
+    pub dense_level: i32,
+    /// Plain bytes per block in dense packs.
+    pub dense_block_bytes: usize,
     pub cache_bytes: usize,
     /// How compressed blobs are decoded and proven (bomb ratio, preflate).
     pub unwrap: crate::codec::unwrap::UnwrapConfig,
@@ -74,6 +81,8 @@ impl Default for StoreConfig {
             zstd_level: 3,
             block_bytes: 2 << 20,
             max_pack_bytes: 1 << 30,
+            dense_level: 9,
+            dense_block_bytes: 2 << 20,
             cache_bytes: 32 << 20,
             unwrap: Default::default(),
             min_free_bytes: 64 << 20,
@@ -109,6 +118,8 @@ struct Inner {
     pins: Mutex<HashMap<pack::Hash, u32>>,
     /// One garbage collection at a time.
     gc_lock: Mutex<()>,
+    /// Set at shutdown: a pack rewrite in progress gives up (densify.rs).
+    stop_rewrites: std::sync::atomic::AtomicBool,
     /// Garbage collections that dropped chunks (see `follow::Follow::epoch`).
     chunk_drops: std::sync::atomic::AtomicU64,
     /// Upload refs being written by a stream (namespace \0 ref).
@@ -263,6 +274,18 @@ impl Store {
                 cfg.zstd_level
             )));
         }
+        if !(0..=22).contains(&cfg.dense_level) {
+            return Err(Error::InvalidArgument(format!(
+                "dense zstd level {} is outside 0..=22 (0: off)",
+                cfg.dense_level
+            )));
+        }
+        if !(64 << 10..=pack::MAX_BLOCK_PLAIN as usize).contains(&cfg.dense_block_bytes) {
+            return Err(Error::InvalidArgument(format!(
+                "dense block size {} is outside 64 KiB..=64 MiB",
+                cfg.dense_block_bytes
+            )));
+        }
         for sub in ["", "index", "packs", "ingest"] {
             let p = dir.join(sub);
             std::fs::create_dir_all(&p)
@@ -302,7 +325,10 @@ impl Store {
             }
         };
         if let Some(f) = db.get_cf(meta, index::META_FORMAT)? {
-            if f != index::FORMAT_VERSION.as_bytes() {
+            if f == index::FORMAT_V1.as_bytes() {
+                let n = chunk_entry::migrate_from_v1(&db)?;
+                tracing::info!(dir = %dir.display(), refcounts = n, "index migrated from strata-1 to strata-2: chunk records carry their counts");
+            } else if f != index::FORMAT_VERSION.as_bytes() {
                 return Err(Error::FailedPrecondition(format!(
                     "{} holds a store of format {:?}; this strata reads {}",
                     dir.display(),
@@ -321,7 +347,8 @@ impl Store {
             let (id, len) = index::decode_pack_entry(&k, &v)?;
             committed.insert(id, len);
         }
-        let packs = PackSet::open(&dir.join("packs"), cfg.max_pack_bytes, &committed)?;
+        let dense = densify::load_dense(&db)?;
+        let packs = PackSet::open(&dir.join("packs"), cfg.max_pack_bytes, &committed, dense)?;
         tracing::info!(dir = %dir.display(), blobs = counters.blobs, chunks = counters.chunks, %chunk_sizes, "store open");
         let store = Store {
             inner: Arc::new(Inner {
@@ -355,6 +382,7 @@ impl Store {
                 pins: Mutex::new(HashMap::new()),
                 chunk_drops: Default::default(),
                 gc_lock: Mutex::new(()),
+                stop_rewrites: Default::default(),
                 swap_locks: std::array::from_fn(|_| Default::default()),
                 page_locks: std::array::from_fn(|_| Default::default()),
                 convert: Default::default(),

@@ -1,5 +1,8 @@
 //! The set of pack files: a pool of writers (one ingest appends to a pack at a
 //! time), cached read handles, and recovery of pack tails left by a crash.
+//!
+//! Dense packs (`densify.rs`) are a pool of their own: only rewrites append
+//! to them, at the dense zstd level, so ingest never mixes fresh blocks in.
 
 use super::pack::{self, PackWriter};
 use crate::error::{Error, Result};
@@ -14,6 +17,10 @@ pub struct PackSet {
     dir: PathBuf,
     max_pack_bytes: u64,
     free: Mutex<Vec<PackWriter>>,
+    /// Dense packs not yet full, for rewrites to append to.
+    dense_free: Mutex<Vec<PackWriter>>,
+    /// Every dense pack (committed as such in the index).
+    dense: Mutex<std::collections::HashSet<u32>>,
     /// Packs taken out of the pool by garbage collection: never leased again.
     retired: Mutex<std::collections::HashSet<u32>>,
     /// Packs an ingest is appending to.
@@ -42,11 +49,17 @@ impl PackSet {
     /// Opens the pack directory. `committed` gives each pack's durable length as
     /// the index knows it; anything past it was written by an ingest that never
     /// committed, and is cut off here.
-    pub fn open(dir: &Path, max_pack_bytes: u64, committed: &HashMap<u32, u64>) -> Result<Self> {
+    pub fn open(
+        dir: &Path,
+        max_pack_bytes: u64,
+        committed: &HashMap<u32, u64>,
+        dense: std::collections::HashSet<u32>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let mut max_id = 0u32;
         let mut writers = Vec::new();
+        let mut dense_writers = Vec::new();
         let entries = std::fs::read_dir(dir)
             .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
         for entry in entries {
@@ -86,7 +99,11 @@ impl PackSet {
                 w.truncate(keep)?;
             }
             if keep < max_pack_bytes {
-                writers.push(w);
+                if dense.contains(&id) {
+                    dense_writers.push(w);
+                } else {
+                    writers.push(w);
+                }
             }
         }
         for &id in committed.keys() {
@@ -96,6 +113,8 @@ impl PackSet {
             dir: dir.to_path_buf(),
             max_pack_bytes,
             free: Mutex::new(writers),
+            dense_free: Mutex::new(dense_writers),
+            dense: Mutex::new(dense),
             retired: Mutex::new(Default::default()),
             leased: Mutex::new(Default::default()),
             next_id: Mutex::new(max_id + 1),
@@ -153,7 +172,12 @@ impl PackSet {
 
     /// Takes a writer for one ingest's exclusive use.
     pub fn lease(&self) -> Result<PackWriter> {
-        if let Some(w) = self.free.lock().pop() {
+        self.lease_from(&self.free)
+    }
+
+    /// A writer from `pool`, or a new pack.
+    fn lease_from(&self, pool: &Mutex<Vec<PackWriter>>) -> Result<PackWriter> {
+        if let Some(w) = pool.lock().pop() {
             self.leased.lock().insert(w.id);
             return Ok(w);
         }
@@ -172,18 +196,39 @@ impl PackSet {
     pub fn release(&self, w: PackWriter) {
         self.leased.lock().remove(&w.id);
         if w.len < self.max_pack_bytes && !self.retired.lock().contains(&w.id) {
-            self.free.lock().push(w);
+            if self.dense.lock().contains(&w.id) {
+                self.dense_free.lock().push(w);
+            } else {
+                self.free.lock().push(w);
+            }
         }
+    }
+
+    /// Takes a dense pack's writer for a rewrite: the last one not full, or
+    /// a new pack (dense once the rewrite's batch says so: `mark_dense`).
+    pub fn lease_dense(&self) -> Result<PackWriter> {
+        self.lease_from(&self.dense_free)
+    }
+
+    /// Records that pack `id` holds dense blocks only (its rewrite committed).
+    pub fn mark_dense(&self, id: u32) {
+        self.dense.lock().insert(id);
+    }
+
+    pub fn is_dense(&self, id: u32) -> bool {
+        self.dense.lock().contains(&id)
     }
 
     /// Takes a pack out of use for appending, for a rewrite. False when an
     /// ingest holds it right now.
     pub fn retire(&self, id: u32) -> bool {
-        let mut free = self.free.lock();
-        if let Some(i) = free.iter().position(|w| w.id == id) {
-            free.swap_remove(i);
-            self.retired.lock().insert(id);
-            return true;
+        for pool in [&self.free, &self.dense_free] {
+            let mut free = pool.lock();
+            if let Some(i) = free.iter().position(|w| w.id == id) {
+                free.swap_remove(i);
+                self.retired.lock().insert(id);
+                return true;
+            }
         }
         // Not in the pool: either leased by an ingest, or full (never leased again).
         let leased = self.leased.lock().contains(&id);
@@ -210,7 +255,10 @@ impl PackSet {
         let entries = std::fs::read_dir(&self.dir)
             .map_err(|e| Error::io(format!("listing {}", self.dir.display()), e))?;
         let leased = self.leased.lock().clone();
-        let free: std::collections::HashSet<u32> = self.free.lock().iter().map(|w| w.id).collect();
+        let free: std::collections::HashSet<u32> = (self.free.lock().iter())
+            .chain(self.dense_free.lock().iter())
+            .map(|w| w.id)
+            .collect();
         for entry in entries.flatten() {
             let Some(id) = entry.file_name().to_str().and_then(pack::parse_pack_name) else {
                 continue;
@@ -226,6 +274,7 @@ impl PackSet {
     /// Removes a rewritten pack's file.
     pub fn remove(&self, id: u32) -> Result<()> {
         self.readers.lock().remove(&id);
+        self.dense.lock().remove(&id);
         let path = pack::pack_path(&self.dir, id);
         match std::fs::remove_file(&path) {
             Ok(()) => {}

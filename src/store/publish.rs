@@ -12,7 +12,7 @@
 //! acknowledged that is not in the bucket; what was uploaded before the
 //! failure names nothing a segment names, and is garbage.
 
-use super::index::{cf, CF_CHUNKS, CF_META};
+use super::index::{cf, CF_META};
 use super::ingest::{Committing, WriterDone};
 use super::pack::{ChunkLoc, Hash};
 use super::recipe::Recipe;
@@ -162,13 +162,13 @@ impl Store {
     /// Where a chunk the index holds is in the bucket.
     fn indexed_place(&self, h: &Hash, of: &Digest) -> Result<(String, ObjLoc)> {
         let db = self.db();
-        let v = db.get_pinned_cf(cf(db, CF_CHUNKS), h)?.ok_or_else(|| {
+        let loc = super::chunk_entry::location(db, h)?.ok_or_else(|| {
             Error::DataLoss(format!(
                 "chunk {} of {of} is missing from the index",
                 hex::encode(h)
             ))
         })?;
-        self.object_of(&ChunkLoc::decode(&v)?)
+        self.object_of(&loc)
     }
 
     /// The content object of a commit that stores `new`: its recipes as the

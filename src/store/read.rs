@@ -1,7 +1,7 @@
 //! Reads: a byte range of a blob, rebuilt from its recipe. Only the recipe pages
 //! the range touches are decoded; chunks come from decoded blocks, cached.
 
-use super::index::{cf, page_key, plan_key, Content, CF_CHUNKS, CF_RECIPES};
+use super::index::{cf, page_key, plan_key, Content, CF_RECIPES};
 use super::pack::{self, ChunkLoc};
 use super::recipe::{decode_page, Segment};
 use super::remote::FOREIGN_BASE;
@@ -433,16 +433,12 @@ impl Store {
         digest: &Digest,
         cached_only: bool,
     ) -> Result<Option<(Arc<Vec<u8>>, ChunkLoc)>> {
-        let loc = self
-            .db()
-            .get_pinned_cf(cf(self.db(), CF_CHUNKS), hash)?
-            .ok_or_else(|| {
-                Error::DataLoss(format!(
-                    "chunk {} of {digest} is missing from the index",
-                    hex::encode(hash)
-                ))
-            })
-            .and_then(|v| ChunkLoc::decode(&v))?;
+        let loc = super::chunk_entry::location(self.db(), hash)?.ok_or_else(|| {
+            Error::DataLoss(format!(
+                "chunk {} of {digest} is missing from the index",
+                hex::encode(hash)
+            ))
+        })?;
         if loc.len != len || loc.offset_in_block.checked_add(len).is_none() {
             return Err(Error::DataLoss(format!(
                 "chunk {} has a different length in the index",

@@ -9,7 +9,7 @@
 //! blob only refreshes its record; a delete of an absent one does nothing).
 
 use super::commit::{write_synced, Bases};
-use super::index::{self, cf, BlobMeta, Counters, CF_BLOBS, CF_CHUNKS, CF_META, CF_RECIPES};
+use super::index::{self, cf, BlobMeta, Counters, CF_BLOBS, CF_META, CF_RECIPES};
 use super::ingest::{Committing, NewChunks, Recipes, Seen};
 use super::pack::{ChunkLoc, Hash};
 use super::publish::{key, CONTENT, ID, NEXT_ID, OBJ, OP, SEG};
@@ -326,7 +326,7 @@ impl Store {
         // Every chunk the recipes name must be locatable.
         let located: std::collections::HashSet<&Hash> = locs.iter().map(|(h, _)| h).collect();
         for h in seen.keys() {
-            if !located.contains(h) && db.get_pinned_cf(cf(db, CF_CHUNKS), h)?.is_none() {
+            if !located.contains(h) && super::chunk_entry::location(db, h)?.is_none() {
                 return Err(Error::DataLoss(format!(
                     "content object {name} names chunk {} but not where it is",
                     hex::encode(h)

@@ -12,11 +12,10 @@
 //! 5. blob records, holders and the store's counters agree;
 //! 6. with `deep`, every content rebuilt hashes to its digest.
 
+use super::chunk_entry::ChunkEntry;
 use super::follow::PrefixKey;
-use super::index::{
-    cf, Content, Counters, CF_BLOBS, CF_CHUNKS, CF_PACKS, CF_PREFIXES, CF_RECIPES, CF_REFCOUNTS,
-};
-use super::pack::{self, ChunkLoc, Hash, RecordHeader, HEADER_LEN};
+use super::index::{cf, Content, Counters, CF_BLOBS, CF_CHUNKS, CF_PACKS, CF_PREFIXES, CF_RECIPES};
+use super::pack::{self, Hash, RecordHeader, HEADER_LEN};
 use super::recipe::{decode_page, Segment};
 use super::remote::FOREIGN_BASE;
 use super::Store;
@@ -139,13 +138,19 @@ impl Store {
         // 2. Chunk locations.
         let mut chunk_len: HashMap<Hash, u32> = HashMap::new();
         let mut bad_chunks: HashSet<Hash> = HashSet::new();
+        // Every chunk record's reference count, checked in step 4.
+        let mut counts: BTreeMap<Hash, i64> = BTreeMap::new();
         for item in snap.iterator_cf(cf(db, CF_CHUNKS), rocksdb::IteratorMode::Start) {
             let (k, v) = item?;
             let hash: Hash = k[..]
                 .try_into()
                 .map_err(|_| Error::DataLoss("bad chunk key".into()))?;
+            let e = ChunkEntry::decode(&v)?;
+            counts.insert(hash, e.refs);
+            let Some(loc) = e.loc else {
+                continue;
+            };
             r.chunks += 1;
-            let loc = ChunkLoc::decode(&v)?;
             chunk_len.insert(hash, loc.len);
             if in_bucket(loc.pack) && !good.contains_key(&loc.block_key()) {
                 // A block in the bucket: read it (through the cache) and check it.
@@ -399,22 +404,13 @@ impl Store {
         // 4. Refcounts against the references counted.
         let mut seen_rc = HashSet::new();
         let mut unreferenced = 0u64;
-        for item in snap.iterator_cf(cf(db, CF_REFCOUNTS), rocksdb::IteratorMode::Start) {
-            let (k, v) = item?;
-            let hash: Hash = k[..]
-                .try_into()
-                .map_err(|_| Error::DataLoss("bad refcount key".into()))?;
-            let n = u64::from_le_bytes(
-                v[..]
-                    .try_into()
-                    .map_err(|_| Error::DataLoss("bad refcount".into()))?,
-            );
+        for (&hash, &n) in &counts {
             seen_rc.insert(hash);
             if n == 0 {
                 unreferenced += 1;
             }
             let want = refs.get(&hash).copied().unwrap_or(0);
-            if n != want {
+            if n != want as i64 {
                 problems.push((
                     "refcount".into(),
                     format!(

@@ -269,3 +269,83 @@ pub fn wait_for_serve(child: &mut std::process::Child, sock: &Path, log: &Path) 
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A tar of real files from this machine (documentation and programs), up to
+/// about `limit` bytes: real data is what preflate's predictions are made for.
+pub fn real_files_tar(limit: usize) -> Vec<u8> {
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
+    for dir in [
+        "/usr/share/common-licenses",
+        "/usr/share/doc/bash",
+        "/usr/bin",
+    ] {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        let mut v: Vec<_> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect();
+        v.sort();
+        files.extend(v);
+    }
+    let mut b = tar::Builder::new(Vec::new());
+    let mut total = 0;
+    for f in files {
+        let Ok(data) = std::fs::read(&f) else {
+            continue;
+        };
+        if total + data.len() > limit {
+            continue;
+        }
+        total += data.len();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(1_700_000_000);
+        b.append_data(&mut h, f.strip_prefix("/").unwrap(), &data[..])
+            .unwrap();
+    }
+    assert!(
+        total > limit / 2,
+        "not enough files on this machine for the test"
+    );
+    b.into_inner().unwrap()
+}
+
+/// Polls `cond` until it holds or `within` passes.
+pub fn eventually(within: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < within {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    cond()
+}
+
+/// A whole content read through the store's API (no daemon).
+pub fn store_read(store: &strata::store::Store, d: &strata::Digest) -> Vec<u8> {
+    let c = store.content(d).unwrap().expect("stored");
+    let mut got = Vec::new();
+    store
+        .read_range(d, &c, 0, 0, &mut |b: &[u8]| {
+            got.extend_from_slice(b);
+            Ok(true)
+        })
+        .unwrap();
+    got
+}
+
+/// The daemon's record of a blob in the default namespace.
+pub async fn stat(c: &mut Client, digest: &str) -> pb::BlobInfo {
+    c.stat(pb::StatRequest {
+        namespace: String::new(),
+        digest: digest.into(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
