@@ -16,7 +16,8 @@
 # Every blob read back is checked against its digest.
 #
 # Environment: STRATA (binary; default: cargo build --release), SUBSET_MB,
-# PRODUCERS (default "python-gzip-6 pigz-6 gzip-6 zstd-3 zstd-9").
+# PRODUCERS (default "go-6 pgzip-5 python-gzip-6 pigz-6 gzip-6 zstd-3 zstd-9"),
+# DENSE=0 (figures of packs as ingest wrote them, not densified).
 # Prints a markdown report and writes it to WORK_DIR/report.md.
 set -euo pipefail
 

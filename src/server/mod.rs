@@ -270,6 +270,9 @@ pub async fn serve(
     collector.abort();
     flusher.abort();
     densifier.abort();
+    // A densify or collection in progress gives up at its next record (its
+    // copy is cut off, as after a crash) rather than hold up the stop.
+    store.stop_rewrites();
     if let Some(s) = syncer {
         s.abort();
     }
@@ -305,7 +308,6 @@ pub async fn serve(
     // write stream saving its upload record); the index must be closed before
     // this returns, so a restart in the same process can open it again.
     store.drop_cursors();
-    store.stop_rewrites();
     let deadline = tokio::time::Instant::now() + opts.shutdown_grace;
     while store.handles() > 1 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -90,15 +90,21 @@ fn unzigzag(v: u64) -> i64 {
 }
 
 /// The fold of a base value and operands, for full and partial merges alike.
-/// A record that does not decode makes the merge fail, which RocksDB reports
-/// as corruption on the read or compaction that met it.
-pub fn merge(_key: &[u8], base: Option<&[u8]>, ops: &MergeOperands) -> Option<Vec<u8>> {
-    let mut acc = match base {
-        Some(b) => ChunkEntry::decode(b).ok()?,
-        None => ChunkEntry::default(),
-    };
-    for op in ops {
-        acc = acc.then(ChunkEntry::decode(op).ok()?);
+/// A piece that does not decode is logged and left out rather than failing
+/// the merge: RocksDB would take a failed merge in a flush or compaction as
+/// corruption and refuse every write after it. What is lost shows in
+/// `verify` (a chunk without a location, or a count that disagrees).
+pub fn merge(key: &[u8], base: Option<&[u8]>, ops: &MergeOperands) -> Option<Vec<u8>> {
+    let mut acc = ChunkEntry::default();
+    for piece in base.into_iter().chain(ops) {
+        match ChunkEntry::decode(piece) {
+            Ok(e) => acc = acc.then(e),
+            Err(e) => tracing::error!(
+                chunk = %hex::encode(key),
+                error = %e,
+                "a chunk record piece does not decode; left out of its merge"
+            ),
+        }
     }
     Some(acc.encode())
 }
@@ -164,23 +170,34 @@ pub fn migrate_from_v1(db: &DB) -> Result<u64> {
         }
     }
     db.write(batch)?;
-    // Chunks with a location but no count were only possible as a bug;
-    // give them a zero count in this format so every record decodes alike.
+    // Chunks with a location but no count were only possible as a bug.
+    // A count of 0 would let the next collection delete them while a recipe
+    // may still name them, so they get 1: kept, and `verify` reports the
+    // count that disagrees with the recipes.
     let mut batch = WriteBatch::default();
+    let mut uncounted = 0u64;
     for item in db.iterator_cf(cf(db, CF_CHUNKS), rocksdb::IteratorMode::Start) {
         let (k, v) = item?;
         if v.len() == ChunkLoc::ENCODED_LEN {
             let e = ChunkEntry {
                 loc: Some(ChunkLoc::decode(&v)?),
-                refs: 0,
+                refs: 1,
             };
             batch.put_cf(cf(db, CF_CHUNKS), &k, e.encode());
+            uncounted += 1;
             if batch.len() >= BATCH {
                 db.write(std::mem::take(&mut batch))?;
             }
         }
     }
     db.write(batch)?;
+    if uncounted > 0 {
+        tracing::warn!(
+            chunks = uncounted,
+            "strata-1 index: chunks with a location but no count kept with a count of 1; \
+             run `strata verify` to see which recipes name them"
+        );
+    }
     let mut finish = WriteBatch::default();
     if let (Some(a), Some(mut b)) = (first, last) {
         b.push(0);
@@ -278,5 +295,33 @@ mod tests {
         let left = d(&ops[0]).then(d(&ops[1]));
         let right = d(&ops[2]).then(d(&ops[3])).then(d(&ops[4]));
         assert_eq!(left.then(right), all);
+    }
+
+    /// A garbled piece is left out of the fold; writes go on after the
+    /// flush that met it (a failed merge would stop every write).
+    #[test]
+    fn a_piece_that_does_not_decode_is_left_out_and_writes_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = rocksdb::Options::default();
+        o.create_if_missing(true);
+        o.set_merge_operator_associative("strata-chunk-entry-v1", merge);
+        let db = DB::open(&o, dir.path()).unwrap();
+        let k = [7u8; 32];
+        db.merge(k, ChunkEntry::add_refs(2)).unwrap();
+        db.merge(k, [0xffu8; 40]).unwrap();
+        db.merge(k, ChunkEntry::set_loc(&loc(4))).unwrap();
+        db.flush().unwrap();
+        db.merge(k, ChunkEntry::add_refs(1)).unwrap();
+        db.flush().unwrap();
+        db.compact_range(None::<&[u8]>, None::<&[u8]>);
+        let got = ChunkEntry::decode(&db.get(k).unwrap().unwrap()).unwrap();
+        assert_eq!(
+            got,
+            ChunkEntry {
+                loc: Some(loc(4)),
+                refs: 3
+            }
+        );
+        db.put(b"after", b"x").unwrap();
     }
 }

@@ -18,7 +18,7 @@
 use super::gc::GcReport;
 use super::index::{cf, CF_META, CF_PACKS};
 use super::Store;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -53,6 +53,9 @@ pub fn load_dense(db: &rocksdb::DB) -> Result<HashSet<u32>> {
 /// Pushes quiet this long before an idle densify starts a pack.
 pub const QUIET: Duration = Duration::from_secs(5);
 
+/// Moved chunks past which a densify compacts the `chunks` family itself.
+const COMPACT_AFTER_MOVES: u64 = 4096;
+
 impl Store {
     /// Whether rewrites write dense packs: a dense level is set, and the
     /// packs are this data directory's alone (a bucket's are shared).
@@ -63,10 +66,10 @@ impl Store {
     /// Rewrites every pack that is not dense and that no ingest holds.
     /// With `yield_to_pushes`, stops before the next pack once a push has
     /// written in the last `QUIET` (the daemon's idle run); `strata gc`
-    /// takes them all.
-    pub(super) fn densify_packs(&self, yield_to_pushes: bool, r: &mut GcReport) -> Result<()> {
+    /// takes them all. Returns false when it stopped for want of space.
+    pub(super) fn densify_packs(&self, yield_to_pushes: bool, r: &mut GcReport) -> Result<bool> {
         if !self.densifies() {
-            return Ok(());
+            return Ok(true);
         }
         let db = self.db();
         let mut ids = Vec::new();
@@ -81,36 +84,52 @@ impl Store {
             if self.rewrites_stopped() || (yield_to_pushes && self.quiet_for() < QUIET) {
                 break;
             }
+            let committed = self.committed_len(id)?;
+            // Densifying is an optimisation: it starts a pack only with room
+            // for the whole copy beside the full reserve pushes keep, so it
+            // never takes what a push would need; collection still frees
+            // space on a full disk.
+            let cfg = &self.inner.cfg;
+            if let Err(e) = self
+                .inner
+                .packs
+                .claim(&self.inner.dir, committed, cfg.min_free_bytes)
+            {
+                if e.is_disk_full() {
+                    tracing::warn!(pack = id, error = %e, "densifying waits for free space");
+                    return Ok(false);
+                }
+                return Err(e);
+            }
             if !self.inner.packs.retire(id) {
                 continue; // an ingest is appending to it: next time
             }
-            let committed = self.committed_len(id)?;
+            tracing::info!(pack = id, bytes = committed, "densifying a pack");
             match self.rewrite_pack(id, committed, r) {
                 Ok(written) => {
                     r.packs_densified += 1;
                     r.densified_bytes_before += committed;
                     r.densified_bytes_after += written;
                 }
-                // Densifying is an optimisation: on a disk too full to hold
-                // a pack's copy it waits, and collection still frees space.
                 Err(e) if e.is_disk_full() => {
-                    self.inner.packs.unretire(id);
                     tracing::warn!(pack = id, error = %e, "densifying waits for free space");
-                    break;
+                    return Ok(false);
                 }
-                Err(e) => {
-                    self.inner.packs.unretire(id);
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// After a densify moved many chunks: their new locations are merge
     /// operands beside the old records until a compaction folds them, which
-    /// would leave the `chunks` family at rest up to twice its size.
-    pub(super) fn compact_chunk_records(&self) -> Result<()> {
+    /// would leave the `chunks` family at rest up to twice its size. A few
+    /// moved chunks are left to RocksDB's own compactions, and so is
+    /// everything once the daemon is stopping.
+    pub(super) fn compact_chunk_records(&self, moved: u64) -> Result<()> {
+        if moved < COMPACT_AFTER_MOVES || self.rewrites_stopped() {
+            return Ok(());
+        }
         let db = self.db();
         let chunks = cf(db, super::index::CF_CHUNKS);
         db.flush_cf(chunks)?;
@@ -127,16 +146,23 @@ impl Store {
         }
         let _one_at_a_time = self.inner.gc_lock.lock();
         r.pack_bytes_before = self.inner.counters.lock().pack_bytes;
-        self.densify_packs(true, &mut r)?;
+        let had_room = self.densify_packs(true, &mut r)?;
         r.pack_bytes_after = self.inner.counters.lock().pack_bytes;
         if r.packs_densified > 0 {
-            self.compact_chunk_records()?;
+            self.compact_chunk_records(r.chunks_moved)?;
             tracing::info!(
                 packs = r.packs_densified,
                 before = r.densified_bytes_before,
                 after = r.densified_bytes_after,
                 "packs densified: pushes paused"
             );
+        }
+        if !had_room {
+            // The idle loop backs off rather than retry every second.
+            return Err(Error::disk_full(
+                Some(&self.inner.dir),
+                "densifying packs waits for free space",
+            ));
         }
         Ok(r)
     }

@@ -100,9 +100,11 @@ impl Store {
             }
         }
         if opts.densify {
+            // A disk too full for a copy leaves the rest for later: the
+            // collection above already freed what it could.
             self.densify_packs(false, &mut r)?;
             if r.packs_densified > 0 {
-                self.compact_chunk_records()?;
+                self.compact_chunk_records(r.chunks_moved)?;
             }
         }
         r.pack_bytes_after = self.inner.counters.lock().pack_bytes;
@@ -280,13 +282,22 @@ impl Store {
             flush(&mut block, &mut old_locs, &mut writer)?;
             writer.sync()
         })();
-        if let Err(e) = result {
-            let _ = writer.truncate(start_len);
-            self.inner.packs.release(writer);
+        // On any failure before the batch is written, the copy is cut off
+        // and the source keeps serving; a writer whose cut failed takes no
+        // appends again (its tail is trimmed at the next open).
+        let give_up = |mut writer: pack::PackWriter, e: Error| -> Error {
+            if writer.truncate(start_len).is_ok() {
+                self.inner.packs.release(writer);
+            } else {
+                self.inner.packs.release_spent(writer);
+            }
             self.inner.packs.unretire(id);
-            return Err(e);
+            e
+        };
+        if let Err(e) = result {
+            return Err(give_up(writer, e));
         }
-        let written = {
+        let committed_batch = (|| -> Result<u64> {
             let mut counters = self.inner.counters.lock();
             let mut c = *counters;
             let mut batch = rocksdb::WriteBatch::default();
@@ -320,7 +331,11 @@ impl Store {
             if dense && written > 0 {
                 self.inner.packs.mark_dense(writer.id);
             }
-            written
+            Ok(written)
+        })();
+        let written = match committed_batch {
+            Ok(w) => w,
+            Err(e) => return Err(give_up(writer, e)),
         };
         self.inner.packs.release(writer);
         self.inner.blocks.forget(|k| k.0 == id);

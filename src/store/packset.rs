@@ -7,7 +7,7 @@
 use super::pack::{self, PackWriter};
 use crate::error::{Error, Result};
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -16,20 +16,29 @@ use std::sync::Arc;
 pub struct PackSet {
     dir: PathBuf,
     max_pack_bytes: u64,
-    free: Mutex<Vec<PackWriter>>,
-    /// Dense packs not yet full, for rewrites to append to.
-    dense_free: Mutex<Vec<PackWriter>>,
-    /// Every dense pack (committed as such in the index).
-    dense: Mutex<std::collections::HashSet<u32>>,
-    /// Packs taken out of the pool by garbage collection: never leased again.
-    retired: Mutex<std::collections::HashSet<u32>>,
-    /// Packs an ingest is appending to.
-    leased: Mutex<std::collections::HashSet<u32>>,
+    /// One lock over every pool, so that `retire` and `release` decide
+    /// atomically whether a pack is in use (two locks let a released writer
+    /// slip back into `free` after `retire` looked there: a rewritten,
+    /// deleted pack then took appends).
+    pools: Mutex<Pools>,
     next_id: Mutex<u32>,
     readers: Mutex<HashMap<u32, Arc<File>>>,
     /// Bytes being written right now under a [`Claim`]: not yet in the
     /// filesystem's free-space figure.
     claimed: Mutex<u64>,
+}
+
+#[derive(Default)]
+struct Pools {
+    free: Vec<PackWriter>,
+    /// Dense packs not yet full, for rewrites to append to.
+    dense_free: Vec<PackWriter>,
+    /// Every dense pack (committed as such in the index).
+    dense: HashSet<u32>,
+    /// Packs taken out of the pool by garbage collection: never leased again.
+    retired: HashSet<u32>,
+    /// Packs an ingest (or a rewrite) is appending to.
+    leased: HashSet<u32>,
 }
 
 /// Room set aside on the data directory's disk for one write in progress
@@ -53,7 +62,7 @@ impl PackSet {
         dir: &Path,
         max_pack_bytes: u64,
         committed: &HashMap<u32, u64>,
-        dense: std::collections::HashSet<u32>,
+        dense: HashSet<u32>,
     ) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
@@ -112,11 +121,12 @@ impl PackSet {
         Ok(PackSet {
             dir: dir.to_path_buf(),
             max_pack_bytes,
-            free: Mutex::new(writers),
-            dense_free: Mutex::new(dense_writers),
-            dense: Mutex::new(dense),
-            retired: Mutex::new(Default::default()),
-            leased: Mutex::new(Default::default()),
+            pools: Mutex::new(Pools {
+                free: writers,
+                dense_free: dense_writers,
+                dense,
+                ..Pools::default()
+            }),
             next_id: Mutex::new(max_id + 1),
             readers: Mutex::new(HashMap::new()),
             claimed: Mutex::new(0),
@@ -172,14 +182,28 @@ impl PackSet {
 
     /// Takes a writer for one ingest's exclusive use.
     pub fn lease(&self) -> Result<PackWriter> {
-        self.lease_from(&self.free)
+        self.lease_from(false)
     }
 
-    /// A writer from `pool`, or a new pack.
-    fn lease_from(&self, pool: &Mutex<Vec<PackWriter>>) -> Result<PackWriter> {
-        if let Some(w) = pool.lock().pop() {
-            self.leased.lock().insert(w.id);
-            return Ok(w);
+    /// Takes a dense pack's writer for a rewrite: the last one not full, or
+    /// a new pack (dense once the rewrite's batch says so: `mark_dense`).
+    pub fn lease_dense(&self) -> Result<PackWriter> {
+        self.lease_from(true)
+    }
+
+    /// A writer from the plain or the dense pool, or a new pack.
+    fn lease_from(&self, dense: bool) -> Result<PackWriter> {
+        {
+            let mut p = self.pools.lock();
+            let pool = if dense {
+                &mut p.dense_free
+            } else {
+                &mut p.free
+            };
+            if let Some(w) = pool.pop() {
+                p.leased.insert(w.id);
+                return Ok(w);
+            }
         }
         let id = {
             let mut n = self.next_id.lock();
@@ -188,59 +212,63 @@ impl PackSet {
             id
         };
         let w = PackWriter::create(&self.dir, id)?;
-        self.leased.lock().insert(id);
+        let mut p = self.pools.lock();
+        p.leased.insert(id);
+        if dense {
+            // Its records will be dense; should the rewrite leave it empty,
+            // it goes back to the dense pool, not to ingest's.
+            p.dense.insert(id);
+        }
         Ok(w)
     }
 
-    /// Returns a writer; a full pack is retired from appending.
+    /// Returns a writer; a full or retired pack is not appended to again.
     pub fn release(&self, w: PackWriter) {
-        self.leased.lock().remove(&w.id);
-        if w.len < self.max_pack_bytes && !self.retired.lock().contains(&w.id) {
-            if self.dense.lock().contains(&w.id) {
-                self.dense_free.lock().push(w);
+        let mut p = self.pools.lock();
+        p.leased.remove(&w.id);
+        if w.len < self.max_pack_bytes && !p.retired.contains(&w.id) {
+            if p.dense.contains(&w.id) {
+                p.dense_free.push(w);
             } else {
-                self.free.lock().push(w);
+                p.free.push(w);
             }
         }
     }
 
-    /// Takes a dense pack's writer for a rewrite: the last one not full, or
-    /// a new pack (dense once the rewrite's batch says so: `mark_dense`).
-    pub fn lease_dense(&self) -> Result<PackWriter> {
-        self.lease_from(&self.dense_free)
+    /// Returns a writer that must not take appends again (a rewrite that
+    /// failed midway may have left bytes past its committed length: they
+    /// are cut at the next open).
+    pub fn release_spent(&self, w: PackWriter) {
+        self.pools.lock().leased.remove(&w.id);
     }
 
     /// Records that pack `id` holds dense blocks only (its rewrite committed).
     pub fn mark_dense(&self, id: u32) {
-        self.dense.lock().insert(id);
+        self.pools.lock().dense.insert(id);
     }
 
     pub fn is_dense(&self, id: u32) -> bool {
-        self.dense.lock().contains(&id)
+        self.pools.lock().dense.contains(&id)
     }
 
     /// Takes a pack out of use for appending, for a rewrite. False when an
     /// ingest holds it right now.
     pub fn retire(&self, id: u32) -> bool {
-        for pool in [&self.free, &self.dense_free] {
-            let mut free = pool.lock();
-            if let Some(i) = free.iter().position(|w| w.id == id) {
-                free.swap_remove(i);
-                self.retired.lock().insert(id);
-                return true;
-            }
+        let mut p = self.pools.lock();
+        if p.leased.contains(&id) {
+            return false;
         }
-        // Not in the pool: either leased by an ingest, or full (never leased again).
-        let leased = self.leased.lock().contains(&id);
-        if !leased {
-            self.retired.lock().insert(id);
-        }
-        !leased
+        // In a pool, or full (never leased again): either way no writer
+        // can take it once it is retired under this lock.
+        p.free.retain(|w| w.id != id);
+        p.dense_free.retain(|w| w.id != id);
+        p.retired.insert(id);
+        true
     }
 
     /// Undoes `retire` after a failed rewrite.
     pub fn unretire(&self, id: u32) {
-        self.retired.lock().remove(&id);
+        self.pools.lock().retired.remove(&id);
     }
 
     /// Whether pack `id`'s file is in the data directory.
@@ -254,11 +282,13 @@ impl PackSet {
         let mut out = Vec::new();
         let entries = std::fs::read_dir(&self.dir)
             .map_err(|e| Error::io(format!("listing {}", self.dir.display()), e))?;
-        let leased = self.leased.lock().clone();
-        let free: std::collections::HashSet<u32> = (self.free.lock().iter())
-            .chain(self.dense_free.lock().iter())
-            .map(|w| w.id)
-            .collect();
+        let (leased, free) = {
+            let p = self.pools.lock();
+            let free: HashSet<u32> = (p.free.iter().chain(p.dense_free.iter()))
+                .map(|w| w.id)
+                .collect();
+            (p.leased.clone(), free)
+        };
         for entry in entries.flatten() {
             let Some(id) = entry.file_name().to_str().and_then(pack::parse_pack_name) else {
                 continue;
@@ -274,7 +304,7 @@ impl PackSet {
     /// Removes a rewritten pack's file.
     pub fn remove(&self, id: u32) -> Result<()> {
         self.readers.lock().remove(&id);
-        self.dense.lock().remove(&id);
+        self.pools.lock().dense.remove(&id);
         let path = pack::pack_path(&self.dir, id);
         match std::fs::remove_file(&path) {
             Ok(()) => {}
