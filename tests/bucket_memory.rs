@@ -264,7 +264,8 @@ async fn collection_deletes_what_no_record_names_once_the_grace_period_has_passe
             .await
             .unwrap();
     }
-    // X deleted: its objects stay (a daemon's index may still use them).
+    // X deleted: its content object and its piece (X shares no chunk with
+    // Y) go too.
     ca.delete(pb::DeleteRequest {
         namespace: String::new(),
         digest: sha256_digest(&x),
@@ -272,16 +273,25 @@ async fn collection_deletes_what_no_record_names_once_the_grace_period_has_passe
     .await
     .unwrap();
     tokio::time::sleep(grace).await;
-    // First run marks the two old strays, deletes nothing.
+    // First run marks the two old strays and X's two objects, deletes nothing.
     let g1 = ca.gc(pb::GcRequest::default()).await.unwrap().into_inner();
     assert!(g1.bucket_collected, "{g1:?}");
-    assert_eq!((g1.bucket_marked, g1.bucket_deleted), (2, 0), "{g1:?}");
+    assert_eq!((g1.bucket_marked, g1.bucket_deleted), (4, 0), "{g1:?}");
     tokio::time::sleep(grace).await;
     // A grace period later: deleted.
     let g2 = ca.gc(pb::GcRequest::default()).await.unwrap().into_inner();
-    assert_eq!((g2.bucket_marked, g2.bucket_deleted), (0, 2), "{g2:?}");
+    assert_eq!((g2.bucket_marked, g2.bucket_deleted), (0, 4), "{g2:?}");
     let pieces = names(&bucket, "packs").await;
-    assert_eq!(pieces.len(), 3, "Y's, X's and the young stray: {pieces:?}");
+    assert_eq!(pieces.len(), 2, "Y's and the young stray: {pieces:?}");
+    let dx = sha256_digest(&x);
+    let x_contents = format!("contents/{}/", dx.trim_start_matches("sha256:"));
+    assert!(
+        !names(&bucket, "contents")
+            .await
+            .iter()
+            .any(|n| n.contains(&x_contents)),
+        "X's content object is collected"
+    );
     assert!(!pieces.contains(&stray) && pieces.contains(&young));
     assert!(!names(&bucket, "contents").await.contains(&stray_c));
     // Y from an empty data dir; X is not held; pushed again, it reads exact.
@@ -330,4 +340,403 @@ async fn full_packs_leave_the_data_directory_and_are_read_from_the_bucket() {
         assert_eq!(&read_all(&mut ca, &sha256_digest(b)).await, b);
     }
     a.stop().await;
+}
+
+/// Daemons that collect with a short grace period and look in the bucket
+/// only at open and on a miss (so the test decides what each has seen).
+fn collecting(bucket: &Arc<InMemory>, grace: std::time::Duration) -> StoreConfig {
+    let mut c = config(bucket);
+    let r = c.remote.as_mut().unwrap();
+    r.gc_grace = grace;
+    r.sync_interval = std::time::Duration::from_secs(3600);
+    c
+}
+
+async fn delete(c: &mut Client, digest: &str) {
+    c.delete(pb::DeleteRequest {
+        namespace: String::new(),
+        digest: digest.to_string(),
+    })
+    .await
+    .unwrap();
+}
+
+async fn gc(c: &mut Client) -> pb::GcResponse {
+    let r = c.gc(pb::GcRequest::default()).await.unwrap().into_inner();
+    assert!(r.bucket_collected, "{r:?}");
+    r
+}
+
+/// The pieces and content objects in the bucket, by name, with sizes.
+async fn objects(bucket: &Arc<InMemory>) -> std::collections::BTreeMap<String, u64> {
+    use futures::TryStreamExt;
+    let mut out = std::collections::BTreeMap::new();
+    for under in ["packs", "contents"] {
+        let p = object_store::path::Path::from(format!("some/prefix/{under}"));
+        let v: Vec<_> = bucket.list(Some(&p)).try_collect().await.unwrap();
+        for m in v {
+            out.insert(m.location.to_string(), m.size);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collection_reclaims_deleted_blobs_and_every_daemon_still_reads_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bucket = Arc::new(InMemory::new());
+    let grace = std::time::Duration::from_millis(1500);
+    let cfg = || collecting(&bucket, grace);
+    // B's packs fill at once and leave its data dir: its reads go to the bucket.
+    let b_cfg = || {
+        let mut c = cfg();
+        c.max_pack_bytes = 100_000;
+        c
+    };
+    let shared = text(11, 300_000);
+    let y = tar_of(&[("s.txt", &shared), ("y.bin", &noise(200_000, 12))], 1);
+    let x = tar_of(&[("s.txt", &shared), ("x.bin", &noise(200_000, 13))], 2);
+    let (dy, dx) = (sha256_digest(&y), sha256_digest(&x));
+    let a = Daemon::start_with(&tmp.path().join("a"), cfg()).await;
+    let b = Daemon::start_with(&tmp.path().join("b"), b_cfg()).await;
+    let (mut ca, mut cb) = (a.client().await, b.client().await);
+    // Both daemons' first look at the bucket (at start) is over.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // B stores X; A, not having looked, stores Y with its own copy of the
+    // shared file, then X (its own piece holds X's file only).
+    push(&mut cb, &x).await;
+    push(&mut ca, &y).await;
+    push(&mut ca, &x).await;
+    // B learns Y: its index keeps its own copy of the shared file, in the
+    // piece only X's objects name (Y's name A's). B pushes Y too.
+    assert_eq!(read_all(&mut cb, &dy).await, y);
+    assert!(push(&mut cb, &y).await.already_stored);
+    let before = objects(&bucket).await;
+    // B is down while X is deleted and collected.
+    b.stop().await;
+    delete(&mut ca, &dx).await;
+    tokio::time::sleep(grace).await;
+    let g1 = gc(&mut ca).await;
+    // X's two content objects and two pieces (B's, A's).
+    assert_eq!((g1.bucket_marked, g1.bucket_deleted), (4, 0), "{g1:?}");
+    tokio::time::sleep(grace).await;
+    let g2 = gc(&mut ca).await;
+    assert_eq!((g2.bucket_marked, g2.bucket_deleted), (0, 4), "{g2:?}");
+    let after = objects(&bucket).await;
+    let gone: Vec<_> = before.keys().filter(|k| !after.contains_key(*k)).collect();
+    let freed: u64 = gone.iter().map(|k| before[*k]).sum();
+    eprintln!(
+        "deleted {} objects, {freed} bytes: {gone:?}; {} objects left",
+        gone.len(),
+        after.len()
+    );
+    assert_eq!(gone.len(), 4, "{gone:?}");
+    assert!(after.keys().all(|k| before.contains_key(k)));
+    let x_dir = format!("contents/{}/", dx.trim_start_matches("sha256:"));
+    assert!(gone.iter().filter(|k| k.contains(&x_dir)).count() == 2);
+    assert!(gone.iter().filter(|k| k.contains("/packs/")).count() == 2);
+    // X's noise went with its pieces.
+    assert!(freed > 2 * 200_000, "{freed}");
+    assert_eq!(read_all(&mut ca, &dy).await, y);
+    // B restarts: its reads of Y find the shared file through Y's content
+    // object...
+    let b = Daemon::start_with(&tmp.path().join("b"), b_cfg()).await;
+    let mut cb = b.client().await;
+    let head = read_range(&mut cb, "", &dy, 0, 100_000).await.unwrap();
+    assert_eq!(head, y[..100_000]);
+    // ...a push following Y's recipe stores the rest of that file anew...
+    let y2 = tar_of(&[("s.txt", &shared), ("y2.bin", &noise(50_000, 14))], 1);
+    let r = push(&mut cb, &y2).await;
+    eprintln!("y2: {r:?}");
+    assert_eq!(read_all(&mut cb, &dy).await, y);
+    assert_eq!(read_all(&mut cb, &sha256_digest(&y2)).await, y2);
+    // ...whose content object names no deleted piece (B's index had the
+    // shared file in one).
+    let named = named_objects(&bucket, &sha256_digest(&y2)).await;
+    let present = objects(&bucket).await;
+    assert!(!named.is_empty());
+    for o in &named {
+        assert!(
+            present.contains_key(&format!("some/prefix/{o}")),
+            "y2's content object names {o}, not in the bucket"
+        );
+    }
+    // ...and its push of X stores what only the deleted piece held: X's
+    // own 200 KB of noise (without the collection, B's index would reuse it).
+    let r = push(&mut cb, &x).await;
+    assert!(r.bytes_added > 200_000, "B stores X's file again: {r:?}");
+    assert_eq!(read_all(&mut cb, &dx).await, x);
+    assert_eq!(read_all(&mut ca, &dx).await, x);
+    // An empty data dir reads both exact; every index verifies.
+    let c = Daemon::start_with(&tmp.path().join("c"), cfg()).await;
+    let mut cc = c.client().await;
+    assert_eq!(read_all(&mut cc, &dy).await, y);
+    assert_eq!(read_all(&mut cc, &dx).await, x);
+    assert_eq!(read_all(&mut cc, &sha256_digest(&y2)).await, y2);
+    for client in [&mut ca, &mut cb, &mut cc] {
+        verify_deep(client).await;
+    }
+    for d in [a, b, c] {
+        d.stop().await;
+    }
+}
+
+/// The objects the content objects of `digest` name.
+async fn named_objects(bucket: &Arc<InMemory>, digest: &str) -> Vec<String> {
+    use strata::store::remote::format::ContentObject;
+    let dir = format!("contents/{}", digest.trim_start_matches("sha256:"));
+    let mut out = Vec::new();
+    for n in names(bucket, &dir).await {
+        let b = bucket
+            .get(&n.as_str().into())
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        out.extend(ContentObject::decode(&b).unwrap().objects);
+    }
+    out
+}
+
+/// A push whose messages the test sends when it wants.
+struct OpenPush {
+    tx: futures::channel::mpsc::Sender<pb::PushRequest>,
+    done: tokio::task::JoinHandle<Result<pb::PushResponse, tonic::Status>>,
+}
+
+impl OpenPush {
+    /// Starts pushing `data`, sending its first `first` bytes now.
+    async fn start(c: &Client, data: &[u8], first: usize) -> OpenPush {
+        use futures::SinkExt;
+        let (mut tx, rx) = futures::channel::mpsc::channel(64);
+        let mut c = c.clone();
+        let done = tokio::spawn(async move { c.push(rx).await.map(|r| r.into_inner()) });
+        tx.send(start_msg("", "")).await.unwrap();
+        for p in data[..first].chunks(64 * 1024) {
+            tx.send(pb::PushRequest {
+                msg: Some(pb::push_request::Msg::Data(p.to_vec().into())),
+            })
+            .await
+            .unwrap();
+        }
+        // The ingest has looked its chunks up (and pinned them).
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        OpenPush { tx, done }
+    }
+
+    async fn finish(mut self, rest: &[u8]) -> Result<pb::PushResponse, tonic::Status> {
+        use futures::SinkExt;
+        for p in rest.chunks(64 * 1024) {
+            self.tx
+                .send(pb::PushRequest {
+                    msg: Some(pb::push_request::Msg::Data(p.to_vec().into())),
+                })
+                .await
+                .unwrap();
+        }
+        drop(self.tx);
+        self.done.await.unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_open_across_a_mark_keeps_what_it_reuses_and_one_past_the_carry_out_stores_anew() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bucket = Arc::new(InMemory::new());
+    // Z's push spans its start, a collection run and its end (about 1.5 s,
+    // within half the grace period even 5 times slower); so does W's.
+    let grace = std::time::Duration::from_secs(16);
+    let cfg = || collecting(&bucket, grace);
+    let (s1, s2) = (noise(300_000, 21), noise(300_000, 22));
+    let x1 = tar_of(&[("s1", &s1), ("x1", &noise(100_000, 23))], 1);
+    let x2 = tar_of(&[("s2", &s2), ("x2", &noise(100_000, 24))], 2);
+    // Z and W reuse X1's and X2's first files; their own come last.
+    let z = tar_of(&[("s1", &s1), ("z", &noise(100_000, 25))], 3);
+    let w = tar_of(&[("s2", &s2), ("w", &noise(100_000, 26))], 4);
+    let a = Daemon::start_with(&tmp.path().join("a"), cfg()).await;
+    let mut ca = a.client().await;
+    push(&mut ca, &x1).await;
+    push(&mut ca, &x2).await;
+    // B learns both at open, then looks at the bucket no more.
+    let b = Daemon::start_with(&tmp.path().join("b"), cfg()).await;
+    let mut cb = b.client().await;
+    delete(&mut ca, &sha256_digest(&x1)).await;
+    delete(&mut ca, &sha256_digest(&x2)).await;
+    tokio::time::sleep(grace).await;
+    let before = objects(&bucket).await;
+    // Z begins on A: its first file is found in X1's piece.
+    let open = OpenPush::start(&ca, &z, 310_000).await;
+    let g1 = gc(&mut ca).await;
+    // The mark's time is before this.
+    let marked_at = std::time::Instant::now();
+    assert_eq!(g1.bucket_marked, 4, "X1's and X2's objects: {g1:?}");
+    // ...and commits after the mark, long before it is carried out.
+    let rz = open.finish(&z[310_000..]).await.expect("Z commits");
+    assert!(rz.reused_chunks > 0, "{rz:?}");
+    // W begins on B, which has not seen the mark, just before the mark is
+    // carried out, and commits after: X2's piece is gone by then.
+    tokio::time::sleep(
+        (grace + std::time::Duration::from_millis(300)).saturating_sub(marked_at.elapsed()),
+    )
+    .await;
+    let open = OpenPush::start(&cb, &w, 310_000).await;
+    let g2 = gc(&mut ca).await;
+    // X1's piece is Z's now: kept.
+    assert_eq!(g2.bucket_deleted, 3, "{g2:?}");
+    let e = open.finish(&w[310_000..]).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    // Pushed again, W stores X2's file anew: its 300 KB of noise, which B's
+    // index had in the deleted piece, besides W's own 100 KB.
+    let rw = push(&mut cb, &w).await;
+    assert!(rw.bytes_added > 380_000, "{rw:?}");
+    let after = objects(&bucket).await;
+    let lost: Vec<_> = before.keys().filter(|k| !after.contains_key(*k)).collect();
+    eprintln!("deleted {lost:?}");
+    assert_eq!(lost.iter().filter(|k| k.contains("/packs/")).count(), 1);
+    // Every daemon, and an empty data dir, reads Z and W exact.
+    let c = Daemon::start_with(&tmp.path().join("c"), cfg()).await;
+    let mut cc = c.client().await;
+    for client in [&mut ca, &mut cb, &mut cc] {
+        assert_eq!(read_all(client, &sha256_digest(&z)).await, z);
+        assert_eq!(read_all(client, &sha256_digest(&w)).await, w);
+    }
+    verify_deep(&mut cc).await;
+    for d in [a, b, c] {
+        d.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_converted_blob_keeps_its_new_objects_though_no_record_names_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bucket = Arc::new(InMemory::new());
+    let grace = std::time::Duration::from_millis(1500);
+    // Full packs leave the data dir: reads of the converted recipe go to
+    // the bucket.
+    let cfg = || {
+        let mut c = collecting(&bucket, grace);
+        c.max_pack_bytes = 100_000;
+        c
+    };
+    let tar = tar_of(
+        &[
+            ("a.txt", &text(31, 400_000)),
+            ("b.bin", &noise(150_000, 32)),
+        ],
+        1,
+    );
+    let gz = python_gzip(&tar, 6);
+    let dg = sha256_digest(&gz);
+    let dir = tmp.path().join("a");
+    let a = Daemon::start_with(&dir, cfg()).await;
+    let mut ca = a.client().await;
+    // Kept as received: the Put names that content object; the background
+    // conversion's object is named by no record.
+    let mut msgs = vec![pb::PushRequest {
+        msg: Some(pb::push_request::Msg::Start(pb::PushStart {
+            defer_conversion: true,
+            ..Default::default()
+        })),
+    }];
+    for p in gz.chunks(64 * 1024) {
+        msgs.push(pb::PushRequest {
+            msg: Some(pb::push_request::Msg::Data(p.to_vec().into())),
+        });
+    }
+    ca.push(tokio_stream::iter(msgs)).await.unwrap();
+    let mut converted = false;
+    for _ in 0..300 {
+        if stats(&mut ca).await.pending_conversions == 0 {
+            converted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(converted, "the conversion did not run");
+    let dir_of = format!("contents/{}/", dg.trim_start_matches("sha256:"));
+    let objects_of = |o: &std::collections::BTreeMap<String, u64>| {
+        o.keys().filter(|k| k.contains(&dir_of)).count()
+    };
+    assert_eq!(
+        objects_of(&objects(&bucket).await),
+        2,
+        "received and converted"
+    );
+    tokio::time::sleep(grace).await;
+    gc(&mut ca).await;
+    tokio::time::sleep(grace).await;
+    let g = gc(&mut ca).await;
+    assert_eq!(g.bucket_deleted, 0, "{g:?}");
+    assert_eq!(objects_of(&objects(&bucket).await), 2);
+    // After a restart (its full packs leave the data dir), A reads the
+    // converted recipe from the bucket; an empty data dir, the one received.
+    a.stop().await;
+    let a = Daemon::start_with(&dir, cfg()).await;
+    let mut ca = a.client().await;
+    assert_eq!(read_all(&mut ca, &dg).await, gz);
+    verify_deep(&mut ca).await;
+    let c = Daemon::start_with(&tmp.path().join("c"), cfg()).await;
+    let mut cc = c.client().await;
+    assert_eq!(read_all(&mut cc, &dg).await, gz);
+    a.stop().await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_after_a_delete_from_a_clock_ahead_is_newer_than_it() {
+    use strata::store::remote::format::{segment_name, Record, Segment};
+    let tmp = tempfile::tempdir().unwrap();
+    let bucket = Arc::new(InMemory::new());
+    let grace = std::time::Duration::from_millis(1500);
+    let cfg = || collecting(&bucket, grace);
+    let q = tar_of(&[("q.txt", &text(71, 200_000))], 1);
+    let dq = sha256_digest(&q);
+    let a = Daemon::start_with(&tmp.path().join("a"), cfg()).await;
+    let mut ca = a.client().await;
+    push(&mut ca, &q).await;
+    // A daemon whose clock is ten minutes ahead deletes Q.
+    let ahead = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 600_000;
+    let seg = Segment {
+        time_ms: ahead,
+        writer: [0xee; 8],
+        records: vec![Record::Delete {
+            ns: "default".into(),
+            digest: strata::digest::Digest::parse(&dq).unwrap(),
+        }],
+    };
+    let name = format!("some/prefix/{}", segment_name(ahead, &[0xee; 8], 1));
+    bucket
+        .put(&name.as_str().into(), seg.encode().into())
+        .await
+        .unwrap();
+    // B applies it at open, then pushes Q again: its Put must come after
+    // the Delete it applied, whatever B's clock says.
+    let b = Daemon::start_with(&tmp.path().join("b"), cfg()).await;
+    let mut cb = b.client().await;
+    let st = cb
+        .stat(pb::StatRequest {
+            namespace: String::new(),
+            digest: dq.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), tonic::Code::NotFound);
+    push(&mut cb, &q).await;
+    let newest = names(&bucket, "segments").await.into_iter().max().unwrap();
+    assert!(!newest.contains("eeeeeeeeeeeeeeee"), "B's Put is newest");
+    // The collection keeps Q's objects; a fresh data dir holds Q.
+    tokio::time::sleep(grace).await;
+    let g = gc(&mut ca).await;
+    assert_eq!(g.bucket_marked, 0, "{g:?}");
+    let c = Daemon::start_with(&tmp.path().join("c"), cfg()).await;
+    let mut cc = c.client().await;
+    assert_eq!(read_all(&mut cc, &dq).await, q);
+    for d in [a, b, c] {
+        d.stop().await;
+    }
 }

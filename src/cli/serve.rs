@@ -60,7 +60,9 @@ pub struct ServeArgs {
     /// The bucket's collection deletes what it marked unreferenced no
     /// sooner than this; a push must commit within half of it (longer ones
     /// fail with UNAVAILABLE). Every daemon sharing the bucket should use
-    /// the same value
+    /// the same value, at least 16 x --s3-timeout: a commit's segment must
+    /// land within half of it of a mark even when a request takes 2 x
+    /// --s3-timeout, and clocks must agree to well within it
     #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
     pub s3_gc_grace: Duration,
     /// zstd level for new chunk data (1-22)
@@ -355,6 +357,18 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
             r.timeout = args.s3_timeout.max(Duration::from_secs(1));
             r.retries = args.s3_retries;
             r.gc_grace = args.s3_gc_grace.max(Duration::from_secs(1));
+            if r.gc_grace < 16 * r.timeout {
+                tracing::warn!(
+                    gc_grace = ?r.gc_grace,
+                    s3_timeout = ?r.timeout,
+                    "--s3-gc-grace is less than 16 x --s3-timeout: a request may take 2 x \
+                     --s3-timeout, and a commit naming a piece a collection marked must write \
+                     its segment within half the grace period of the mark (a quarter, when \
+                     it has not read the mark yet) with a request's time to spare; a slow \
+                     bucket could then let a collection delete a piece a new blob needs. \
+                     Raise --s3-gc-grace (default 1h)"
+                );
+            }
             Ok(r)
         })
         .transpose()?;

@@ -274,7 +274,11 @@ impl Store {
         // The converted recipe's content object: later records name it.
         // (The object kept as received stays named by the records before;
         // rewriting them here could undo a delete this index has not seen.)
-        self.publish_content(&mut batch, &new)?;
+        let name = self.publish_content(&mut batch, &new)?;
+        // Its pieces may be marked: it must be done within the deadline.
+        if let Some(n) = &name {
+            self.check_deadline(&[n.as_str()])?;
+        }
         write_synced(db, batch)?;
         *counters = c;
         drop(counters);

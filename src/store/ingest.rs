@@ -405,25 +405,32 @@ impl ChunkSink {
         // Pin first, then look: a chunk found here cannot be collected before
         // this ingest commits or ends.
         self.inner.pin(&hash);
-        let known = (in_recipe
+        // In bucket mode, while a collection has marked (or deleted) pieces,
+        // a followed recipe's chunk is looked up too: its place may be one.
+        let follow_vouches = in_recipe
             && self
                 .follow
                 .as_ref()
-                .is_some_and(|f| f.epoch == self.inner.chunk_drops()))
-            || {
-                let db = &self.inner.db;
-                match super::chunk_entry::location(db, &hash)? {
-                    None => false,
-                    // In a piece the bucket's collection marked: stored again.
-                    Some(loc) => {
-                        !(self.inner.remote.is_some()
-                            && Store {
-                                inner: self.inner.clone(),
-                            }
-                            .condemned(&loc))
-                    }
+                .is_some_and(|f| f.epoch == self.inner.chunk_drops())
+            && (self.inner.remote.is_none()
+                || !Store {
+                    inner: self.inner.clone(),
                 }
-            };
+                .any_condemned());
+        let known = follow_vouches || {
+            let db = &self.inner.db;
+            match super::chunk_entry::location(db, &hash)? {
+                None => false,
+                // In a piece the bucket's collection marked, or gone: stored again.
+                Some(loc) => {
+                    !(self.inner.remote.is_some()
+                        && Store {
+                            inner: self.inner.clone(),
+                        }
+                        .condemned(&loc))
+                }
+            }
+        };
         if !known {
             self.inner.unpin(&hash);
         }

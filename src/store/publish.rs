@@ -11,6 +11,11 @@
 //! Any failure fails the commit before the local batch, so nothing is
 //! acknowledged that is not in the bucket; what was uploaded before the
 //! failure names nothing a segment names, and is garbage.
+//!
+//! A content object may name an object a collection marked only if its
+//! segment is written within half a grace period of the mark
+//! (`Store::naming_deadline`, checked when the object is made and again
+//! right before the segment), and never one found gone.
 
 use super::index::{cf, CF_META};
 use super::ingest::{Committing, WriterDone};
@@ -48,6 +53,10 @@ pub(super) const NEXT_ID: &[u8] = b"remote-next";
 pub(super) const WRITER: &[u8] = b"remote-writer";
 /// The `--store` URL this index belongs to.
 pub(super) const URL: &[u8] = b"remote-url";
+/// Object name → empty: a piece (or followed content object) this index
+/// referred to that a collection deleted (`bucket_gc.rs`): never named
+/// again, its chunks read through content objects.
+pub(super) const GONE: &[u8] = b"remote-gone\0";
 
 pub(super) fn key(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
     let mut k = prefix.to_vec();
@@ -207,19 +216,22 @@ impl Store {
             return Ok(None);
         };
         let obj = self.content_object(new)?;
+        // A chunk reused from a piece being collected: fine only if the
+        // segment follows soon enough (an ingest that began before the mark).
+        self.naming_deadline(&obj.objects)?;
         let name = format!(
             "{}{}",
             content_dir(&new.digest),
             unique_suffix(&self.writer_id())
         );
         r.put(&name, obj.encode()?)?;
+        self.remember_named(&name, &obj.objects);
         Ok(Some(name))
     }
 
     /// Puts in `batch` the content object of a content `new` stores
     /// (uploaded now unless it was before the commit lock), and the piece it
     /// came in. Returns the object's name.
-    /// `batch` the piece it came in and the object's name. Returns the name.
     pub(super) fn publish_content(
         &self,
         batch: &mut WriteBatch,
@@ -316,7 +328,29 @@ impl Store {
         let Some(r) = self.remote() else {
             return Ok(());
         };
-        let time_ms = now_ms();
+        let contents: Vec<&str> = records
+            .iter()
+            .filter_map(|rec| match rec {
+                Record::Put { content, .. } => Some(content.as_str()),
+                Record::Delete { .. } => None,
+            })
+            .collect();
+        self.check_deadline(&contents)?;
+        let db = self.db();
+        // After what this index applied or wrote for each blob, whatever
+        // this clock says: a daemon whose clock lags must not write a Put
+        // older than a Delete it applied (the collection would count the
+        // blob deleted).
+        let mut time_ms = now_ms();
+        for rec in &records {
+            let (Record::Put { ns, digest, .. } | Record::Delete { ns, digest }) = rec;
+            let k = key(OP, &super::index::blob_key(ns, digest));
+            if let Some(v) = db.get_pinned_cf(cf(db, CF_META), k)? {
+                if let Ok(b) = <[u8; 8]>::try_from(&v[..]) {
+                    time_ms = time_ms.max(u64::from_be_bytes(b) + 1);
+                }
+            }
+        }
         let name = segment_name(time_ms, &self.writer_id(), random_u32());
         let seg = Segment {
             time_ms,
@@ -324,7 +358,6 @@ impl Store {
             records,
         };
         r.put(&name, seg.encode())?;
-        let db = self.db();
         batch.put_cf(cf(db, CF_META), key(SEG, name.as_bytes()), []);
         for rec in &seg.records {
             let (Record::Put { ns, digest, .. } | Record::Delete { ns, digest }) = rec;
@@ -336,22 +369,26 @@ impl Store {
 
     /// The content object this index follows for `d`; when it has none (a
     /// base made for a compressed blob, or a content taken from a variant),
-    /// one is written from the index and named in `batch`.
+    /// or it or a piece it names is being collected too late to name, one
+    /// is written from the index and named in `batch`.
     pub(super) fn ensure_content_object(
         &self,
         batch: &mut WriteBatch,
         d: &Digest,
     ) -> Result<String> {
         let name = self.content_name(d)?;
-        if !name.is_empty() {
-            return Ok(name);
-        }
         let Some(r) = self.remote() else {
             return Ok(name);
         };
+        self.fresh_marks()?;
+        if !name.is_empty() && self.reusable(&name)? {
+            return Ok(name);
+        }
         let obj = self.stored_object(d)?;
+        self.naming_deadline(&obj.objects)?;
         let name = format!("{}{}", content_dir(d), unique_suffix(&self.writer_id()));
         r.put(&name, obj.encode()?)?;
+        self.remember_named(&name, &obj.objects);
         let db = self.db();
         batch.put_cf(cf(db, CF_META), key(CONTENT, &d.0), name.as_bytes());
         Ok(name)
@@ -414,6 +451,14 @@ impl Store {
         let mut places = Places::default();
         for h in &locs_of {
             let (name, place) = self.indexed_place(h, d)?;
+            // In a piece gone or being collected: where another object of
+            // the digest has it (else the commit fails the same way at
+            // every retry, a push of stored content keeping none of its
+            // chunks).
+            let (name, place) = match self.is_condemned_name(&name) {
+                true => self.relocated_place(h, d, &name)?.unwrap_or((name, place)),
+                false => (name, place),
+            };
             places.add(*h, name, place);
         }
         Ok(ContentObject {

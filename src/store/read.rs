@@ -407,6 +407,22 @@ impl Store {
         Ok(s)
     }
 
+    /// A chunk's block record; one in a piece this index found gone from
+    /// the bucket is not asked for.
+    fn read_bucket_record(&self, loc: &ChunkLoc) -> Result<Vec<u8>> {
+        if self.any_condemned() {
+            let name = match loc.pack >= FOREIGN_BASE {
+                true => self.foreign_name(loc.pack).ok(),
+                false if !self.inner.packs.has(loc.pack) => self.object_of(loc).ok().map(|o| o.0),
+                false => None,
+            };
+            if let Some(n) = name.filter(|n| self.is_gone(n)) {
+                return Err(Error::DataLoss(format!("{n} is gone from the bucket")));
+            }
+        }
+        self.read_record(loc.pack, loc.block_offset, loc.block_len)
+    }
+
     /// The decoded block that holds a chunk, and the chunk's place in it.
     fn chunk_block(
         &self,
@@ -452,7 +468,21 @@ impl Store {
         if cached_only {
             return Ok(None);
         }
-        let rec = self.read_record(loc.pack, loc.block_offset, loc.block_len)?;
+        let mut loc = loc;
+        let rec = match self.read_bucket_record(&loc) {
+            // Bucket mode: the piece a collection deleted (or found damaged):
+            // the blob's content object says where else the chunk is.
+            Err(Error::DataLoss(m)) if self.remote().is_some() => {
+                match self.relocate(hash, len, digest, &loc)? {
+                    Some(l) => {
+                        loc = l;
+                        self.read_record(loc.pack, loc.block_offset, loc.block_len)?
+                    }
+                    None => return Err(Error::DataLoss(m)),
+                }
+            }
+            other => other?,
+        };
         let what = || {
             format!(
                 "block at pack {} offset {} (holding chunks of {digest})",

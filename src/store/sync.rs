@@ -7,6 +7,10 @@
 //! records are; one that names a content object not readable yet is tried
 //! again at the next round. Applying twice changes nothing (a put of a held
 //! blob only refreshes its record; a delete of an absent one does nothing).
+//!
+//! Each round also reads the collection's marks (`bucket_gc.rs`), and a
+//! read whose piece a collection deleted finds the chunk again through the
+//! blob's content object (`Store::relocate`).
 
 use super::commit::{write_synced, Bases};
 use super::index::{self, cf, BlobMeta, Counters, CF_BLOBS, CF_META, CF_RECIPES};
@@ -15,7 +19,7 @@ use super::pack::{ChunkLoc, Hash};
 use super::publish::{key, CONTENT, ID, NEXT_ID, OBJ, OP, SEG};
 use super::recipe::{decode_page, Recipe, Segment as PageSegment};
 use super::remote::format::{
-    content_dir, segment_name, segment_time, ContentObject, RecipeParts, Record, Segment,
+    content_dir, segment_name, segment_time, ContentObject, ObjLoc, RecipeParts, Record, Segment,
 };
 use super::remote::FOREIGN_BASE;
 use super::Store;
@@ -377,7 +381,11 @@ impl Store {
 
     /// The local pack id of each object, assigning new ones in `batch`
     /// (under the commit lock).
-    fn foreign_ids(&self, batch: &mut WriteBatch, objects: &[String]) -> Result<Vec<u32>> {
+    pub(super) fn foreign_ids(
+        &self,
+        batch: &mut WriteBatch,
+        objects: &[String],
+    ) -> Result<Vec<u32>> {
         let db = self.db();
         let meta = cf(db, CF_META);
         let mut next = match db.get_cf(meta, NEXT_ID)? {
@@ -410,5 +418,183 @@ impl Store {
             batch.put_cf(meta, NEXT_ID, next.to_be_bytes());
         }
         Ok(ids)
+    }
+}
+
+impl Store {
+    /// A chunk of `digest` whose piece could not be read (a collection
+    /// deleted it: this index kept its own first copy of a chunk another
+    /// daemon stored too, in a piece of a blob deleted since): where the
+    /// content object this index follows for `digest`, or another object of
+    /// the digest (or of its base: a variant is read through its base's
+    /// pages), says it is, once read there and found to hash right. The
+    /// index is repaired when it still points at `old`, for every chunk
+    /// that object places and that this index still has in the same piece.
+    /// None when no object has it readable.
+    pub(super) fn relocate(
+        &self,
+        hash: &Hash,
+        len: u32,
+        digest: &Digest,
+        old: &ChunkLoc,
+    ) -> Result<Option<ChunkLoc>> {
+        let old_name = self.object_of(old).ok().map(|o| o.0);
+        let Some((obj, piece, place)) =
+            self.find_elsewhere(hash, len, digest, old_name.as_deref(), false)?
+        else {
+            return Ok(None);
+        };
+        let db = self.db();
+        let _counters = self.inner.counters.lock();
+        let mut batch = WriteBatch::default();
+        let id = self.foreign_ids(&mut batch, std::slice::from_ref(&piece))?[0];
+        let at = |p: &ObjLoc| ChunkLoc {
+            pack: id,
+            block_offset: p.block_offset,
+            block_len: p.block_len,
+            offset_in_block: p.offset_in_block,
+            len: p.len,
+        };
+        let loc = at(&place);
+        // Moved meanwhile (a push stored it again): keep that.
+        if super::chunk_entry::location(db, hash)? == Some(*old) {
+            super::chunk_entry::merge_loc(db, &mut batch, hash, &loc);
+        }
+        // The object's other chunks in the same piece, still placed in the
+        // gone one here, are moved with it (one batch, not one read each).
+        let mut moved = 1usize;
+        if let Some(old_name) = &old_name {
+            for (h, i, p) in obj.locs.iter().filter(|(h, _, _)| h != hash) {
+                if obj.objects.get(*i as usize) != Some(&piece) {
+                    continue;
+                }
+                let Some(cur) = super::chunk_entry::location(db, h)? else {
+                    continue;
+                };
+                if cur.len == p.len
+                    && self.object_of(&cur).ok().map(|o| o.0).as_ref() == Some(old_name)
+                {
+                    super::chunk_entry::merge_loc(db, &mut batch, h, &at(p));
+                    moved += 1;
+                }
+            }
+        }
+        write_synced(db, batch)?;
+        tracing::info!(
+            chunk = %hex::encode(hash),
+            chunks = moved,
+            from = %old_name.unwrap_or_default(),
+            to = %piece,
+            "a chunk's piece is gone from the bucket; read from the blob's content object"
+        );
+        Ok(Some(loc))
+    }
+
+    /// Where a content object other than `old_name`'s piece places chunk
+    /// `hash` of `digest` (see `relocate`), building a content object under
+    /// the commit lock: the index is not repaired (that takes the lock).
+    pub(super) fn relocated_place(
+        &self,
+        hash: &Hash,
+        digest: &Digest,
+        old_name: &str,
+    ) -> Result<Option<(String, ObjLoc)>> {
+        let Some(loc) = super::chunk_entry::location(self.db(), hash)? else {
+            return Ok(None);
+        };
+        Ok(self
+            .find_elsewhere(hash, loc.len, digest, Some(old_name), true)?
+            .map(|(_, piece, place)| (piece, place)))
+    }
+
+    /// The first content object of `digest` (the followed one, then the
+    /// others newest first by the time in their names, then those of its
+    /// base) that places `hash` (`len` bytes) in a piece other than
+    /// `old_name`, not gone (nor marked, with `unmarked`), where the chunk
+    /// reads back hashing right.
+    fn find_elsewhere(
+        &self,
+        hash: &Hash,
+        len: u32,
+        digest: &Digest,
+        old_name: Option<&str>,
+        unmarked: bool,
+    ) -> Result<Option<(ContentObject, String, ObjLoc)>> {
+        let Some(r) = self.remote() else {
+            return Ok(None);
+        };
+        let mut names = Vec::new();
+        let followed = self.content_name(digest)?;
+        if !followed.is_empty() {
+            names.push(followed);
+        }
+        let mut dirs = vec![*digest];
+        if let Some(base) = self.content(digest)?.and_then(|c| c.base()) {
+            dirs.push(base);
+        }
+        for d in dirs {
+            let mut listed: Vec<String> = r
+                .list(&content_dir(&d), None)?
+                .into_iter()
+                .map(|l| l.name)
+                .collect();
+            listed.sort_by_key(|n| std::cmp::Reverse(super::bucket_gc::written_ms(n)));
+            for n in listed {
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+        }
+        for name in names {
+            let obj = match r.get(&name) {
+                Ok(b) => ContentObject::decode(&b)?,
+                Err(Error::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let Some((_, i, place)) = obj.locs.iter().find(|(h, _, _)| h == hash) else {
+                continue;
+            };
+            let place = *place;
+            let piece = obj.objects[*i as usize].clone();
+            if place.len != len
+                || old_name == Some(piece.as_str())
+                || (unmarked && self.is_condemned_name(&piece))
+                || self.is_gone(&piece)
+            {
+                continue;
+            }
+            if !self.holds_chunk(&piece, &place, hash)? {
+                tracing::warn!(
+                    object = %name,
+                    piece = %piece,
+                    chunk = %hex::encode(hash),
+                    "a content object places a chunk where it is not"
+                );
+                continue;
+            }
+            return Ok(Some((obj, piece, place)));
+        }
+        Ok(None)
+    }
+
+    /// Whether the block at `place` in `piece` decodes and holds the chunk
+    /// hashing to `hash` at its offset (false when the piece is missing).
+    fn holds_chunk(&self, piece: &str, place: &ObjLoc, hash: &Hash) -> Result<bool> {
+        let r = self.remote().expect("bucket mode");
+        let start = place.block_offset;
+        let rec = match r.get_range(piece, start..start + place.block_len as u64) {
+            Ok(b) => b,
+            Err(Error::NotFound(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let what = || format!("block at {start} of {piece}");
+        let Ok(block) = super::pack::decode_block(&rec, &what) else {
+            return Ok(false);
+        };
+        let from = place.offset_in_block as usize;
+        Ok(block
+            .plain
+            .get(from..from + place.len as usize)
+            .is_some_and(|c| blake3::hash(c).as_bytes() == hash))
     }
 }
