@@ -361,8 +361,8 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
                 tracing::warn!(
                     gc_grace = ?r.gc_grace,
                     s3_timeout = ?r.timeout,
-                    "--s3-gc-grace is less than 16 x --s3-timeout: a request may take 2 x \
-                     --s3-timeout, and a commit naming a piece a collection marked must write \
+                    "--s3-gc-grace is less than 16 x --s3-timeout: a request may take about 3 x \
+                     --s3-timeout with its retries, and a commit naming a piece a collection marked must write \
                      its segment within half the grace period of the mark (a quarter, when \
                      it has not read the mark yet) with a request's time to spare; a slow \
                      bucket could then let a collection delete a piece a new blob needs. \

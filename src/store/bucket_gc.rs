@@ -415,8 +415,9 @@ impl Store {
         Ok(())
     }
 
-    /// Loads the objects found gone before (once per open).
-    fn load_gone(&self) -> Result<()> {
+    /// Loads the objects found gone before (once per open, before the
+    /// first sync round: an ingest must not reuse them even if it fails).
+    pub(super) fn load_gone(&self) -> Result<()> {
         if self.inner.condemned.read().loaded {
             return Ok(());
         }

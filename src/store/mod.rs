@@ -395,6 +395,7 @@ impl Store {
             }),
         };
         if store.remote().is_some() {
+            store.load_gone()?;
             store.evict_full_packs();
             // Rebuild what the bucket holds that this index lacks (all of it
             // for an empty data directory) before serving.

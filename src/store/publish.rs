@@ -449,6 +449,7 @@ impl Store {
             None => None,
         };
         let mut places = Places::default();
+        let mut elsewhere = super::sync::Elsewhere::new(*d);
         for h in &locs_of {
             let (name, place) = self.indexed_place(h, d)?;
             // In a piece gone or being collected: where another object of
@@ -456,7 +457,7 @@ impl Store {
             // every retry, a push of stored content keeping none of its
             // chunks).
             let (name, place) = match self.is_condemned_name(&name) {
-                true => self.relocated_place(h, d, &name)?.unwrap_or((name, place)),
+                true => (self.relocated_place(&mut elsewhere, h, &name)?).unwrap_or((name, place)),
                 false => (name, place),
             };
             places.add(*h, name, place);

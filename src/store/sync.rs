@@ -109,7 +109,14 @@ impl Store {
                     rep.pending += 1;
                     oldest_pending = oldest_pending.min(t);
                 }
-                Err(e @ Error::Unavailable(_)) => return Err(e),
+                Err(e @ Error::Unavailable(_)) => {
+                    // The marks still get read: otherwise commits would read
+                    // them under the commit lock (check_deadline).
+                    if let Err(m) = self.read_marks() {
+                        tracing::warn!(error = %m, "reading the collection's marks failed");
+                    }
+                    return Err(e);
+                }
                 Err(e) => {
                     tracing::error!(segment = %l.name, error = %e, "a segment of the bucket cannot be applied; retried next round");
                     rep.pending += 1;
@@ -428,9 +435,9 @@ impl Store {
     /// content object this index follows for `digest`, or another object of
     /// the digest (or of its base: a variant is read through its base's
     /// pages), says it is, once read there and found to hash right. The
-    /// index is repaired when it still points at `old`, for every chunk
-    /// that object places and that this index still has in the same piece.
-    /// None when no object has it readable.
+    /// index is repaired when it still points at `old`, for every chunk of
+    /// the block read back (each checked by its decode) that this index
+    /// still has in the same piece. None when no object has it readable.
     pub(super) fn relocate(
         &self,
         hash: &Hash,
@@ -439,11 +446,17 @@ impl Store {
         old: &ChunkLoc,
     ) -> Result<Option<ChunkLoc>> {
         let old_name = self.object_of(old).ok().map(|o| o.0);
+        let mut found = Elsewhere::new(*digest);
         let Some((obj, piece, place)) =
-            self.find_elsewhere(hash, len, digest, old_name.as_deref(), false)?
+            self.find_elsewhere(&mut found, hash, len, old_name.as_deref(), false)?
         else {
             return Ok(None);
         };
+        let obj = &found.objects.as_ref().expect("loaded")[obj].1;
+        let verified = found
+            .blocks
+            .get(&(piece.clone(), place.block_offset))
+            .and_then(|b| b.as_ref());
         let db = self.db();
         let _counters = self.inner.counters.lock();
         let mut batch = WriteBatch::default();
@@ -460,12 +473,15 @@ impl Store {
         if super::chunk_entry::location(db, hash)? == Some(*old) {
             super::chunk_entry::merge_loc(db, &mut batch, hash, &loc);
         }
-        // The object's other chunks in the same piece, still placed in the
-        // gone one here, are moved with it (one batch, not one read each).
+        // The object's other chunks in the block just read, still placed in
+        // the gone piece here, move with it (one batch, not one read each).
         let mut moved = 1usize;
-        if let Some(old_name) = &old_name {
+        if let (Some(old_name), Some(verified)) = (&old_name, verified) {
             for (h, i, p) in obj.locs.iter().filter(|(h, _, _)| h != hash) {
-                if obj.objects.get(*i as usize) != Some(&piece) {
+                if obj.objects.get(*i as usize) != Some(&piece)
+                    || p.block_offset != place.block_offset
+                    || verified.get(&p.offset_in_block) != Some(&(*h, p.len))
+                {
                     continue;
                 }
                 let Some(cur) = super::chunk_entry::location(db, h)? else {
@@ -491,38 +507,78 @@ impl Store {
     }
 
     /// Where a content object other than `old_name`'s piece places chunk
-    /// `hash` of `digest` (see `relocate`), building a content object under
-    /// the commit lock: the index is not repaired (that takes the lock).
+    /// `hash` of the digest `found` is for (see `relocate`), building a
+    /// content object under the commit lock: the index is not repaired
+    /// (that takes the lock). `found` keeps what was fetched, so a build
+    /// costs one listing and GET per object and block, not per chunk.
     pub(super) fn relocated_place(
         &self,
+        found: &mut Elsewhere,
         hash: &Hash,
-        digest: &Digest,
         old_name: &str,
     ) -> Result<Option<(String, ObjLoc)>> {
         let Some(loc) = super::chunk_entry::location(self.db(), hash)? else {
             return Ok(None);
         };
         Ok(self
-            .find_elsewhere(hash, loc.len, digest, Some(old_name), true)?
+            .find_elsewhere(found, hash, loc.len, Some(old_name), true)?
             .map(|(_, piece, place)| (piece, place)))
     }
 
-    /// The first content object of `digest` (the followed one, then the
+    /// The first content object of the digest (the followed one, then the
     /// others newest first by the time in their names, then those of its
     /// base) that places `hash` (`len` bytes) in a piece other than
     /// `old_name`, not gone (nor marked, with `unmarked`), where the chunk
-    /// reads back hashing right.
+    /// reads back hashing right: its index in `found.objects`, the piece
+    /// and the place.
     fn find_elsewhere(
         &self,
+        found: &mut Elsewhere,
         hash: &Hash,
         len: u32,
-        digest: &Digest,
         old_name: Option<&str>,
         unmarked: bool,
-    ) -> Result<Option<(ContentObject, String, ObjLoc)>> {
-        let Some(r) = self.remote() else {
+    ) -> Result<Option<(usize, String, ObjLoc)>> {
+        if self.remote().is_none() {
             return Ok(None);
-        };
+        }
+        if found.objects.is_none() {
+            found.objects = Some(self.objects_of_digest(&found.digest)?);
+        }
+        let n = found.objects.as_ref().map_or(0, |o| o.len());
+        for k in 0..n {
+            let (name, obj) = &found.objects.as_ref().expect("loaded")[k];
+            let Some((_, i, place)) = obj.locs.iter().find(|(h, _, _)| h == hash) else {
+                continue;
+            };
+            let place = *place;
+            let piece = obj.objects[*i as usize].clone();
+            let name = name.clone();
+            if place.len != len
+                || old_name == Some(piece.as_str())
+                || (unmarked && self.is_condemned_name(&piece))
+                || self.is_gone(&piece)
+            {
+                continue;
+            }
+            if !self.holds_chunk(found, &piece, &place, hash)? {
+                tracing::warn!(
+                    object = %name,
+                    piece = %piece,
+                    chunk = %hex::encode(hash),
+                    "a content object places a chunk where it is not"
+                );
+                continue;
+            }
+            return Ok(Some((k, piece, place)));
+        }
+        Ok(None)
+    }
+
+    /// The content objects of `digest` and of its base, in the order
+    /// `find_elsewhere` tries them.
+    fn objects_of_digest(&self, digest: &Digest) -> Result<Vec<(String, ContentObject)>> {
+        let r = self.remote().expect("bucket mode");
         let mut names = Vec::new();
         let followed = self.content_name(digest)?;
         if !followed.is_empty() {
@@ -545,56 +601,78 @@ impl Store {
                 }
             }
         }
+        let mut out = Vec::new();
         for name in names {
-            let obj = match r.get(&name) {
-                Ok(b) => ContentObject::decode(&b)?,
+            match r.get(&name) {
+                Ok(b) => out.push((name, ContentObject::decode(&b)?)),
                 Err(Error::NotFound(_)) => continue,
                 Err(e) => return Err(e),
-            };
-            let Some((_, i, place)) = obj.locs.iter().find(|(h, _, _)| h == hash) else {
-                continue;
-            };
-            let place = *place;
-            let piece = obj.objects[*i as usize].clone();
-            if place.len != len
-                || old_name == Some(piece.as_str())
-                || (unmarked && self.is_condemned_name(&piece))
-                || self.is_gone(&piece)
-            {
-                continue;
             }
-            if !self.holds_chunk(&piece, &place, hash)? {
-                tracing::warn!(
-                    object = %name,
-                    piece = %piece,
-                    chunk = %hex::encode(hash),
-                    "a content object places a chunk where it is not"
-                );
-                continue;
-            }
-            return Ok(Some((obj, piece, place)));
         }
-        Ok(None)
+        Ok(out)
     }
 
     /// Whether the block at `place` in `piece` decodes and holds the chunk
     /// hashing to `hash` at its offset (false when the piece is missing).
-    fn holds_chunk(&self, piece: &str, place: &ObjLoc, hash: &Hash) -> Result<bool> {
-        let r = self.remote().expect("bucket mode");
-        let start = place.block_offset;
-        let rec = match r.get_range(piece, start..start + place.block_len as u64) {
-            Ok(b) => b,
-            Err(Error::NotFound(_)) => return Ok(false),
-            Err(e) => return Err(e),
-        };
-        let what = || format!("block at {start} of {piece}");
-        let Ok(block) = super::pack::decode_block(&rec, &what) else {
-            return Ok(false);
-        };
-        let from = place.offset_in_block as usize;
-        Ok(block
-            .plain
-            .get(from..from + place.len as usize)
-            .is_some_and(|c| blake3::hash(c).as_bytes() == hash))
+    /// Each block is read once per `found`.
+    fn holds_chunk(
+        &self,
+        found: &mut Elsewhere,
+        piece: &str,
+        place: &ObjLoc,
+        hash: &Hash,
+    ) -> Result<bool> {
+        let key = (piece.to_string(), place.block_offset);
+        if !found.blocks.contains_key(&key) {
+            let r = self.remote().expect("bucket mode");
+            let start = place.block_offset;
+            let chunks = match r.get_range(piece, start..start + place.block_len as u64) {
+                Ok(rec) => {
+                    let what = || format!("block at {start} of {piece}");
+                    // decode_block checks every chunk's BLAKE3.
+                    super::pack::decode_block(&rec, &what).ok().map(|b| {
+                        let mut at = 0u32;
+                        let mut m = HashMap::new();
+                        for (h, len) in b.entries {
+                            m.insert(at, (h, len));
+                            at += len;
+                        }
+                        m
+                    })
+                }
+                Err(Error::NotFound(_)) => None,
+                Err(e) => return Err(e),
+            };
+            found.blocks.insert(key.clone(), chunks);
+        }
+        Ok(found.blocks[&key]
+            .as_ref()
+            .and_then(|m| m.get(&place.offset_in_block))
+            == Some(&(*hash, place.len)))
+    }
+}
+
+/// What the content objects of one digest (and its base) say about where its
+/// chunks are, fetched once for a whole content-object build or repair: a
+/// build runs under the commit lock and must not cost requests per chunk.
+pub(super) struct Elsewhere {
+    digest: Digest,
+    objects: Option<Vec<(String, ContentObject)>>,
+    /// Blocks read back: (piece, block offset) → its chunks by offset in
+    /// the block (`decode_block` checked each one's hash); None when the
+    /// block did not read or decode.
+    blocks: HashMap<(String, u64), Option<BlockChunks>>,
+}
+
+/// A decoded block's chunks: offset in the block → hash and length.
+type BlockChunks = HashMap<u32, (Hash, u32)>;
+
+impl Elsewhere {
+    pub(super) fn new(digest: Digest) -> Self {
+        Elsewhere {
+            digest,
+            objects: None,
+            blocks: HashMap::new(),
+        }
     }
 }
