@@ -68,7 +68,9 @@ read_all() {
 
 # ------------------------------------------------------------ strata, local disk
 D=$WORK/local
-strata_start "$D" --metrics-addr off
+# No dense packs: the bucket has none (its pieces are shared), and an idle
+# densify would rewrite packs during the read and the measure.
+strata_start "$D" --metrics-addr off --dense-level 0
 L_IN=$(push_all "$WORK/local-push.txt")
 L_OUT=$(read_all "$WORK/local-push.txt")
 L_PACKS=$(du -sb "$D/packs" | cut -f1)
