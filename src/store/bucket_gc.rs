@@ -41,7 +41,7 @@
 //!   object this index follows for the blob (`Store::relocate`).
 
 use super::commit::write_synced;
-use super::index::{cf, CF_META};
+use super::index::{cf, meta_prefixed, CF_META};
 use super::pack::ChunkLoc;
 use super::publish::{key, GONE, ID, PIECE};
 use super::remote::format::{ContentObject, Record, Segment};
@@ -423,16 +423,9 @@ impl Store {
         }
         let db = self.db();
         let mut gone = HashSet::new();
-        let it = db.iterator_cf(
-            cf(db, CF_META),
-            rocksdb::IteratorMode::From(GONE, rocksdb::Direction::Forward),
-        );
-        for item in it {
-            let (k, _) = item?;
-            if !k.starts_with(GONE) {
-                break;
-            }
-            gone.insert(String::from_utf8_lossy(&k[GONE.len()..]).into_owned());
+        for item in meta_prefixed(db, GONE) {
+            let (name, _) = item?;
+            gone.insert(String::from_utf8_lossy(&name).into_owned());
         }
         let mut c = self.inner.condemned.write();
         c.gone.extend(gone);
@@ -461,15 +454,8 @@ impl Store {
         let mut gone = Vec::new();
         let mut referenced: HashSet<String> = HashSet::new();
         for prefix in [PIECE, ID] {
-            let it = db.iterator_cf(
-                cf(db, CF_META),
-                rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward),
-            );
-            for item in it {
-                let (k, v) = item?;
-                if !k.starts_with(prefix) {
-                    break;
-                }
+            for item in meta_prefixed(db, prefix) {
+                let (_, v) = item?;
                 let name = String::from_utf8_lossy(&v).into_owned();
                 if name.starts_with("packs/") && !listed.contains(&name) && old(&name) {
                     gone.push(name.clone());

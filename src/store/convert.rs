@@ -126,14 +126,9 @@ impl Store {
     pub fn pending_conversions(&self) -> Result<Vec<Digest>> {
         let db = self.db();
         let mut out = Vec::new();
-        let iter = db.iterator_cf(
-            cf(db, CF_META),
-            rocksdb::IteratorMode::From(MARK, rocksdb::Direction::Forward),
-        );
-        for item in iter {
-            let (k, _) = item?;
-            let Some(d) = k.strip_prefix(MARK) else { break };
-            let d = d
+        for item in super::index::meta_prefixed(db, MARK) {
+            let (d, _) = item?;
+            let d = d[..]
                 .try_into()
                 .map_err(|_| Error::DataLoss("bad conversion mark".into()))?;
             out.push(Digest(d));

@@ -16,7 +16,7 @@
 //! decodes any record.
 
 use super::gc::GcReport;
-use super::index::{cf, CF_META, CF_PACKS};
+use super::index::{cf, CF_PACKS};
 use super::Store;
 use crate::error::{Error, Result};
 use std::collections::HashSet;
@@ -34,16 +34,9 @@ pub fn dense_key(id: u32) -> Vec<u8> {
 /// Every pack the index marks dense.
 pub fn load_dense(db: &rocksdb::DB) -> Result<HashSet<u32>> {
     let mut out = HashSet::new();
-    let it = db.iterator_cf(
-        cf(db, CF_META),
-        rocksdb::IteratorMode::From(DENSE, rocksdb::Direction::Forward),
-    );
-    for item in it {
-        let (k, _) = item?;
-        let Some(id) = k.strip_prefix(DENSE) else {
-            break;
-        };
-        if let Ok(b) = <[u8; 4]>::try_from(id) {
+    for item in super::index::meta_prefixed(db, DENSE) {
+        let (id, _) = item?;
+        if let Ok(b) = <[u8; 4]>::try_from(&id[..]) {
             out.insert(u32::from_be_bytes(b));
         }
     }

@@ -146,6 +146,24 @@ pub fn flush_dirty(db: &DB) -> Result<usize> {
     Ok(flushed)
 }
 
+/// A `meta` entry: its key without the prefix asked for, and its value.
+pub type MetaEntry = (Box<[u8]>, Box<[u8]>);
+
+/// The `meta` entries whose keys start with `prefix`, in key order: the key
+/// without the prefix, and the value.
+pub fn meta_prefixed<'a>(
+    db: &'a DB,
+    prefix: &'a [u8],
+) -> impl Iterator<Item = Result<MetaEntry>> + 'a {
+    db.iterator_cf(
+        cf(db, CF_META),
+        rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward),
+    )
+    .map(|item| item.map_err(Error::from))
+    .take_while(move |item| item.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
+    .map(move |item| item.map(|(k, v)| (k[prefix.len()..].into(), v)))
+}
+
 pub fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
     db.cf_handle(name).expect("column family created at open")
 }

@@ -119,24 +119,7 @@ fn window_edges() {
 
 #[test]
 fn data_kinds() {
-    check("random", &random(300_000, 6), &ALL);
-    check("zeros", &vec![0u8; 3_000_000], &ALL);
-    let mut two = vec![b'x'; 100_000];
-    two.extend(vec![b'y'; 100_000]);
-    check("two runs", &two, &ALL);
-    check("period 3", &b"abc".repeat(60_000), &ALL);
-    check("text", &text(700_000, 7), &ALL);
-    let mut alt = Vec::new();
-    for i in 0..12u64 {
-        if i % 3 == 0 {
-            alt.extend(random(20_000 + i as usize * 777, i));
-        } else {
-            alt.extend(text(15_000 + i as usize * 555, i));
-        }
-        alt.extend(std::iter::repeat_n(i as u8, i as usize * 100));
-    }
-    check("alternating", &alt, &ALL);
-    check("mixed", &mixed(3_000_000, 8), &ALL);
+    go_oracle::data_kinds(3_000_000, |name, data| check(name, data, &ALL));
 }
 
 #[test]
