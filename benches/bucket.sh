@@ -10,7 +10,13 @@
 # read of every layer through that daemon (empty block cache).
 #
 # Environment: STRATA (binary; default: cargo build --release), LIMIT (first
-# N layers), SKIP_RESTIC=1. Prints a markdown report, also WORK_DIR/report.md.
+# N layers), SKIP_RESTIC=1, ROUNDS (default 1): the two ingests run ROUNDS
+# times, interleaved (local, Garage, local, Garage, ...), each on a fresh
+# store (a new data directory; on Garage also a new bucket prefix), since
+# the local figure alone moves a lot from run to run; every round is
+# reported, with the best of each side and their ratio. The reads, bytes
+# stored, the rebuild and restic are measured once, on the last round's
+# stores. Prints a markdown report, also WORK_DIR/report.md.
 set -euo pipefail
 
 CORPUS=$(realpath "${1:?usage: benches/bucket.sh CORPUS_DIR [WORK_DIR]}")
@@ -66,46 +72,65 @@ read_all() {
   mbps "$TOTAL" "$t0" "$t1"
 }
 
-# ------------------------------------------------------------ strata, local disk
-D=$WORK/local
-# No dense packs: the bucket has none (its pieces are shared), and an idle
-# densify would rewrite packs during the read and the measure.
-strata_start "$D" --metrics-addr off --dense-level 0
-L_IN=$(push_all "$WORK/local-push.txt")
-L_OUT=$(read_all "$WORK/local-push.txt")
-L_PACKS=$(du -sb "$D/packs" | cut -f1)
-strata_stop
-
-# ------------------------------------------------------------ strata, Garage
-S3ARGS=(--metrics-addr off --store s3://strata/bench --s3-endpoint "$EP" --s3-region garage)
+ROUNDS=${ROUNDS:-1}
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS=$ROUNDS: expected a positive number" >&2; exit 2; }
+S3ARGS=(--metrics-addr off --s3-endpoint "$EP" --s3-region garage)
 # CPU seconds (user + system) of processes, from /proc: the cluster shares
 # this machine's cores with strata.
 cpu_of() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; python3 -c "print(f'{$t/$(getconf CLK_TCK):.1f}')"; }
 GPIDS=$(cat "$G"/n*.pid)
-D=$WORK/bucket-a
-strata_start "$D" "${S3ARGS[@]}"
-# shellcheck disable=SC2086
-G_CPU0=$(cpu_of $GPIDS); S_CPU0=$(cpu_of "$PID")
-B_IN=$(push_all "$WORK/bucket-push.txt")
-# shellcheck disable=SC2086
-G_CPU=$(python3 -c "print(f'{$(cpu_of $GPIDS)-$G_CPU0:.1f}')"); S_CPU=$(python3 -c "print(f'{$(cpu_of "$PID")-$S_CPU0:.1f}')")
-B_WARM=$(read_all "$WORK/bucket-push.txt")
-STATS=$("$STRATA" stats --json)
-B_BYTES=$(echo "$STATS" | python3 -c 'import json,sys; print(json.load(sys.stdin)["bucket_bytes"])')
-B_PACKS=$(echo "$STATS" | python3 -c 'import json,sys; print(json.load(sys.stdin)["bucket_pack_bytes"])')
-B_OBJECTS=$(echo "$STATS" | python3 -c 'import json,sys; print(json.load(sys.stdin)["bucket_objects"])')
-strata_stop
-# An empty data directory: the index rebuilt from the bucket, then cold reads.
-D=$WORK/bucket-b
-t0=$(now); strata_start "$D" "${S3ARGS[@]}"; t1=$(now)
+L_INS=(); L_CPUS=(); B_INS=(); S_CPUS=(); G_CPUS=()
+for r in $(seq "$ROUNDS"); do
+  last=$([ "$r" = "$ROUNDS" ] && echo 1 || echo 0)
+  # ---------------------------------------------------------- strata, local disk
+  D=$WORK/local-$r
+  # No dense packs: the bucket has none (its pieces are shared), and an idle
+  # densify would rewrite packs during the read and the measure.
+  strata_start "$D" --metrics-addr off --dense-level 0
+  L_CPU0=$(cpu_of "$PID")
+  L_INS+=("$(push_all "$WORK/local-push.txt")")
+  L_CPUS+=("$(python3 -c "print(f'{$(cpu_of "$PID")-$L_CPU0:.1f}')")")
+  if [ "$last" = 1 ]; then
+    L_OUT=$(read_all "$WORK/local-push.txt")
+    L_PACKS=$(du -sb "$D/packs" | cut -f1)
+  fi
+  strata_stop
+  [ "$last" = 1 ] || rm -rf "$D"
+  # ---------------------------------------------------------- strata, Garage
+  STORE=s3://strata/bench-$r
+  D=$WORK/bucket-$r
+  strata_start "$D" --store "$STORE" "${S3ARGS[@]}"
+  # shellcheck disable=SC2086
+  G_CPU0=$(cpu_of $GPIDS); S_CPU0=$(cpu_of "$PID")
+  B_INS+=("$(push_all "$WORK/bucket-push.txt")")
+  # shellcheck disable=SC2086
+  G_CPUS+=("$(python3 -c "print(f'{$(cpu_of $GPIDS)-$G_CPU0:.1f}')")")
+  S_CPUS+=("$(python3 -c "print(f'{$(cpu_of "$PID")-$S_CPU0:.1f}')")")
+  if [ "$last" = 1 ]; then
+    B_WARM=$(read_all "$WORK/bucket-push.txt")
+    STATS=$("$STRATA" stats --json)
+    B_BYTES=$(echo "$STATS" | python3 -c 'import json,sys; print(json.load(sys.stdin)["bucket_bytes"])')
+    B_PACKS=$(echo "$STATS" | python3 -c 'import json,sys; print(json.load(sys.stdin)["bucket_pack_bytes"])')
+    B_OBJECTS=$(echo "$STATS" | python3 -c 'import json,sys; print(json.load(sys.stdin)["bucket_objects"])')
+  fi
+  strata_stop
+  [ "$last" = 1 ] || rm -rf "$D"
+done
+# An empty data directory on the last round's bucket prefix: the index
+# rebuilt from the bucket, then cold reads.
+D=$WORK/bucket-cold
+t0=$(now); strata_start "$D" --store "$STORE" "${S3ARGS[@]}"; t1=$(now)
 REBUILD=$(secs "$t0" "$t1")
 B_COLD=$(read_all "$WORK/bucket-push.txt")
 strata_stop
+best() { printf '%s\n' "$@" | sort -n | tail -1; }
+L_IN=$(best "${L_INS[@]}"); B_IN=$(best "${B_INS[@]}")
 
+BEST=; [ "$ROUNDS" = 1 ] || BEST=" (best of $ROUNDS)"
 say "| | ingest MB/s | read MB/s | bytes stored |"
 say "|---|---|---|---|"
-say "| strata, local disk | $L_IN | $L_OUT | packs $L_PACKS |"
-say "| strata, --store s3:// on Garage | $B_IN | $B_WARM (own data dir), $B_COLD (cold: empty data dir) | bucket $B_BYTES ($B_OBJECTS objects; packs $B_PACKS) |"
+say "| strata, local disk | $L_IN$BEST | $L_OUT | packs $L_PACKS |"
+say "| strata, --store s3:// on Garage | $B_IN$BEST | $B_WARM (own data dir), $B_COLD (cold: empty data dir) | bucket $B_BYTES ($B_OBJECTS objects; packs $B_PACKS) |"
 
 if [ -z "${SKIP_RESTIC:-}" ]; then
   export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR=$WORK/restic-cache
@@ -132,5 +157,15 @@ else
   say ""
   say "ratios in this run: ingest on Garage ×$(python3 -c "print(f'{$B_IN/$L_IN:.2f}')") strata local; bucket packs ×$(python3 -c "print(f'{$B_PACKS/$L_PACKS:.3f}')") local packs;"
 fi
-say "CPU during strata's ingest on Garage: strata $S_CPU s, the three Garage nodes $G_CPU s (the cluster runs on the same $(nproc) cores)."
+say ""
+say "ingest rounds, interleaved (local, then Garage; fresh stores each time):"
+say ""
+say "| round | local MB/s | local: strata CPU s | Garage MB/s | ×local | Garage: strata CPU s | Garage nodes CPU s |"
+say "|---:|---:|---:|---:|---:|---:|---:|"
+for i in "${!L_INS[@]}"; do
+  say "| $((i + 1)) | ${L_INS[$i]} | ${L_CPUS[$i]} | ${B_INS[$i]} | $(python3 -c "print(f'{${B_INS[$i]}/${L_INS[$i]}:.2f}')") | ${S_CPUS[$i]} | ${G_CPUS[$i]} |"
+done
+say "| best | $L_IN | | $B_IN | $(python3 -c "print(f'{$B_IN/$L_IN:.2f}')") | | |"
+say ""
+say "CPU during strata's ingest on Garage (per round above): strata and the three Garage nodes share the same $(nproc) cores."
 say "index rebuilt from the bucket by an empty data dir: $REBUILD s for $B_BYTES bucket bytes ($(python3 -c "print(f'{$REBUILD/($B_BYTES/1e9):.2f}')") s per GB stored, daemon start included)."

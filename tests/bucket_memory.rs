@@ -711,6 +711,7 @@ async fn a_put_after_a_delete_from_a_clock_ahead_is_newer_than_it() {
             ns: "default".into(),
             digest: strata::digest::Digest::parse(&dq).unwrap(),
         }],
+        times: Vec::new(),
     };
     let name = format!("some/prefix/{}", segment_name(ahead, &[0xee; 8], 1));
     bucket

@@ -308,6 +308,10 @@ pub async fn gc(a: GcArgs, target: &client::Target) -> anyhow::Result<()> {
             "densified_bytes_after": r.densified_bytes_after,
             "bucket_collected": r.bucket_collected, "bucket_marked": r.bucket_marked,
             "bucket_deleted": r.bucket_deleted, "bucket_bytes_deleted": r.bucket_bytes_deleted,
+            "bucket_pieces_compacted": r.bucket_pieces_compacted,
+            "bucket_pieces_written": r.bucket_pieces_written,
+            "bucket_segments_compacted": r.bucket_segments_compacted,
+            "bucket_segments_written": r.bucket_segments_written,
         }));
     } else {
         println!(
@@ -334,6 +338,13 @@ pub async fn gc(a: GcArgs, target: &client::Target) -> anyhow::Result<()> {
             println!(
                 "bucket:           {} objects marked; {} deleted ({} bytes)",
                 r.bucket_marked, r.bucket_deleted, r.bucket_bytes_deleted
+            );
+            println!(
+                "bucket compacted: {} small pieces into {}, {} segments into {}",
+                r.bucket_pieces_compacted,
+                r.bucket_pieces_written,
+                r.bucket_segments_compacted,
+                r.bucket_segments_written
             );
         }
     }

@@ -65,6 +65,13 @@ pub struct ServeArgs {
     /// --s3-timeout, and clocks must agree to well within it
     #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
     pub s3_gc_grace: Duration,
+    /// The collecting daemon compacts the bucket's small objects once this
+    /// many of a kind are there: pieces under 4 MiB are copied into pieces
+    /// of about 64 MiB (the old ones collected a grace period later), and
+    /// segments under 1 MiB are merged, keeping each blob's newest record.
+    /// 0 never compacts (while daemons of an older strata share the bucket)
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub s3_compact_after: u32,
     /// zstd level for new chunk data (1-22)
     #[arg(long, default_value_t = 3)]
     pub zstd_level: i32,
@@ -357,6 +364,7 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<()> {
             r.timeout = args.s3_timeout.max(Duration::from_secs(1));
             r.retries = args.s3_retries;
             r.gc_grace = args.s3_gc_grace.max(Duration::from_secs(1));
+            r.compact_after = args.s3_compact_after as usize;
             if r.gc_grace < 16 * r.timeout {
                 tracing::warn!(
                     gc_grace = ?r.gc_grace,

@@ -356,6 +356,10 @@ pub fn gc_pb(r: &crate::store::gc::GcReport) -> pb::GcResponse {
         bucket_marked: r.bucket.marked,
         bucket_deleted: r.bucket.deleted,
         bucket_bytes_deleted: r.bucket.bytes_deleted,
+        bucket_pieces_compacted: r.bucket.compacted.pieces,
+        bucket_pieces_written: r.bucket.compacted.pieces_written,
+        bucket_segments_compacted: r.bucket.compacted.segments,
+        bucket_segments_written: r.bucket.compacted.segments_written,
     }
 }
 

@@ -41,11 +41,12 @@
 //!   object this index follows for the blob (`Store::relocate`).
 
 use super::commit::write_synced;
+use super::compact::SmallSegments;
 use super::index::{cf, meta_prefixed, CF_META};
 use super::pack::ChunkLoc;
 use super::publish::{key, GONE, ID, PIECE};
 use super::remote::format::{ContentObject, Record, Segment};
-use super::remote::{unique_suffix, FOREIGN_BASE};
+use super::remote::unique_suffix;
 use super::{now_ms, Store};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -119,6 +120,7 @@ pub struct BucketGcReport {
     pub marked: u64,
     pub deleted: u64,
     pub bytes_deleted: u64,
+    pub compacted: super::compact::CompactReport,
 }
 
 /// A mark; one that does not parse is UNAVAILABLE (retryable: a writer's
@@ -156,10 +158,7 @@ impl Store {
             return false;
         }
         // Not found: a chunk no commit named yet (its piece is this ingest's).
-        let name = match loc.pack >= FOREIGN_BASE {
-            true => self.foreign_name(loc.pack).ok(),
-            false => self.object_of(loc).ok().map(|(n, _)| n),
-        };
+        let name = self.object_of(loc).ok().map(|(n, _)| n);
         name.is_some_and(|n| self.inner.condemned.read().names.contains_key(&n))
     }
 
@@ -193,6 +192,8 @@ impl Store {
         let now = now_ms();
         let mut deadline: Option<u64> = None;
         for o in objects {
+            // A piece a compaction moved is as good as its copy.
+            let o = &self.resolved(o)?;
             let Some(&m) = c.names.get(o) else {
                 continue;
             };
@@ -342,6 +343,10 @@ impl Store {
         // Before listing: a mark not listed was put after this instant.
         let began = Instant::now();
         let listed = r.list(MARKS, None)?;
+        // Then the moves: every move made before a mark listed here is
+        // listed there, so no piece this index reads through a move is
+        // condemned or found gone.
+        self.read_moves()?;
         let listed_names: HashSet<&str> = listed.iter().map(|l| l.name.as_str()).collect();
         let mut fresh = Vec::new();
         // A mark listed but gone when read was carried out unseen: reconcile.
@@ -456,7 +461,7 @@ impl Store {
         for prefix in [PIECE, ID] {
             for item in meta_prefixed(db, prefix) {
                 let (_, v) = item?;
-                let name = String::from_utf8_lossy(&v).into_owned();
+                let name = self.resolved(&String::from_utf8_lossy(&v))?;
                 if name.starts_with("packs/") && !listed.contains(&name) && old(&name) {
                     gone.push(name.clone());
                 }
@@ -542,11 +547,14 @@ impl Store {
     fn collect_with_lease(&self, me: &str, rep: &mut BucketGcReport) -> Result<()> {
         let r = self.remote().expect("bucket mode");
         let grace_ms = self.grace().as_millis() as u64;
+        // Every move, before liveness resolves the pieces objects name.
+        self.read_moves()?;
         // Before listing: ages are measured against what the listing saw.
         let now = now_ms();
         let all = r.list("", None)?;
         let sizes: HashMap<&str, u64> = all.iter().map(|l| (l.name.as_str(), l.size)).collect();
-        let live = self.live_objects(&all)?;
+        let mut small = SmallSegments::new(&all, self.compact_after());
+        let live = self.live_objects(&all, &mut small)?;
         // Marks old enough: carry them out (against today's live set).
         // Objects in marks not yet due, or deleted by this run: not marked again.
         let mut pending: HashSet<String> = HashSet::new();
@@ -601,7 +609,14 @@ impl Store {
             let m = Mark { time_ms, objects };
             r.put(&name, serde_json::to_vec(&m).expect("serializes"))?;
         }
-        if rep.marked > 0 || rep.deleted > 0 {
+        // Compaction last: what it moves is marked by the next run, against
+        // the moves it wrote.
+        let renew = || self.renew_lease(me);
+        self.compact_segments(&renew, small, &mut rep.compacted)?;
+        self.compact_pieces(&renew, &all, &live, &pending, &mut rep.compacted)?;
+        self.compact_moves(&renew, &all, &mut rep.compacted)?;
+        let c = &rep.compacted;
+        if rep.marked > 0 || rep.deleted > 0 || c.pieces > 0 || c.segments > 0 {
             tracing::info!(?rep, "collected the bucket");
         }
         Ok(())
@@ -614,7 +629,11 @@ impl Store {
     /// or not: an index may follow one an older record named (two daemons
     /// pushed the blob, or one kept it as received and another converted
     /// it), or a conversion's, which later records name.
-    fn live_objects(&self, all: &[super::remote::Listed]) -> Result<HashSet<String>> {
+    fn live_objects(
+        &self,
+        all: &[super::remote::Listed],
+        small: &mut SmallSegments,
+    ) -> Result<HashSet<String>> {
         let r = self.remote().expect("bucket mode");
         // Blob → (time of its newest records, whether one of them is a Put).
         let mut newest: HashMap<(String, Digest), (u64, bool)> = HashMap::new();
@@ -625,7 +644,11 @@ impl Store {
                 Err(Error::NotFound(_)) => continue,
                 Err(e) => return Err(e),
             };
-            for rec in seg.records {
+            if small.takes(l) {
+                small.add(&l.name, &seg);
+            }
+            let times: Vec<u64> = (0..seg.records.len()).map(|i| seg.time_of(i)).collect();
+            for (rec, t) in seg.records.into_iter().zip(times) {
                 let (ns, digest, put) = match rec {
                     Record::Put {
                         ns,
@@ -640,10 +663,10 @@ impl Store {
                     }
                     Record::Delete { ns, digest } => (ns, digest, false),
                 };
-                let e = newest.entry((ns, digest)).or_insert((seg.time_ms, put));
-                if seg.time_ms > e.0 {
-                    *e = (seg.time_ms, put);
-                } else if seg.time_ms == e.0 {
+                let e = newest.entry((ns, digest)).or_insert((t, put));
+                if t > e.0 {
+                    *e = (t, put);
+                } else if t == e.0 {
                     e.1 |= put;
                 }
             }
@@ -672,7 +695,11 @@ impl Store {
                 Err(Error::NotFound(_)) => continue,
                 Err(e) => return Err(e),
             };
-            live.extend(obj.objects);
+            // A moved piece lives on in its copy (`moves.rs`): the copy is
+            // live, and the piece is collected.
+            for o in &obj.objects {
+                live.insert(self.resolved(o)?);
+            }
             live.insert(c);
         }
         Ok(live)

@@ -10,6 +10,7 @@ pub mod bucket_gc;
 pub mod cache;
 pub mod chunk_entry;
 mod commit;
+mod compact;
 pub mod convert;
 mod delete;
 pub mod densify;
@@ -19,6 +20,7 @@ mod hasher;
 pub mod index;
 mod ingest;
 mod meta;
+mod moves;
 pub mod pack;
 pub mod packset;
 mod publish;
@@ -658,7 +660,20 @@ fn remote_open(
                     r.where_
                 ))
             })?;
-            if m.format != remote::REPO_FORMAT {
+            if m.format == remote::REPO_FORMAT_V1 {
+                // Every version 1 object reads the same in version 2; daemons
+                // of version 1 refuse the bucket from now on (at their next
+                // start: upgrade them all together).
+                let up = remote::RepoMarker {
+                    format: remote::REPO_FORMAT.into(),
+                    chunk_sizes: m.chunk_sizes.clone(),
+                };
+                r.put(
+                    remote::REPO_MARKER,
+                    serde_json::to_vec_pretty(&up).expect("serializes"),
+                )?;
+                tracing::info!(bucket = %r.where_, "repository format upgraded to {}", remote::REPO_FORMAT);
+            } else if m.format != remote::REPO_FORMAT {
                 return Err(Error::FailedPrecondition(format!(
                     "the bucket {} holds repository format {:?}; this strata reads {}",
                     r.where_,

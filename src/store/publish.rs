@@ -129,12 +129,13 @@ impl Store {
         Ok(Some(name))
     }
 
-    /// Where a chunk's block is in the bucket: its object and place.
+    /// Where a chunk's block is in the bucket: its object and place (in
+    /// the piece a compaction moved it to, if one did: `moves.rs`).
     pub(super) fn object_of(&self, loc: &ChunkLoc) -> Result<(String, ObjLoc)> {
         let db = self.db();
         if loc.pack >= FOREIGN_BASE {
             let name = self.foreign_name(loc.pack)?;
-            return Ok((name, obj_loc(loc, 0)));
+            return Ok(self.moved(name, obj_loc(loc, 0)));
         }
         // The piece holding the block: the last one starting at or before it.
         let want = piece_key(loc.pack, loc.block_offset);
@@ -144,7 +145,7 @@ impl Store {
             if k.len() == want.len() && k[..PIECE.len() + 4] == want[..PIECE.len() + 4] {
                 let start = u64::from_be_bytes(k[PIECE.len() + 4..].try_into().unwrap());
                 let name = String::from_utf8_lossy(v).into_owned();
-                return Ok((name, obj_loc(loc, start)));
+                return Ok(self.moved(name, obj_loc(loc, start)));
             }
         }
         it.status()?;
@@ -356,6 +357,7 @@ impl Store {
             time_ms,
             writer: self.writer_id(),
             records,
+            times: Vec::new(),
         };
         r.put(&name, seg.encode())?;
         batch.put_cf(cf(db, CF_META), key(SEG, name.as_bytes()), []);

@@ -351,19 +351,16 @@ impl Store {
         }
         m.cache_misses
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // The object, and where the block starts in it.
-        let (name, at) = if pack >= FOREIGN_BASE {
-            (self.foreign_name(pack)?, offset)
-        } else {
-            let (name, place) = self.object_of(&pack::ChunkLoc {
-                pack,
-                block_offset: offset,
-                block_len: len,
-                offset_in_block: 0,
-                len: 0,
-            })?;
-            (name, place.block_offset)
-        };
+        // The object, and where the block starts in it (where a compaction
+        // moved it, if one did).
+        let (name, place) = self.object_of(&pack::ChunkLoc {
+            pack,
+            block_offset: offset,
+            block_len: len,
+            offset_in_block: 0,
+            len: 0,
+        })?;
+        let at = place.block_offset;
         // A piece gone or cut short is damage, not an outage.
         let lost = |e: Error| match e {
             Error::NotFound(m) => Error::DataLoss(format!("pack {pack}: {m}")),
@@ -378,7 +375,11 @@ impl Store {
         // Reads go through a layer's chunks mostly in the order they were
         // stored: one request takes the blocks that follow too (cached), so
         // a cold read is not one round trip per block.
-        let end = size.min(at + READ_WINDOW);
+        // Not past the moved piece the block came in: what follows it in the
+        // copy is other pieces', at other offsets of this pack id.
+        let end = size
+            .min(at + READ_WINDOW)
+            .min(self.moved_extent_end(&name, at)?.unwrap_or(u64::MAX));
         let got = r.get_range(&name, at..end).map_err(lost)?;
         let b = got[..len as usize].to_vec();
         r.cache.put((pack, offset), &b);
@@ -411,9 +412,8 @@ impl Store {
     /// the bucket is not asked for.
     fn read_bucket_record(&self, loc: &ChunkLoc) -> Result<Vec<u8>> {
         if self.any_condemned() {
-            let name = match loc.pack >= FOREIGN_BASE {
-                true => self.foreign_name(loc.pack).ok(),
-                false if !self.inner.packs.has(loc.pack) => self.object_of(loc).ok().map(|o| o.0),
+            let name = match loc.pack >= FOREIGN_BASE || !self.inner.packs.has(loc.pack) {
+                true => self.object_of(loc).ok().map(|o| o.0),
                 false => None,
             };
             if let Some(n) = name.filter(|n| self.is_gone(n)) {
@@ -489,14 +489,35 @@ impl Store {
                 loc.pack, loc.block_offset
             )
         };
-        let decoded = match pack::decode_block(&rec, &what) {
+        // The block must hold this very chunk where the index says: a block
+        // record is checked by its own hashes only, not against the chunk.
+        let holds = |d: pack::DecodedBlock| -> Result<pack::DecodedBlock> {
+            let mut at = 0u32;
+            let found = d.entries.iter().any(|(h, l)| {
+                let here = at;
+                at = at.saturating_add(*l);
+                here == loc.offset_in_block && h == hash && *l == len
+            });
+            match found {
+                true => Ok(d),
+                false => Err(Error::DataLoss(format!(
+                    "{}: chunk {} is not at offset {} of the block",
+                    what(),
+                    hex::encode(hash),
+                    loc.offset_in_block
+                ))),
+            }
+        };
+        let from_bucket = loc.pack >= FOREIGN_BASE
+            || (self.remote().is_some() && !self.inner.packs.has(loc.pack));
+        let decoded = match pack::decode_block(&rec, &what).and_then(holds) {
             // A damaged cache file: drop it and read the bucket's copy.
-            Err(Error::DataLoss(_)) if loc.pack >= FOREIGN_BASE => {
+            Err(Error::DataLoss(_)) if from_bucket => {
                 if let Some(r) = self.remote() {
                     r.cache.remove(loc.block_key());
                 }
                 let rec = self.read_record(loc.pack, loc.block_offset, loc.block_len)?;
-                pack::decode_block(&rec, &what)?
+                pack::decode_block(&rec, &what).and_then(holds)?
             }
             other => other?,
         };

@@ -83,44 +83,51 @@ impl Store {
         st.round_began = Some(Instant::now());
         let offset =
             (!full && st.high > RELIST_MS).then(|| segment_name(st.high - RELIST_MS, &[0; 8], 0));
-        let listed = r.list("segments/", offset.as_deref())?;
-        let mut rep = SyncReport {
-            listed: listed.len(),
-            ..Default::default()
-        };
+        let mut rep = SyncReport::default();
         let db = self.db();
         let mut oldest_pending = u64::MAX;
-        for l in listed {
-            let t = segment_time(&l.name).unwrap_or(0);
-            let seg_key = key(SEG, l.name.as_bytes());
-            if db.get_pinned_cf(cf(db, CF_META), &seg_key)?.is_some() {
-                st.high = st.high.max(t);
-                continue;
-            }
-            match self.apply_segment(&l.name) {
-                Ok(true) => {
-                    let mut wo = rocksdb::WriteOptions::default();
-                    wo.set_sync(true);
-                    db.put_cf_opt(cf(db, CF_META), &seg_key, [], &wo)?;
+        // A segment gone when read was merged by a compaction into one
+        // written before it was deleted: a second listing finds that one.
+        let mut passes = 0;
+        let mut vanished = true;
+        while vanished && passes < 2 {
+            vanished = false;
+            passes += 1;
+            let listed = r.list("segments/", offset.as_deref())?;
+            rep.listed = listed.len();
+            for l in listed {
+                let t = segment_time(&l.name).unwrap_or(0);
+                let seg_key = key(SEG, l.name.as_bytes());
+                if db.get_pinned_cf(cf(db, CF_META), &seg_key)?.is_some() {
                     st.high = st.high.max(t);
-                    rep.applied += 1;
+                    continue;
                 }
-                Ok(false) => {
-                    rep.pending += 1;
-                    oldest_pending = oldest_pending.min(t);
-                }
-                Err(e @ Error::Unavailable(_)) => {
-                    // The marks still get read: otherwise commits would read
-                    // them under the commit lock (check_deadline).
-                    if let Err(m) = self.read_marks() {
-                        tracing::warn!(error = %m, "reading the collection's marks failed");
+                match self.apply_segment(&l.name) {
+                    Ok(Some(true)) => {
+                        let mut wo = rocksdb::WriteOptions::default();
+                        wo.set_sync(true);
+                        db.put_cf_opt(cf(db, CF_META), &seg_key, [], &wo)?;
+                        st.high = st.high.max(t);
+                        rep.applied += 1;
                     }
-                    return Err(e);
-                }
-                Err(e) => {
-                    tracing::error!(segment = %l.name, error = %e, "a segment of the bucket cannot be applied; retried next round");
-                    rep.pending += 1;
-                    oldest_pending = oldest_pending.min(t);
+                    Ok(Some(false)) => {
+                        rep.pending += 1;
+                        oldest_pending = oldest_pending.min(t);
+                    }
+                    Ok(None) => vanished = true,
+                    Err(e @ Error::Unavailable(_)) => {
+                        // The marks still get read: otherwise commits would read
+                        // them under the commit lock (check_deadline).
+                        if let Err(m) = self.read_marks() {
+                            tracing::warn!(error = %m, "reading the collection's marks failed");
+                        }
+                        return Err(e);
+                    }
+                    Err(e) => {
+                        tracing::error!(segment = %l.name, error = %e, "a segment of the bucket cannot be applied; retried next round");
+                        rep.pending += 1;
+                        oldest_pending = oldest_pending.min(t);
+                    }
                 }
             }
         }
@@ -177,11 +184,19 @@ impl Store {
         })
     }
 
-    fn apply_segment(&self, name: &str) -> Result<bool> {
+    /// Applies the records of segment `name` this index has not: true when
+    /// all are. None when the segment is gone: a compaction merged it into
+    /// one written before it deleted it (`compact.rs`).
+    fn apply_segment(&self, name: &str) -> Result<Option<bool>> {
         let r = self.remote().expect("called in bucket mode");
-        let seg = Segment::decode(&r.get(name)?)?;
+        let seg = match r.get(name) {
+            Ok(b) => Segment::decode(&b)?,
+            Err(Error::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
         let mut all = true;
-        for rec in seg.records {
+        let times: Vec<u64> = (0..seg.records.len()).map(|i| seg.time_of(i)).collect();
+        for (rec, time_ms) in seg.records.into_iter().zip(times) {
             let (Record::Put { ns, digest, .. } | Record::Delete { ns, digest }) = &rec;
             super::validate_namespace(ns)?;
             let op = key(OP, &index::blob_key(ns, digest));
@@ -189,7 +204,7 @@ impl Store {
             // (or wrote) for the blob is superseded.
             let db = self.db();
             if let Some(v) = db.get_pinned_cf(cf(db, CF_META), &op)? {
-                if v.len() == 8 && u64::from_be_bytes(v[..].try_into().unwrap()) >= seg.time_ms {
+                if v.len() == 8 && u64::from_be_bytes(v[..].try_into().unwrap()) >= time_ms {
                     continue;
                 }
             }
@@ -208,11 +223,11 @@ impl Store {
             if done {
                 let mut wo = rocksdb::WriteOptions::default();
                 wo.set_sync(true);
-                db.put_cf_opt(cf(db, CF_META), &op, seg.time_ms.to_be_bytes(), &wo)?;
+                db.put_cf_opt(cf(db, CF_META), &op, time_ms.to_be_bytes(), &wo)?;
             }
             all &= done;
         }
-        Ok(all)
+        Ok(Some(all))
     }
 
     /// Applies one blob record put. False when its content object cannot be
@@ -447,9 +462,14 @@ impl Store {
     ) -> Result<Option<ChunkLoc>> {
         let old_name = self.object_of(old).ok().map(|o| o.0);
         let mut found = Elsewhere::new(*digest);
-        let Some((obj, piece, place)) =
-            self.find_elsewhere(&mut found, hash, len, old_name.as_deref(), false)?
-        else {
+        let mut hit = self.find_elsewhere(&mut found, hash, len, old_name.as_deref(), false)?;
+        // A compaction may have moved the pieces that hold it since this
+        // index last read the moves.
+        if hit.is_none() && self.read_moves()? > 0 {
+            found = Elsewhere::new(*digest);
+            hit = self.find_elsewhere(&mut found, hash, len, old_name.as_deref(), false)?;
+        }
+        let Some((obj, piece, place)) = hit else {
             return Ok(None);
         };
         let obj = &found.objects.as_ref().expect("loaded")[obj].1;
@@ -478,7 +498,11 @@ impl Store {
         let mut moved = 1usize;
         if let (Some(old_name), Some(verified)) = (&old_name, verified) {
             for (h, i, p) in obj.locs.iter().filter(|(h, _, _)| h != hash) {
-                if obj.objects.get(*i as usize) != Some(&piece)
+                let Some(named) = obj.objects.get(*i as usize) else {
+                    continue;
+                };
+                let (named, p) = &self.moved(named.clone(), *p);
+                if *named != piece
                     || p.block_offset != place.block_offset
                     || verified.get(&p.offset_in_block) != Some(&(*h, p.len))
                 {
@@ -551,8 +575,8 @@ impl Store {
             let Some((_, i, place)) = obj.locs.iter().find(|(h, _, _)| h == hash) else {
                 continue;
             };
-            let place = *place;
-            let piece = obj.objects[*i as usize].clone();
+            // Where the piece is now, if a compaction moved it.
+            let (piece, place) = self.moved(obj.objects[*i as usize].clone(), *place);
             let name = name.clone();
             if place.len != len
                 || old_name == Some(piece.as_str())

@@ -152,6 +152,12 @@ impl Store {
             };
             r.chunks += 1;
             chunk_len.insert(hash, loc.len);
+            // A chunk no recipe names, in the bucket: its piece may be
+            // collected already (a deleted blob's, another daemon's
+            // collection); the next local gc drops the record.
+            if in_bucket(loc.pack) && e.refs <= 0 {
+                continue;
+            }
             if in_bucket(loc.pack) && !good.contains_key(&loc.block_key()) {
                 // A block in the bucket: read it (through the cache) and check it.
                 let what = || format!("block at pack {} offset {}", loc.pack, loc.block_offset);

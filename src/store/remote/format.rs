@@ -16,6 +16,13 @@
 //!   records put and deleted by one commit. The last write of a commit: a
 //!   blob is in the repository once its segment is. `"STRS" | version u8 = 1 |
 //!   3 reserved | crc32c u32`, then the body (see `Segment::encode`).
+//!   Version 2 (written by compaction only: the newest records of many
+//!   segments, `src/store/compact.rs`) carries each record's own time.
+//! - **Moves** `moves/<writer>-<time ms>-<random>`: where compaction copied
+//!   small pieces: `(from piece, to piece, base, len)`, the from piece's
+//!   block records being bytes `base..base + len` of the to piece. Never
+//!   dropped: content objects keep naming the from pieces. `"STRM" |
+//!   version u8 = 1 | 3 reserved | crc32c u32`, then the body.
 
 use crate::digest::Digest;
 use crate::encoding::{put_varint, Reader};
@@ -25,14 +32,17 @@ use crate::split::Hash;
 const PIECE_MAGIC: &[u8; 4] = b"STRF";
 const CONTENT_MAGIC: &[u8; 4] = b"STRC";
 const SEGMENT_MAGIC: &[u8; 4] = b"STRS";
+const MOVES_MAGIC: &[u8; 4] = b"STRM";
 const VERSION: u8 = 1;
+/// A segment whose records carry their own times (compaction's).
+const SEGMENT_TIMED: u8 = 2;
 pub const FOOTER_ENTRY_LEN: usize = 52;
 pub const TRAILER_LEN: usize = 16;
 /// A recipe page, a plan or a name this long is damage, not data.
 const MAX_FIELD: u64 = 1 << 30;
 
 /// A chunk's place in one bucket object (offsets from the object's start).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ObjLoc {
     pub block_offset: u64,
     pub block_len: u32,
@@ -191,21 +201,35 @@ fn get_recipe(r: &mut Reader<'_>) -> Result<RecipeParts> {
 
 /// Frames a body: magic, version, reserved, crc32c of the body, the body.
 fn frame(magic: &[u8; 4], body: &[u8]) -> Vec<u8> {
+    frame_version(magic, VERSION, body)
+}
+
+fn frame_version(magic: &[u8; 4], version: u8, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 12);
     out.extend_from_slice(magic);
-    out.extend_from_slice(&[VERSION, 0, 0, 0]);
+    out.extend_from_slice(&[version, 0, 0, 0]);
     out.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
     out.extend_from_slice(body);
     out
 }
 
 fn unframe<'a>(magic: &[u8; 4], b: &'a [u8], what: &str) -> Result<&'a [u8]> {
+    unframe_versions(magic, &[VERSION], b, what).map(|(_, body)| body)
+}
+
+/// The version and body of a framed object of one of `versions`.
+fn unframe_versions<'a>(
+    magic: &[u8; 4],
+    versions: &[u8],
+    b: &'a [u8],
+    what: &str,
+) -> Result<(u8, &'a [u8])> {
     if b.len() < 12 || &b[0..4] != magic {
         return Err(Error::DataLoss(format!("{what} has the wrong magic")));
     }
-    if b[4] != VERSION {
+    if !versions.contains(&b[4]) {
         return Err(Error::FailedPrecondition(format!(
-            "{what} has format version {}; this strata reads {VERSION}",
+            "{what} has format version {}; this strata reads {versions:?}",
             b[4]
         )));
     }
@@ -213,7 +237,7 @@ fn unframe<'a>(magic: &[u8; 4], b: &'a [u8], what: &str) -> Result<&'a [u8]> {
     if crc32c::crc32c(body) != u32::from_le_bytes(b[8..12].try_into().unwrap()) {
         return Err(Error::DataLoss(format!("{what} fails its checksum")));
     }
-    Ok(body)
+    Ok((b[4], body))
 }
 
 impl ContentObject {
@@ -350,22 +374,37 @@ pub enum Record {
     },
 }
 
-/// The blob record changes of one commit.
+/// The blob record changes of one commit (or, compacted, the newest
+/// records of many).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
     /// Milliseconds since the epoch when written: segments apply in this order.
     pub time_ms: u64,
     pub writer: [u8; 8],
     pub records: Vec<Record>,
+    /// Each record's own time (a compacted segment); empty: all `time_ms`.
+    pub times: Vec<u64>,
 }
 
 impl Segment {
+    /// The time of record `i`: last writer wins, per blob.
+    pub fn time_of(&self, i: usize) -> u64 {
+        self.times.get(i).copied().unwrap_or(self.time_ms)
+    }
+
     pub fn encode(&self) -> Vec<u8> {
+        assert!(
+            self.times.is_empty() || self.times.len() == self.records.len(),
+            "a time for every record"
+        );
         let mut b = Vec::new();
         put_varint(&mut b, self.time_ms);
         b.extend_from_slice(&self.writer);
         put_varint(&mut b, self.records.len() as u64);
-        for r in &self.records {
+        for (i, r) in self.records.iter().enumerate() {
+            if !self.times.is_empty() {
+                put_varint(&mut b, self.times[i]);
+            }
             match r {
                 Record::Put {
                     ns,
@@ -386,17 +425,25 @@ impl Segment {
                 }
             }
         }
-        frame(SEGMENT_MAGIC, &b)
+        match self.times.is_empty() {
+            true => frame(SEGMENT_MAGIC, &b),
+            false => frame_version(SEGMENT_MAGIC, SEGMENT_TIMED, &b),
+        }
     }
 
     pub fn decode(b: &[u8]) -> Result<Self> {
-        let body = unframe(SEGMENT_MAGIC, b, "segment")?;
+        let (version, body) =
+            unframe_versions(SEGMENT_MAGIC, &[VERSION, SEGMENT_TIMED], b, "segment")?;
         let mut r = Reader::new(body, "segment");
         let time_ms = r.varint()?;
         let writer = r.array()?;
-        let n = get_count(&mut r, 1 << 20)?;
+        let n = get_count(&mut r, MAX_SEGMENT_RECORDS as u64)?;
         let mut records = Vec::with_capacity(n.min(1024));
+        let mut times = Vec::new();
         for _ in 0..n {
+            if version == SEGMENT_TIMED {
+                times.push(r.varint()?);
+            }
             let tag = r.u8()?;
             let ns = String::from_utf8(get_bytes(&mut r)?.to_vec())
                 .map_err(|_| Error::DataLoss("segment names a non-UTF-8 namespace".into()))?;
@@ -425,8 +472,57 @@ impl Segment {
             time_ms,
             writer,
             records,
+            times,
         })
     }
+}
+
+/// Most records a segment holds (compaction writes several past this).
+pub const MAX_SEGMENT_RECORDS: usize = 1 << 20;
+
+/// Where compaction copied one small piece: its block records are bytes
+/// `base..base + len` of piece `to`, in the same order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move {
+    pub from: String,
+    pub to: String,
+    pub base: u64,
+    pub len: u64,
+}
+
+pub fn encode_moves(moves: &[Move]) -> Vec<u8> {
+    let mut b = Vec::new();
+    put_varint(&mut b, moves.len() as u64);
+    for m in moves {
+        put_bytes(&mut b, m.from.as_bytes());
+        put_bytes(&mut b, m.to.as_bytes());
+        put_varint(&mut b, m.base);
+        put_varint(&mut b, m.len);
+    }
+    frame(MOVES_MAGIC, &b)
+}
+
+pub fn decode_moves(b: &[u8]) -> Result<Vec<Move>> {
+    let body = unframe(MOVES_MAGIC, b, "moves object")?;
+    let mut r = Reader::new(body, "moves object");
+    let n = get_count(&mut r, 1 << 24)?;
+    let name = |r: &mut Reader<'_>| -> Result<String> {
+        String::from_utf8(get_bytes(r)?.to_vec())
+            .map_err(|_| Error::DataLoss("moves object names a non-UTF-8 piece".into()))
+    };
+    let mut out = Vec::with_capacity(n.min(4096));
+    for _ in 0..n {
+        out.push(Move {
+            from: name(&mut r)?,
+            to: name(&mut r)?,
+            base: r.varint()?,
+            len: r.varint()?,
+        });
+    }
+    if !r.is_empty() {
+        return Err(Error::DataLoss("moves object has trailing bytes".into()));
+    }
+    Ok(out)
 }
 
 /// A segment's name sorts by time: `segments/<ms, 13 digits>-<writer>-<random>`.
@@ -522,9 +618,20 @@ mod tests {
                     digest: Digest([2; 32]),
                 },
             ],
+            times: Vec::new(),
         };
         let b = s.encode();
+        assert_eq!(b[4], 1, "a commit's segment stays version 1");
         assert_eq!(Segment::decode(&b).unwrap(), s);
+        assert_eq!(s.time_of(1), 1_765_000_000_123);
+        let timed = Segment {
+            times: vec![5, 7],
+            ..s.clone()
+        };
+        let t = timed.encode();
+        assert_eq!(t[4], 2);
+        assert_eq!(Segment::decode(&t).unwrap(), timed);
+        assert_eq!(Segment::decode(&t).unwrap().time_of(1), 7);
         let mut d = b.clone();
         *d.last_mut().unwrap() ^= 1;
         assert!(Segment::decode(&d).is_err());
@@ -532,5 +639,32 @@ mod tests {
         let z = segment_name(1000, &[0; 8], 0);
         assert!(a < z);
         assert_eq!(segment_time(&a), Some(999));
+    }
+
+    #[test]
+    fn moves_round_trip_and_refuse_damage() {
+        let m = vec![
+            Move {
+                from: "packs/a.pack".into(),
+                to: "packs/c.pack".into(),
+                base: 0,
+                len: 4096,
+            },
+            Move {
+                from: "packs/b.pack".into(),
+                to: "packs/c.pack".into(),
+                base: 4096,
+                len: 1 << 33,
+            },
+        ];
+        let b = encode_moves(&m);
+        assert_eq!(&b[0..5], b"STRM\x01");
+        assert_eq!(decode_moves(&b).unwrap(), m);
+        for i in [8, 20, b.len() - 1] {
+            let mut d = b.clone();
+            d[i] ^= 1;
+            assert!(decode_moves(&d).is_err(), "byte {i} flipped");
+        }
+        assert!(decode_moves(&b[..b.len() - 1]).is_err());
     }
 }

@@ -29,7 +29,11 @@ pub const FOREIGN_BASE: u32 = 0x8000_0000;
 /// The object naming the repository's format and chunk sizes: daemons
 /// sharing a bucket must cut chunks alike, or nothing deduplicates.
 pub const REPO_MARKER: &str = "strata-repository.json";
-pub const REPO_FORMAT: &str = "strata-bucket-1";
+/// Version 2 adds compaction (`src/store/compact.rs`): timed segments and
+/// `moves/`, which version 1 daemons do not read.
+pub const REPO_FORMAT: &str = "strata-bucket-2";
+/// A repository this strata upgrades at open (it wrote nothing version 2 has not).
+pub const REPO_FORMAT_V1: &str = "strata-bucket-1";
 
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct RepoMarker {
@@ -63,6 +67,10 @@ pub struct RemoteConfig {
     /// A collection deletes what it marked no sooner than this; pushes must
     /// commit within half of it (`src/store/bucket_gc.rs`).
     pub gc_grace: Duration,
+    /// A collection compacts small pieces, segments and moves objects once
+    /// this many of a kind are in the bucket (`src/store/compact.rs`; 0:
+    /// never).
+    pub compact_after: usize,
     /// Another backend instead of S3 (unit tests: `object_store::memory`).
     pub backend: Option<Arc<dyn ObjectStore>>,
 }
@@ -80,6 +88,7 @@ impl RemoteConfig {
             timeout: Duration::from_secs(30),
             retries: 4,
             gc_grace: Duration::from_secs(3600),
+            compact_after: 32,
             backend: None,
         }
     }
