@@ -52,6 +52,20 @@ async fn get(bucket: &Arc<InMemory>, name: &str) -> bytes::Bytes {
     bucket.get(&p).await.unwrap().bytes().await.unwrap()
 }
 
+/// Makes `bucket` one a version 1 strata created; returns its marker.
+async fn version_1_bucket(bucket: &Arc<InMemory>) -> bytes::Bytes {
+    let v1 = format!(
+        "{{\"format\": \"strata-bucket-1\", \"chunk_sizes\": \"{}\"}}",
+        strata::split::ChunkSizes::default()
+    );
+    let b = bytes::Bytes::from(v1.into_bytes());
+    bucket
+        .put(&"pre/strata-repository.json".into(), b.clone().into())
+        .await
+        .unwrap();
+    b
+}
+
 async fn gc(c: &mut Client) -> pb::GcResponse {
     let r = c.gc(pb::GcRequest::default()).await.unwrap().into_inner();
     assert!(r.bucket_collected, "{r:?}");
@@ -78,20 +92,15 @@ async fn small_pushes_are_compacted_and_every_daemon_reads_through_the_moves() {
     let tmp = tempfile::tempdir().unwrap();
     let bucket = Arc::new(InMemory::new());
     // A bucket a version 1 strata made: upgraded at open.
-    let v1 = format!(
-        "{{\"format\": \"strata-bucket-1\", \"chunk_sizes\": \"{}\"}}",
-        strata::split::ChunkSizes::default()
-    );
-    bucket
-        .put(&"pre/strata-repository.json".into(), v1.into_bytes().into())
-        .await
-        .unwrap();
+    version_1_bucket(&bucket).await;
     // A's packs fill at once and leave its data dir: its own reads go to the
     // bucket too, through the moves.
     let a = Daemon::start_with(&tmp.path().join("a"), config(&bucket, 100_000)).await;
     let mut ca = a.client().await;
     let marker = String::from_utf8(get(&bucket, "strata-repository.json").await.to_vec()).unwrap();
     assert!(marker.contains("\"strata-bucket-2\""), "{marker}");
+    // The fence a running version 1 daemon cannot parse as a mark.
+    assert_eq!(names(&bucket, "gc/marks").await.len(), 1);
 
     // Eight small layers, one push each; the last shares a file with the first.
     let shared = text(40, 150_000);
@@ -264,5 +273,80 @@ async fn a_compacted_piece_is_compacted_again_and_old_names_resolve_in_one_hop()
     verify_deep(&mut ca).await;
     for d in [a, c] {
         d.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_compaction_off_a_version_1_bucket_stays_as_it_is() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bucket = Arc::new(InMemory::new());
+    let v1 = version_1_bucket(&bucket).await;
+    let mut cfg = config(&bucket, 1 << 30);
+    cfg.remote.as_mut().unwrap().compact_after = 0;
+    let a = Daemon::start_with(&tmp.path().join("a"), cfg).await;
+    let mut ca = a.client().await;
+    for i in 0..6u64 {
+        push(&mut ca, &noise(20_000, 300 + i)).await;
+    }
+    let g = gc(&mut ca).await;
+    assert_eq!(
+        (g.bucket_pieces_written, g.bucket_segments_written),
+        (0, 0),
+        "{g:?}"
+    );
+    assert_eq!(get(&bucket, "strata-repository.json").await, v1);
+    assert!(names(&bucket, "gc/marks").await.is_empty());
+    assert!(names(&bucket, "moves").await.is_empty());
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_tied_with_a_delete_wins_in_every_order_records_are_read() {
+    use strata::store::remote::format::{segment_name, segment_time, Record, Segment};
+    let tmp = tempfile::tempdir().unwrap();
+    let bucket = Arc::new(InMemory::new());
+    let a = Daemon::start_with(&tmp.path().join("a"), config(&bucket, 1 << 30)).await;
+    let mut ca = a.client().await;
+    let blob = noise(50_000, 400);
+    let d = push(&mut ca, &blob).await.digest;
+    a.stop().await;
+    // A delete of the blob at the very time of its put, in a segment listed
+    // before the put's (writer 00..): a daemon reading it first must still
+    // hold the blob, as the collection's liveness counts it.
+    let put = names(&bucket, "segments").await;
+    assert_eq!(put.len(), 1);
+    let t = segment_time(&put[0]).unwrap();
+    let seg = Segment {
+        time_ms: t,
+        writer: [0; 8],
+        records: vec![Record::Delete {
+            ns: "default".into(),
+            digest: strata::digest::Digest::parse(&d).unwrap(),
+        }],
+        times: Vec::new(),
+    };
+    let name = segment_name(t, &[0; 8], 0);
+    assert!(name < put[0]);
+    bucket
+        .put(&format!("pre/{name}").as_str().into(), seg.encode().into())
+        .await
+        .unwrap();
+    let c = Daemon::start_with(&tmp.path().join("c"), config(&bucket, 1 << 30)).await;
+    let mut cc = c.client().await;
+    assert_eq!(read_all(&mut cc, &d).await, blob);
+    // Merged (both records kept, the put now after the delete or not),
+    // an empty data dir holds it too.
+    let a = Daemon::start_with(&tmp.path().join("a"), config(&bucket, 1 << 30)).await;
+    let mut ca = a.client().await;
+    for i in 0..4u64 {
+        push(&mut ca, &noise(10_000, 500 + i)).await;
+    }
+    let g = gc(&mut ca).await;
+    assert_eq!(g.bucket_segments_written, 1, "{g:?}");
+    let e = Daemon::start_with(&tmp.path().join("e"), config(&bucket, 1 << 30)).await;
+    let mut ce = e.client().await;
+    assert_eq!(read_all(&mut ce, &d).await, blob);
+    for x in [a, c, e] {
+        x.stop().await;
     }
 }

@@ -58,6 +58,11 @@ use std::time::{Duration, Instant};
 
 const LEASE: &str = "gc/lease.json";
 const MARKS: &str = "gc/marks/";
+/// Not a mark: written when a bucket is upgraded to `strata-bucket-2`, so
+/// that a daemon of the previous version still running on it fails its
+/// commits and collections (a mark it cannot parse) instead of collecting
+/// what compaction moved. Skipped here.
+pub(super) const FENCE: &str = "gc/marks/0000000000000-strata-bucket-2-fence.json";
 /// How long a lease holds without renewal.
 const LEASE_MS: u64 = 5 * 60 * 1000;
 /// The pause before reading a lease back.
@@ -352,7 +357,7 @@ impl Store {
         // A mark listed but gone when read was carried out unseen: reconcile.
         let mut unseen = false;
         for l in &listed {
-            if self.inner.condemned.read().marks.contains_key(&l.name) {
+            if l.name == FENCE || self.inner.condemned.read().marks.contains_key(&l.name) {
                 continue;
             }
             let m = match r.get(&l.name) {
@@ -558,7 +563,10 @@ impl Store {
         // Marks old enough: carry them out (against today's live set).
         // Objects in marks not yet due, or deleted by this run: not marked again.
         let mut pending: HashSet<String> = HashSet::new();
-        for l in all.iter().filter(|l| l.name.starts_with(MARKS)) {
+        for l in all
+            .iter()
+            .filter(|l| l.name.starts_with(MARKS) && l.name != FENCE)
+        {
             let m = match r.get(&l.name) {
                 Ok(b) => parse_mark(&l.name, &b)?,
                 Err(Error::NotFound(_)) => continue,

@@ -22,7 +22,7 @@
 //! - **Moves objects** are merged into one the same way (moves are never
 //!   dropped: an old content object may name a moved piece for ever).
 
-use super::moves::MOVES_DIR;
+use super::moves::{MOVES_DIR, MOVES_PER_BATCH};
 use super::pack::{decode_block, Hash};
 use super::remote::format::{
     encode_moves, parse_piece_footer, piece_footer, piece_footer_len, segment_name, segment_time,
@@ -305,10 +305,13 @@ impl Store {
                 old.push(l);
             }
         }
-        let moves = self.known_moves()?;
-        let name = format!("{MOVES_DIR}{}", unique_suffix(&self.writer_id()));
-        r.put(&name, encode_moves(&moves))?;
-        self.apply_moves(&[], Some(&name))?;
+        // In parts, so that no object grows past what one read applies in
+        // bounded batches (and `decode_moves` accepts).
+        for part in self.known_moves()?.chunks(MOVES_PER_BATCH) {
+            let name = format!("{MOVES_DIR}{}", unique_suffix(&self.writer_id()));
+            r.put(&name, encode_moves(part))?;
+            self.apply_moves(&[], Some(&name))?;
+        }
         for (i, l) in old.iter().enumerate() {
             if i % DELETES_PER_RENEWAL == 0 {
                 renew()?;

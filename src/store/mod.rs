@@ -137,6 +137,10 @@ struct Inner {
     writer: [u8; 8],
     foreign: Mutex<HashMap<u32, String>>,
     object_sizes: Mutex<HashMap<String, u64>>,
+    /// Bucket mode: one reader or writer of the moves at a time
+    /// (`moves.rs`); a leaf. And how many moves were applied since open.
+    moves_lock: Mutex<()>,
+    moves_applied: std::sync::atomic::AtomicU64,
     /// Pieces the bucket's collection marked (`bucket_gc.rs`).
     condemned: parking_lot::RwLock<bucket_gc::Condemned>,
     sync: Mutex<sync::SyncState>,
@@ -392,6 +396,8 @@ impl Store {
                 writer,
                 foreign: Default::default(),
                 object_sizes: Default::default(),
+                moves_lock: Default::default(),
+                moves_applied: Default::default(),
                 condemned: Default::default(),
                 sync: Default::default(),
             }),
@@ -660,10 +666,19 @@ fn remote_open(
                     r.where_
                 ))
             })?;
-            if m.format == remote::REPO_FORMAT_V1 {
+            if m.format == remote::REPO_FORMAT_V1 && rc.compact_after == 0 {
+                tracing::info!(bucket = %r.where_, "the bucket stays {} (compaction is off)", remote::REPO_FORMAT_V1);
+            } else if m.format == remote::REPO_FORMAT_V1 {
                 // Every version 1 object reads the same in version 2; daemons
-                // of version 1 refuse the bucket from now on (at their next
-                // start: upgrade them all together).
+                // of version 1 refuse the bucket at their next start, and
+                // the fence stops those running now (their commits and
+                // collections fail on it) before any compaction.
+                r.put(
+                    bucket_gc::FENCE,
+                    b"not a mark: this bucket is strata-bucket-2 (compaction); \
+                      stop the strata-bucket-1 daemons that use it"
+                        .to_vec(),
+                )?;
                 let up = remote::RepoMarker {
                     format: remote::REPO_FORMAT.into(),
                     chunk_sizes: m.chunk_sizes.clone(),

@@ -12,11 +12,10 @@
 //! one), the `to` written later (by the time in its name) wins, in every
 //! daemon alike, and the other copy is collected.
 //!
-//! `meta` keys: `remote-moved\0<from>` → base u64 BE | len u64 BE | to;
-//! `remote-movedin\0<to>\0` base u64 BE → len u64 BE (the extent of one
-//! moved piece inside `to`, the shortest of those starting there: a read
-//! never caches past it under the moved piece's ids); `remote-moves\0<moves
-//! object>`: read and applied.
+//! `meta` keys: `remote-moved\0<from>` → base u64 BE | len u64 BE | to (a
+//! read through it never caches past `base + len`: what follows in `to` is
+//! other pieces', and the cache is keyed by the moved piece's pack id and
+//! offsets); `remote-moves\0<moves object>`: read and applied.
 
 use super::commit::write_synced;
 use super::index::{cf, CF_META};
@@ -25,18 +24,13 @@ use super::remote::format::{decode_moves, Move, ObjLoc};
 use super::Store;
 use crate::error::{Error, Result};
 use rocksdb::WriteBatch;
+use std::collections::HashMap;
 
 pub(super) const MOVED: &[u8] = b"remote-moved\0";
-pub(super) const MOVED_IN: &[u8] = b"remote-movedin\0";
 pub(super) const MOVES_READ: &[u8] = b"remote-moves\0";
 pub(super) const MOVES_DIR: &str = "moves/";
-
-fn moved_in_key(to: &str, base: u64) -> Vec<u8> {
-    let mut k = key(MOVED_IN, to.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&base.to_be_bytes());
-    k
-}
+/// Moves per local write batch, and per merged moves object.
+pub(super) const MOVES_PER_BATCH: usize = 50_000;
 
 fn encode_home(m: &Move) -> Vec<u8> {
     let mut v = Vec::with_capacity(16 + m.to.len());
@@ -77,10 +71,11 @@ impl Store {
             .and_then(|v| decode_home(name, &v)))
     }
 
-    /// `name` and `place` resolved through the moves this index knows.
-    /// (An index read error keeps the name: the read of the old piece then
-    /// fails on its own, with the error that says what is missing.)
-    pub(super) fn moved(&self, name: String, place: ObjLoc) -> (String, ObjLoc) {
+    /// `name` and `place` resolved through the moves this index knows, and
+    /// where the moved piece ends in its copy (None: not moved). (An index
+    /// read error keeps the name: the read of the old piece then fails on
+    /// its own, with the error that says what is missing.)
+    pub(super) fn moved(&self, name: String, place: ObjLoc) -> (String, ObjLoc, Option<u64>) {
         match self.piece_home(&name) {
             Ok(Some(m)) => (
                 m.to,
@@ -88,11 +83,12 @@ impl Store {
                     block_offset: place.block_offset + m.base,
                     ..place
                 },
+                Some(m.base + m.len),
             ),
-            Ok(None) => (name, place),
+            Ok(None) => (name, place, None),
             Err(e) => {
                 tracing::error!(piece = %name, error = %e, "reading where a piece moved failed");
-                (name, place)
+                (name, place, None)
             }
         }
     }
@@ -107,83 +103,96 @@ impl Store {
             .map_or_else(|| name.to_string(), |m| m.to))
     }
 
-    /// Where the moved piece holding offset `at` of piece `to` ends in it
-    /// (None: `at` is in no moved piece). Records after it belong to other
-    /// pieces: a read caching what follows a block stops there.
-    pub(super) fn moved_extent_end(&self, to: &str, at: u64) -> Result<Option<u64>> {
-        let db = self.db();
-        let want = moved_in_key(to, at);
-        let prefix_len = want.len() - 8;
-        let mut it = db.raw_iterator_cf(cf(db, CF_META));
-        it.seek_for_prev(&want);
-        if let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if k.len() == want.len() && k[..prefix_len] == want[..prefix_len] && v.len() == 8 {
-                let base = u64::from_be_bytes(k[prefix_len..].try_into().unwrap());
-                let len = u64::from_be_bytes(v.try_into().unwrap());
-                if at < base + len {
-                    return Ok(Some(base + len));
-                }
-            }
-        }
-        it.status()?;
-        Ok(None)
+    /// Records moves in this index (with `read`, the moves object they
+    /// came from, in the last batch: a crash applies them again). A move
+    /// replaces the one known for the same `from` when its copy was written
+    /// later, or when the known copy was itself moved to it (a chain,
+    /// whatever the clocks of the collectors that wrote them).
+    pub(super) fn apply_moves(&self, moves: &[Move], read: Option<&str>) -> Result<usize> {
+        let _one = self.inner.moves_lock.lock();
+        self.apply_moves_locked(moves, read)
     }
 
-    /// Records moves in this index, in one synced batch with `read` (the
-    /// moves object they came from). A later-named `to` replaces an earlier
-    /// one for the same `from`.
-    pub(super) fn apply_moves(&self, moves: &[Move], read: Option<&str>) -> Result<usize> {
+    fn apply_moves_locked(&self, moves: &[Move], read: Option<&str>) -> Result<usize> {
         let db = self.db();
-        let mut batch = WriteBatch::default();
         let mut n = 0;
-        // Extents starting at one offset of a piece (a compacted piece moved
-        // again, and the first piece inside it): the innermost, shortest,
-        // bounds a read-ahead.
-        let mut extents: std::collections::HashMap<Vec<u8>, u64> = Default::default();
-        for m in moves {
-            if !m.from.starts_with("packs/") || !m.to.starts_with("packs/") || m.from == m.to {
-                return Err(Error::DataLoss(format!(
-                    "a moves object moves {:?} to {:?}",
-                    m.from, m.to
-                )));
+        // The homes this call wrote (the index has those of earlier batches
+        // too, but a lookup here is cheaper).
+        let mut here: HashMap<&str, &str> = HashMap::new();
+        // A move skipped because the known copy was written later: a chain
+        // if that copy moves to this one further on; looked at again last.
+        let mut skipped: Vec<&Move> = Vec::new();
+        let mut parts: Vec<&[Move]> = moves.chunks(MOVES_PER_BATCH).collect();
+        parts.push(&[]); // the skipped ones, and `read`
+        let last = parts.len() - 1;
+        for (i, part) in parts.into_iter().enumerate() {
+            let mut batch = WriteBatch::default();
+            let retry: Vec<&Move> = match i == last {
+                true => std::mem::take(&mut skipped),
+                false => Vec::new(),
+            };
+            for m in part.iter().chain(retry.iter().copied()) {
+                if !m.from.starts_with("packs/") || !m.to.starts_with("packs/") || m.from == m.to {
+                    return Err(Error::DataLoss(format!(
+                        "a moves object moves {:?} to {:?}",
+                        m.from, m.to
+                    )));
+                }
+                let home_of = |p: &str| -> Result<Option<String>> {
+                    match here.get(p) {
+                        Some(t) => Ok(Some(t.to_string())),
+                        None => Ok(self.piece_home(p)?.map(|h| h.to)),
+                    }
+                };
+                if let Some(old) = home_of(&m.from)? {
+                    let chain = home_of(&old)?.as_deref() == Some(m.to.as_str());
+                    if old == m.to || !(later(&m.to, &old) || chain) {
+                        if old != m.to && i != last {
+                            skipped.push(m);
+                        }
+                        continue;
+                    }
+                }
+                batch.put_cf(
+                    cf(db, CF_META),
+                    key(MOVED, m.from.as_bytes()),
+                    encode_home(m),
+                );
+                here.insert(&m.from, &m.to);
+                n += 1;
             }
-            if let Some(old) = self.piece_home(&m.from)? {
-                if !later(&m.to, &old.to) {
-                    continue;
+            if i == last {
+                if let Some(name) = read {
+                    batch.put_cf(cf(db, CF_META), key(MOVES_READ, name.as_bytes()), []);
                 }
             }
-            batch.put_cf(
-                cf(db, CF_META),
-                key(MOVED, m.from.as_bytes()),
-                encode_home(m),
-            );
-            let k = moved_in_key(&m.to, m.base);
-            let known = match extents.get(&k) {
-                Some(&l) => Some(l),
-                None => db
-                    .get_pinned_cf(cf(db, CF_META), &k)?
-                    .filter(|v| v.len() == 8)
-                    .map(|v| u64::from_be_bytes(v[..].try_into().unwrap())),
-            };
-            let len = known.map_or(m.len, |l| l.min(m.len));
-            batch.put_cf(cf(db, CF_META), &k, len.to_be_bytes());
-            extents.insert(k, len);
-            n += 1;
+            write_synced(db, batch)?;
         }
-        if let Some(name) = read {
-            batch.put_cf(cf(db, CF_META), key(MOVES_READ, name.as_bytes()), []);
+        if n > 0 {
+            self.inner
+                .moves_applied
+                .fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
         }
-        write_synced(db, batch)?;
         Ok(n)
     }
 
-    /// Reads the bucket's moves objects this index has not applied yet.
+    /// How many moves this index has applied since it opened: a read that
+    /// found no copy of a chunk looks again once this changes.
+    pub(super) fn moves_applied(&self) -> u64 {
+        self.inner
+            .moves_applied
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Reads the bucket's moves objects this index has not applied yet,
+    /// one reader at a time (two could each apply an older move last).
     /// One that vanishes between the listing and its GET was merged into
     /// another, written before it was deleted: list again.
     pub(super) fn read_moves(&self) -> Result<usize> {
         let Some(r) = self.remote() else {
             return Ok(0);
         };
+        let _one = self.inner.moves_lock.lock();
         let db = self.db();
         let mut applied = 0;
         for _ in 0..4 {
@@ -201,7 +210,7 @@ impl Store {
                         // index cannot learn must stop collection and commits
                         // (as a mark that does not parse does), not fail reads.
                         let moves = decode_moves(&b)
-                            .and_then(|m| self.apply_moves(&m, Some(&l.name)))
+                            .and_then(|m| self.apply_moves_locked(&m, Some(&l.name)))
                             .map_err(|e| {
                                 Error::Unavailable(format!(
                                     "the bucket's moves object {} cannot be applied ({e}); \

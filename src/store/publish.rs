@@ -44,9 +44,30 @@ pub(super) const SEG: &[u8] = b"remote-seg\0";
 /// sha256 → the name of the content object this index follows for it.
 pub(super) const CONTENT: &[u8] = b"remote-content\0";
 /// Blob key (namespace \0 sha256) → time (ms, u64 BE) of the newest
-/// segment record applied to it, put or delete: an older record, listed
-/// late, changes nothing (last writer wins, by segment time).
+/// segment record applied to it, then 1 for a put, 2 for a delete (none in
+/// keys written before): an older record, listed late, changes nothing
+/// (last writer wins, by record time; at one time a put wins, as in the
+/// collection's liveness, whatever order the records are read in).
 pub(super) const OP: &[u8] = b"remote-op\0";
+
+/// An `OP` value: the record's time and whether it is a put.
+pub(super) fn op_value(time_ms: u64, put: bool) -> [u8; 9] {
+    let mut v = [0u8; 9];
+    v[..8].copy_from_slice(&time_ms.to_be_bytes());
+    v[8] = if put { 1 } else { 2 };
+    v
+}
+
+/// Whether a record (`time_ms`, `put`) is superseded by the `OP` value
+/// `known` (what this index applied or wrote for the blob).
+pub(super) fn superseded(known: &[u8], time_ms: u64, put: bool) -> bool {
+    let Some(t) = known.get(..8) else {
+        return false;
+    };
+    let t = u64::from_be_bytes(t.try_into().unwrap());
+    // A put tied with a delete applied before it wins the tie.
+    t > time_ms || (t == time_ms && !(put && known.get(8) == Some(&2)))
+}
 /// The next foreign pack id.
 pub(super) const NEXT_ID: &[u8] = b"remote-next";
 /// This data directory's writer id (8 random bytes).
@@ -132,6 +153,12 @@ impl Store {
     /// Where a chunk's block is in the bucket: its object and place (in
     /// the piece a compaction moved it to, if one did: `moves.rs`).
     pub(super) fn object_of(&self, loc: &ChunkLoc) -> Result<(String, ObjLoc)> {
+        self.located(loc).map(|(name, place, _)| (name, place))
+    }
+
+    /// `object_of`, and when the block's piece was moved, where that piece
+    /// ends in the object now (what follows is other pieces').
+    pub(super) fn located(&self, loc: &ChunkLoc) -> Result<(String, ObjLoc, Option<u64>)> {
         let db = self.db();
         if loc.pack >= FOREIGN_BASE {
             let name = self.foreign_name(loc.pack)?;
@@ -347,8 +374,8 @@ impl Store {
             let (Record::Put { ns, digest, .. } | Record::Delete { ns, digest }) = rec;
             let k = key(OP, &super::index::blob_key(ns, digest));
             if let Some(v) = db.get_pinned_cf(cf(db, CF_META), k)? {
-                if let Ok(b) = <[u8; 8]>::try_from(&v[..]) {
-                    time_ms = time_ms.max(u64::from_be_bytes(b) + 1);
+                if let Some(b) = v.get(..8) {
+                    time_ms = time_ms.max(u64::from_be_bytes(b.try_into().unwrap()) + 1);
                 }
             }
         }
@@ -364,7 +391,8 @@ impl Store {
         for rec in &seg.records {
             let (Record::Put { ns, digest, .. } | Record::Delete { ns, digest }) = rec;
             let k = key(OP, &super::index::blob_key(ns, digest));
-            batch.put_cf(cf(db, CF_META), k, time_ms.to_be_bytes());
+            let put = matches!(rec, Record::Put { .. });
+            batch.put_cf(cf(db, CF_META), k, op_value(time_ms, put));
         }
         Ok(())
     }

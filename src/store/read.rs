@@ -353,7 +353,7 @@ impl Store {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // The object, and where the block starts in it (where a compaction
         // moved it, if one did).
-        let (name, place) = self.object_of(&pack::ChunkLoc {
+        let (name, place, moved_end) = self.located(&pack::ChunkLoc {
             pack,
             block_offset: offset,
             block_len: len,
@@ -379,7 +379,7 @@ impl Store {
         // copy is other pieces', at other offsets of this pack id.
         let end = size
             .min(at + READ_WINDOW)
-            .min(self.moved_extent_end(&name, at)?.unwrap_or(u64::MAX));
+            .min(moved_end.unwrap_or(u64::MAX));
         let got = r.get_range(&name, at..end).map_err(lost)?;
         let b = got[..len as usize].to_vec();
         r.cache.put((pack, offset), &b);
@@ -469,6 +469,7 @@ impl Store {
             return Ok(None);
         }
         let mut loc = loc;
+        let mut relocated = false;
         let rec = match self.read_bucket_record(&loc) {
             // Bucket mode: the piece a collection deleted (or found damaged):
             // the blob's content object says where else the chunk is.
@@ -476,6 +477,7 @@ impl Store {
                 match self.relocate(hash, len, digest, &loc)? {
                     Some(l) => {
                         loc = l;
+                        relocated = true;
                         self.read_record(loc.pack, loc.block_offset, loc.block_len)?
                     }
                     None => return Err(Error::DataLoss(m)),
@@ -483,52 +485,77 @@ impl Store {
             }
             other => other?,
         };
-        let what = || {
-            format!(
-                "block at pack {} offset {} (holding chunks of {digest})",
-                loc.pack, loc.block_offset
-            )
-        };
-        // The block must hold this very chunk where the index says: a block
-        // record is checked by its own hashes only, not against the chunk.
-        let holds = |d: pack::DecodedBlock| -> Result<pack::DecodedBlock> {
-            let mut at = 0u32;
-            let found = d.entries.iter().any(|(h, l)| {
-                let here = at;
-                at = at.saturating_add(*l);
-                here == loc.offset_in_block && h == hash && *l == len
-            });
-            match found {
-                true => Ok(d),
-                false => Err(Error::DataLoss(format!(
-                    "{}: chunk {} is not at offset {} of the block",
-                    what(),
-                    hex::encode(hash),
-                    loc.offset_in_block
-                ))),
-            }
-        };
         let from_bucket = loc.pack >= FOREIGN_BASE
             || (self.remote().is_some() && !self.inner.packs.has(loc.pack));
-        let decoded = match pack::decode_block(&rec, &what).and_then(holds) {
-            // A damaged cache file: drop it and read the bucket's copy.
+        let decoded = match decode_holding(&rec, &loc, hash, digest) {
+            // A damaged cache file: drop it and read the bucket's copy; if
+            // that does not hold the chunk either, the blob's content
+            // objects say where else it is.
             Err(Error::DataLoss(_)) if from_bucket => {
                 if let Some(r) = self.remote() {
                     r.cache.remove(loc.block_key());
                 }
-                let rec = self.read_record(loc.pack, loc.block_offset, loc.block_len)?;
-                pack::decode_block(&rec, &what).and_then(holds)?
+                let again = self
+                    .read_record(loc.pack, loc.block_offset, loc.block_len)
+                    .and_then(|rec| decode_holding(&rec, &loc, hash, digest));
+                match again {
+                    Err(Error::DataLoss(m)) if !relocated => {
+                        match self.relocate(hash, len, digest, &loc)? {
+                            Some(l) => {
+                                loc = l;
+                                let rec =
+                                    self.read_record(loc.pack, loc.block_offset, loc.block_len)?;
+                                decode_holding(&rec, &loc, hash, digest)?
+                            }
+                            None => return Err(Error::DataLoss(m)),
+                        }
+                    }
+                    other => other?,
+                }
             }
             other => other?,
         };
-        if (loc.offset_in_block + len) as usize > decoded.plain.len() {
-            return Err(Error::DataLoss(format!(
-                "{}: chunk lies outside the block",
-                what()
-            )));
-        }
         let block = Arc::new(decoded.plain);
         inner.blocks.insert(loc.block_key(), block.clone());
         Ok(Some((block, loc)))
     }
+}
+
+/// Decodes a block record (its crc32c and every chunk's BLAKE3) and checks
+/// that it holds chunk `hash` where `loc` says: a record is checked by its
+/// own hashes only, not against the chunk asked for.
+fn decode_holding(
+    rec: &[u8],
+    loc: &ChunkLoc,
+    hash: &pack::Hash,
+    digest: &Digest,
+) -> Result<pack::DecodedBlock> {
+    let what = || {
+        format!(
+            "block at pack {} offset {} (holding chunks of {digest})",
+            loc.pack, loc.block_offset
+        )
+    };
+    let d = pack::decode_block(rec, &what)?;
+    let mut at = 0u32;
+    let found = d.entries.iter().any(|(h, l)| {
+        let here = at;
+        at = at.saturating_add(*l);
+        here == loc.offset_in_block && h == hash && *l == loc.len
+    });
+    if !found {
+        return Err(Error::DataLoss(format!(
+            "{}: chunk {} is not at offset {} of the block",
+            what(),
+            hex::encode(hash),
+            loc.offset_in_block
+        )));
+    }
+    if (loc.offset_in_block + loc.len) as usize > d.plain.len() {
+        return Err(Error::DataLoss(format!(
+            "{}: chunk lies outside the block",
+            what()
+        )));
+    }
+    Ok(d)
 }

@@ -90,7 +90,7 @@ impl Store {
         // written before it was deleted: a second listing finds that one.
         let mut passes = 0;
         let mut vanished = true;
-        while vanished && passes < 2 {
+        while vanished && passes < 4 {
             vanished = false;
             passes += 1;
             let listed = r.list("segments/", offset.as_deref())?;
@@ -130,6 +130,12 @@ impl Store {
                     }
                 }
             }
+        }
+        if vanished {
+            // Never "applied" with records missing (a rebuild at open).
+            return Err(Error::Unavailable(
+                "the bucket's segments kept being merged while read; try again".into(),
+            ));
         }
         // The next round lists again from the oldest segment not applied.
         st.high = st.high.min(oldest_pending.saturating_add(RELIST_MS));
@@ -203,8 +209,9 @@ impl Store {
             // Last writer wins: a record older than what this index applied
             // (or wrote) for the blob is superseded.
             let db = self.db();
+            let put = matches!(rec, Record::Put { .. });
             if let Some(v) = db.get_pinned_cf(cf(db, CF_META), &op)? {
-                if v.len() == 8 && u64::from_be_bytes(v[..].try_into().unwrap()) >= time_ms {
+                if super::publish::superseded(&v, time_ms, put) {
                     continue;
                 }
             }
@@ -223,7 +230,12 @@ impl Store {
             if done {
                 let mut wo = rocksdb::WriteOptions::default();
                 wo.set_sync(true);
-                db.put_cf_opt(cf(db, CF_META), &op, time_ms.to_be_bytes(), &wo)?;
+                db.put_cf_opt(
+                    cf(db, CF_META),
+                    &op,
+                    super::publish::op_value(time_ms, put),
+                    &wo,
+                )?;
             }
             all &= done;
         }
@@ -462,10 +474,11 @@ impl Store {
     ) -> Result<Option<ChunkLoc>> {
         let old_name = self.object_of(old).ok().map(|o| o.0);
         let mut found = Elsewhere::new(*digest);
+        let moves_known = self.moves_applied();
         let mut hit = self.find_elsewhere(&mut found, hash, len, old_name.as_deref(), false)?;
         // A compaction may have moved the pieces that hold it since this
-        // index last read the moves.
-        if hit.is_none() && self.read_moves()? > 0 {
+        // index last read the moves (here, or in a sync round meanwhile).
+        if hit.is_none() && (self.read_moves()? > 0 || self.moves_applied() != moves_known) {
             found = Elsewhere::new(*digest);
             hit = self.find_elsewhere(&mut found, hash, len, old_name.as_deref(), false)?;
         }
@@ -501,7 +514,7 @@ impl Store {
                 let Some(named) = obj.objects.get(*i as usize) else {
                     continue;
                 };
-                let (named, p) = &self.moved(named.clone(), *p);
+                let (named, p, _) = &self.moved(named.clone(), *p);
                 if *named != piece
                     || p.block_offset != place.block_offset
                     || verified.get(&p.offset_in_block) != Some(&(*h, p.len))
@@ -576,7 +589,7 @@ impl Store {
                 continue;
             };
             // Where the piece is now, if a compaction moved it.
-            let (piece, place) = self.moved(obj.objects[*i as usize].clone(), *place);
+            let (piece, place, _) = self.moved(obj.objects[*i as usize].clone(), *place);
             let name = name.clone();
             if place.len != len
                 || old_name == Some(piece.as_str())

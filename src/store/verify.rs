@@ -51,6 +51,11 @@ impl VerifyReport {
     }
 }
 
+/// Blocks read and checked: (pack, offset) → chunk → (offset in block, length).
+type GoodBlocks = HashMap<(u32, u64), HashMap<Hash, (u32, u32)>>;
+/// Problems found: kind, detail, chunks and blobs touched.
+type Problems = Vec<(String, String, Vec<Hash>, Vec<Digest>)>;
+
 impl Store {
     pub fn verify(&self, deep: bool) -> Result<VerifyReport> {
         // A pack rewritten while it is scanned would read as damaged: garbage
@@ -63,10 +68,10 @@ impl Store {
             (db.snapshot(), *c)
         };
         let mut r = VerifyReport::default();
-        let mut problems: Vec<(String, String, Vec<Hash>, Vec<Digest>)> = Vec::new();
+        let mut problems: Problems = Vec::new();
 
         // 1. Pack records, scanned without the index's help.
-        let mut good: HashMap<(u32, u64), HashMap<Hash, (u32, u32)>> = HashMap::new();
+        let mut good: GoodBlocks = HashMap::new();
         // Bucket mode: foreign packs, and this daemon's packs dropped from
         // the data directory once the bucket held them.
         let in_bucket =
@@ -137,29 +142,14 @@ impl Store {
 
         // 2. Chunk locations.
         let mut chunk_len: HashMap<Hash, u32> = HashMap::new();
-        let mut bad_chunks: HashSet<Hash> = HashSet::new();
-        // Every chunk record's reference count, checked in step 4.
-        let mut counts: BTreeMap<Hash, i64> = BTreeMap::new();
-        for item in snap.iterator_cf(cf(db, CF_CHUNKS), rocksdb::IteratorMode::Start) {
-            let (k, v) = item?;
-            let hash: Hash = k[..]
-                .try_into()
-                .map_err(|_| Error::DataLoss("bad chunk key".into()))?;
-            let e = ChunkEntry::decode(&v)?;
-            counts.insert(hash, e.refs);
-            let Some(loc) = e.loc else {
-                continue;
-            };
-            r.chunks += 1;
-            chunk_len.insert(hash, loc.len);
-            // A chunk no recipe names, in the bucket: its piece may be
-            // collected already (a deleted blob's, another daemon's
-            // collection); the next local gc drops the record.
-            if in_bucket(loc.pack) && e.refs <= 0 {
-                continue;
-            }
+        let mut unreferenced_in_bucket: Vec<(Hash, pack::ChunkLoc)> = Vec::new();
+        // Whether the block at `loc` holds chunk `hash` there (a block in
+        // the bucket is read, through the cache, and checked once).
+        let check_chunk = |hash: Hash,
+                           loc: &pack::ChunkLoc,
+                           good: &mut GoodBlocks,
+                           problems: &mut Problems| {
             if in_bucket(loc.pack) && !good.contains_key(&loc.block_key()) {
-                // A block in the bucket: read it (through the cache) and check it.
                 let what = || format!("block at pack {} offset {}", loc.pack, loc.block_offset);
                 let entries = good.entry(loc.block_key()).or_default();
                 match self
@@ -180,7 +170,6 @@ impl Store {
                 .get(&(loc.pack, loc.block_offset))
                 .and_then(|b| b.get(&hash));
             if held != Some(&(loc.offset_in_block, loc.len)) {
-                bad_chunks.insert(hash);
                 problems.push((
                     "chunk".into(),
                     format!(
@@ -193,6 +182,30 @@ impl Store {
                     vec![],
                 ));
             }
+        };
+        // Every chunk record's reference count, checked in step 4.
+        let mut counts: BTreeMap<Hash, i64> = BTreeMap::new();
+        for item in snap.iterator_cf(cf(db, CF_CHUNKS), rocksdb::IteratorMode::Start) {
+            let (k, v) = item?;
+            let hash: Hash = k[..]
+                .try_into()
+                .map_err(|_| Error::DataLoss("bad chunk key".into()))?;
+            let e = ChunkEntry::decode(&v)?;
+            counts.insert(hash, e.refs);
+            let Some(loc) = e.loc else {
+                continue;
+            };
+            r.chunks += 1;
+            chunk_len.insert(hash, loc.len);
+            // A chunk with no references, in the bucket: its piece may be
+            // collected already (a deleted blob's, another daemon's
+            // collection; the next local gc drops the record). Checked
+            // after the recipes only if one names it (a count that drifted).
+            if in_bucket(loc.pack) && e.refs <= 0 {
+                unreferenced_in_bucket.push((hash, loc));
+                continue;
+            }
+            check_chunk(hash, &loc, &mut good, &mut problems);
         }
 
         // 3. Recipes, counting references.
@@ -404,6 +417,12 @@ impl Store {
                     vec![],
                     vec![digest],
                 ));
+            }
+        }
+
+        for (hash, loc) in unreferenced_in_bucket {
+            if refs.get(&hash).is_some_and(|&n| n > 0) {
+                check_chunk(hash, &loc, &mut good, &mut problems);
             }
         }
 
