@@ -41,7 +41,7 @@
 //!   object this index follows for the blob (`Store::relocate`).
 
 use super::commit::write_synced;
-use super::compact::SmallSegments;
+use super::compact::{SmallSegments, DELETES_PER_RENEWAL};
 use super::index::{cf, meta_prefixed, CF_META};
 use super::pack::ChunkLoc;
 use super::publish::{key, GONE, ID, PIECE};
@@ -576,20 +576,23 @@ impl Store {
                 pending.extend(m.objects);
                 continue;
             }
+            let doomed: Vec<(String, u64)> = m
+                .objects
+                .iter()
+                .filter(|o| !live.contains(*o))
+                .filter_map(|o| sizes.get(o.as_str()).map(|&n| (o.clone(), n)))
+                .collect();
             self.renew_lease(me)?;
-            for o in &m.objects {
-                if live.contains(o) {
-                    continue;
+            for (i, part) in doomed.chunks(DELETES_PER_RENEWAL).enumerate() {
+                if i > 0 {
+                    self.renew_lease(me)?;
                 }
-                if let Some(&n) = sizes.get(o.as_str()) {
-                    match r.delete(o) {
-                        Ok(()) | Err(Error::NotFound(_)) => {
-                            rep.deleted += 1;
-                            rep.bytes_deleted += n;
-                            pending.insert(o.clone());
-                        }
-                        Err(e) => return Err(e),
-                    }
+                let names: Vec<String> = part.iter().map(|(o, _)| o.clone()).collect();
+                r.delete_many(&names)?;
+                for (o, n) in part {
+                    rep.deleted += 1;
+                    rep.bytes_deleted += n;
+                    pending.insert(o.clone());
                 }
             }
             r.delete(&l.name)?;

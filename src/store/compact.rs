@@ -45,7 +45,7 @@ const MERGED_RECORDS: usize = 65_536;
 /// Segments one run merges at most (the rest wait for the next run).
 const MERGE_AT_MOST: usize = 20_000;
 /// Deletes between two renewals of the lease.
-const DELETES_PER_RENEWAL: usize = 1000;
+pub(super) const DELETES_PER_RENEWAL: usize = 1000;
 
 /// The newest records of each blob among the small segments a collection
 /// read (ties: all of them, in name order).
@@ -154,14 +154,10 @@ impl Store {
         }
         // Written before any is deleted: a daemon missing one finds the
         // merged one when it lists again.
-        for (i, n) in small.names.iter().enumerate() {
-            if i % DELETES_PER_RENEWAL == 0 {
-                renew()?;
-            }
-            match r.delete(n) {
-                Ok(()) | Err(Error::NotFound(_)) => rep.segments += 1,
-                Err(e) => return Err(e),
-            }
+        for part in small.names.chunks(DELETES_PER_RENEWAL) {
+            renew()?;
+            r.delete_many(part)?;
+            rep.segments += part.len() as u64;
         }
         Ok(())
     }
@@ -312,14 +308,11 @@ impl Store {
             r.put(&name, encode_moves(part))?;
             self.apply_moves(&[], Some(&name))?;
         }
-        for (i, l) in old.iter().enumerate() {
-            if i % DELETES_PER_RENEWAL == 0 {
-                renew()?;
-            }
-            match r.delete(&l.name) {
-                Ok(()) | Err(Error::NotFound(_)) => rep.moves_objects += 1,
-                Err(e) => return Err(e),
-            }
+        let old: Vec<String> = old.into_iter().map(|l| l.name).collect();
+        for part in old.chunks(DELETES_PER_RENEWAL) {
+            renew()?;
+            r.delete_many(part)?;
+            rep.moves_objects += part.len() as u64;
         }
         Ok(())
     }
