@@ -32,13 +32,7 @@ mapfile -t LAYERS < <(awk -F'\t' 'NR>1 && !seen[$4]++ {print $4}' "$CORPUS/corpu
 TOTAL=0; for f in "${LAYERS[@]}"; do TOTAL=$((TOTAL + $(stat -c %s "$f"))); done
 
 # The cluster; stopped on any way out.
-G=$WORK/garage
-CLUSTER=$ROOT/tests/garage/cluster.sh
-trap 'bash "$CLUSTER" stop "$G" >/dev/null 2>&1 || true; [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null || true' EXIT
-eval "$(bash "$CLUSTER" start "$G" "${GARAGE_BASE_PORT:-25000}")"
-export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION
-EP=${STRATA_S3_ENDPOINTS%% *}
-GARAGE_BIN=${GARAGE:-/opt/strata-ci/garage-2.5.0/bin/garage}
+garage_start "${GARAGE_BASE_PORT:-25000}"
 gcli() { "$GARAGE_BIN" -c "$G/n1.toml" "$@"; }
 gcli bucket create restic >/dev/null
 gcli bucket allow --read --write --owner restic --key strata-key >/dev/null

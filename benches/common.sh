@@ -22,3 +22,16 @@ strata_start() {
   echo "daemon did not start; see $dir.log" >&2; exit 1
 }
 strata_stop() { kill -TERM "$PID"; wait "$PID" || true; }
+
+# garage_start BASE_PORT: a three-node Garage cluster in $WORK/garage
+# (tests/garage/cluster.sh), stopped on any way out with the daemon in PID;
+# sets G, GARAGE_BIN, EP (an S3 endpoint) and the AWS_* credentials.
+garage_start() {
+  G=$WORK/garage
+  CLUSTER=$ROOT/tests/garage/cluster.sh
+  trap 'bash "$CLUSTER" stop "$G" >/dev/null 2>&1 || true; [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null || true' EXIT
+  eval "$(bash "$CLUSTER" start "$G" "$1")"
+  export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION
+  EP=${STRATA_S3_ENDPOINTS%% *}
+  GARAGE_BIN=${GARAGE:-/opt/strata-ci/garage-2.5.0/bin/garage}
+}

@@ -48,12 +48,7 @@ EOF
 mapfile -t BLOBS < <(ls "$WORK/blobs" | sed "s|^|$WORK/blobs/|")
 TOTAL=0; for f in "${BLOBS[@]}"; do TOTAL=$((TOTAL + $(stat -c %s "$f"))); done
 
-G=$WORK/garage
-CLUSTER=$ROOT/tests/garage/cluster.sh
-trap 'bash "$CLUSTER" stop "$G" >/dev/null 2>&1 || true; [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null || true' EXIT
-eval "$(bash "$CLUSTER" start "$G" "${GARAGE_BASE_PORT:-25400}")"
-export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION
-EP=${STRATA_S3_ENDPOINTS%% *}
+garage_start "${GARAGE_BASE_PORT:-25400}"
 S3ARGS=(--metrics-addr off --store s3://strata/compact --s3-endpoint "$EP" --s3-region garage
   --s3-timeout 1s --s3-gc-grace "${GRACE}s" --gc-interval 1h)
 
