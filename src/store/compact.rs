@@ -343,14 +343,7 @@ fn checked_piece<'a>(name: &str, b: &'a [u8]) -> Result<PieceParts<'a>> {
         if let std::collections::hash_map::Entry::Vacant(v) = blocks.entry(p.block_offset) {
             let rec = &b[p.block_offset as usize..end as usize];
             let what = || format!("block at {} of {name}", p.block_offset);
-            let d = decode_block(rec, &what)?;
-            let mut at = 0u32;
-            let mut m = HashMap::new();
-            for (eh, len) in d.entries {
-                m.insert(at, (eh, len));
-                at += len;
-            }
-            v.insert(m);
+            v.insert(decode_block(rec, &what)?.chunks_by_offset());
         }
         if blocks[&p.block_offset].get(&p.offset_in_block) != Some(&(*h, p.len)) {
             return Err(bad("a footer entry names a chunk its block does not hold"));

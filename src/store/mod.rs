@@ -679,14 +679,7 @@ fn remote_open(
                       stop the strata-bucket-1 daemons that use it"
                         .to_vec(),
                 )?;
-                let up = remote::RepoMarker {
-                    format: remote::REPO_FORMAT.into(),
-                    chunk_sizes: m.chunk_sizes.clone(),
-                };
-                r.put(
-                    remote::REPO_MARKER,
-                    serde_json::to_vec_pretty(&up).expect("serializes"),
-                )?;
+                write_marker(&r, &m.chunk_sizes)?;
                 tracing::info!(bucket = %r.where_, "repository format upgraded to {}", remote::REPO_FORMAT);
             } else if m.format != remote::REPO_FORMAT {
                 return Err(Error::FailedPrecondition(format!(
@@ -712,14 +705,7 @@ fn remote_open(
         }
         Err(Error::NotFound(_)) => {
             r.probe_conditional_put(&writer)?;
-            let m = remote::RepoMarker {
-                format: remote::REPO_FORMAT.into(),
-                chunk_sizes: cfg.chunk_sizes.to_string(),
-            };
-            r.put(
-                remote::REPO_MARKER,
-                serde_json::to_vec_pretty(&m).expect("serializes"),
-            )?;
+            write_marker(&r, &cfg.chunk_sizes.to_string())?;
         }
         Err(e) if !fresh => {
             tracing::warn!(error = %e, "the bucket is unreachable; serving what the index holds");
@@ -731,4 +717,16 @@ fn remote_open(
     db.put_cf_opt(meta, publish::URL, rc.url.as_bytes(), &wo)?;
     db.put_cf_opt(meta, publish::WRITER, writer, &wo)?;
     Ok((Some(r), writer))
+}
+
+/// Writes the bucket's repository marker: this format, these chunk sizes.
+fn write_marker(r: &remote::Remote, chunk_sizes: &str) -> Result<()> {
+    let m = remote::RepoMarker {
+        format: remote::REPO_FORMAT.into(),
+        chunk_sizes: chunk_sizes.to_string(),
+    };
+    r.put(
+        remote::REPO_MARKER,
+        serde_json::to_vec_pretty(&m).expect("serializes"),
+    )
 }

@@ -147,6 +147,19 @@ pub struct DecodedBlock {
     pub plain: Vec<u8>,
 }
 
+impl DecodedBlock {
+    /// The block's chunks by where each starts in it: offset → hash, length.
+    pub fn chunks_by_offset(&self) -> std::collections::HashMap<u32, (Hash, u32)> {
+        let mut at = 0u32;
+        let mut m = std::collections::HashMap::with_capacity(self.entries.len());
+        for (h, len) in &self.entries {
+            m.insert(at, (*h, *len));
+            at = at.saturating_add(*len);
+        }
+        m
+    }
+}
+
 /// Checks a record's checksum, decompresses it and verifies every chunk hash.
 pub fn decode_block(rec: &[u8], what: &dyn Fn() -> String) -> Result<DecodedBlock> {
     let bad = |why: &str| Error::DataLoss(format!("{}: {why}", what()));

@@ -667,15 +667,9 @@ impl Store {
                 Ok(rec) => {
                     let what = || format!("block at {start} of {piece}");
                     // decode_block checks every chunk's BLAKE3.
-                    super::pack::decode_block(&rec, &what).ok().map(|b| {
-                        let mut at = 0u32;
-                        let mut m = HashMap::new();
-                        for (h, len) in b.entries {
-                            m.insert(at, (h, len));
-                            at += len;
-                        }
-                        m
-                    })
+                    super::pack::decode_block(&rec, &what)
+                        .ok()
+                        .map(|b| b.chunks_by_offset())
                 }
                 Err(Error::NotFound(_)) => None,
                 Err(e) => return Err(e),
