@@ -53,6 +53,29 @@ fn collecting(g: &Garage, grace: Duration) -> StoreConfig {
     c
 }
 
+/// How many content objects of `digest` the bucket holds (under the
+/// daemons' prefix, `farm/`).
+async fn content_objects(g: &Garage, digest: &str) -> usize {
+    use futures::TryStreamExt;
+    use object_store::ObjectStore;
+    let s3 = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(g.endpoint())
+        .with_allow_http(true)
+        .with_bucket_name(g.bucket())
+        .with_region(g.region())
+        .with_access_key_id(g.access_key())
+        .with_secret_access_key(g.secret_key())
+        .build()
+        .unwrap();
+    let dir = format!("farm/contents/{}", digest.trim_start_matches("sha256:"));
+    let v: Vec<_> = s3
+        .list(Some(&dir.as_str().into()))
+        .try_collect()
+        .await
+        .unwrap();
+    v.len()
+}
+
 fn config(g: &Garage) -> StoreConfig {
     StoreConfig {
         remote: Some(remote(g)),
@@ -420,8 +443,31 @@ async fn collection_on_one_daemon_racing_pushes_on_another_loses_no_blob() {
     let shared = text(42, 300_000);
     let own = |i: u64| text(1000 + i, 250_000);
     let mut kept: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut twins: Vec<String> = Vec::new();
+    let mut doubled = 0;
     let mut previous: Option<(String, Vec<u8>)> = None;
     for i in 0..24u64 {
+        // Now and then one layer through A and B at once: neither has seen
+        // the other's, so both store it; the collection removes the spare.
+        if i % 8 == 3 {
+            let t = tar_of(
+                &[
+                    ("twin.txt", &text(7000 + i, 200_000)),
+                    ("twin.bin", &noise(150_000, i)),
+                ],
+                i,
+            );
+            let (mut a2, mut b2) = (ca.clone(), cb.clone());
+            let (ra, rb) = tokio::join!(
+                push_as(&mut a2, "", "", &t, 64 * 1024),
+                push_as(&mut b2, "", "", &t, 64 * 1024)
+            );
+            let (ra, rb) = (ra.expect("A's push"), rb.expect("B's push"));
+            assert_eq!(ra.digest, rb.digest);
+            doubled += (content_objects(&g, &ra.digest).await == 2) as usize;
+            twins.push(ra.digest.clone());
+            kept.push((ra.digest, t));
+        }
         // A: a layer with the shared file and one of its own.
         let l = tar_of(&[("shared.txt", &shared), ("own.txt", &own(i))], i);
         let dl = push(&mut ca, &l).await.digest;
@@ -499,6 +545,16 @@ async fn collection_on_one_daemon_racing_pushes_on_another_loses_no_blob() {
         "last collection {r:?}; bucket {} objects, {} bytes",
         s.bucket_objects, s.bucket_bytes
     );
+    // One content object is left of each layer pushed through both at once
+    // (if both stored it: B may have seen A's segment first).
+    assert!(doubled > 0, "no layer pushed at once was stored twice");
+    for d in &twins {
+        assert_eq!(
+            content_objects(&g, d).await,
+            1,
+            "{d}: the spare is collected"
+        );
+    }
     // Every blob not deleted, exact, from B and from an empty data dir.
     let c = Daemon::start_with(&tmp.path().join("c"), cfg()).await;
     let mut cc = c.client().await;

@@ -733,10 +733,16 @@ async fn a_put_after_a_delete_from_a_clock_ahead_is_newer_than_it() {
     push(&mut cb, &q).await;
     let newest = names(&bucket, "segments").await.into_iter().max().unwrap();
     assert!(!newest.contains("eeeeeeeeeeeeeeee"), "B's Put is newest");
-    // The collection keeps Q's objects; a fresh data dir holds Q.
+    // The collection keeps Q's objects (B's stands in for A's: the one
+    // spare marked, carried out a grace period later); a fresh data dir
+    // holds Q.
     tokio::time::sleep(grace).await;
     let g = gc(&mut ca).await;
-    assert_eq!(g.bucket_marked, 0, "{g:?}");
+    assert_eq!((g.bucket_marked, g.bucket_spare_contents), (1, 1), "{g:?}");
+    tokio::time::sleep(grace).await;
+    let g = gc(&mut ca).await;
+    assert_eq!((g.bucket_deleted, g.bucket_marked), (1, 0), "{g:?}");
+    assert_eq!(read_all(&mut ca, &dq).await, q);
     let c = Daemon::start_with(&tmp.path().join("c"), cfg()).await;
     let mut cc = c.client().await;
     assert_eq!(read_all(&mut cc, &dq).await, q);

@@ -312,6 +312,7 @@ pub async fn gc(a: GcArgs, target: &client::Target) -> anyhow::Result<()> {
             "bucket_pieces_written": r.bucket_pieces_written,
             "bucket_segments_compacted": r.bucket_segments_compacted,
             "bucket_segments_written": r.bucket_segments_written,
+            "bucket_spare_contents": r.bucket_spare_contents,
         }));
     } else {
         println!(
@@ -336,8 +337,8 @@ pub async fn gc(a: GcArgs, target: &client::Target) -> anyhow::Result<()> {
         );
         if r.bucket_collected {
             println!(
-                "bucket:           {} objects marked; {} deleted ({} bytes)",
-                r.bucket_marked, r.bucket_deleted, r.bucket_bytes_deleted
+                "bucket:           {} objects marked; {} deleted ({} bytes); {} spare content objects",
+                r.bucket_marked, r.bucket_deleted, r.bucket_bytes_deleted, r.bucket_spare_contents
             );
             println!(
                 "bucket compacted: {} small pieces into {}, {} segments into {}",

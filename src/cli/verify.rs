@@ -45,7 +45,7 @@ fn finish(a: &VerifyArgs, r: pb::VerifyResponse) -> anyhow::Result<()> {
         super::print_json(&serde_json::json!({
             "ok": r.ok, "packs": r.packs, "records": r.records, "pack_bytes": r.pack_bytes,
             "chunks": r.chunks, "contents": r.contents, "blobs": r.blobs,
-            "deep_checked": r.deep_checked, "problems": problems,
+            "deep_checked": r.deep_checked, "relocated": r.relocated, "problems": problems,
         }));
     } else {
         println!(
@@ -62,6 +62,12 @@ fn finish(a: &VerifyArgs, r: pb::VerifyResponse) -> anyhow::Result<()> {
                 String::new()
             }
         );
+        if r.relocated > 0 {
+            println!(
+                "{} chunks were in bucket pieces a collection deleted: found again through the blobs' content objects (index repaired)",
+                r.relocated
+            );
+        }
         for p in &r.problems {
             println!("FAULT {}: {}", p.kind, p.detail);
             for b in &p.blobs {

@@ -360,6 +360,7 @@ pub fn gc_pb(r: &crate::store::gc::GcReport) -> pb::GcResponse {
         bucket_pieces_written: r.bucket.compacted.pieces_written,
         bucket_segments_compacted: r.bucket.compacted.segments,
         bucket_segments_written: r.bucket.compacted.segments_written,
+        bucket_spare_contents: r.bucket.spare_contents,
     }
 }
 
@@ -382,5 +383,6 @@ pub fn verify_pb(r: &crate::store::verify::VerifyReport) -> pb::VerifyResponse {
         contents: r.contents,
         blobs: r.blobs,
         deep_checked: r.deep_checked,
+        relocated: r.relocated,
     }
 }

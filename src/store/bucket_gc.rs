@@ -14,7 +14,8 @@
 //!   Every content object of a live digest is live (those Put records name,
 //!   and every other object under `contents/<digest>/`: a conversion's, or
 //!   another daemon's recipe of the same bytes, which some index may
-//!   follow), and so is every piece those objects name. So the objects of
+//!   follow), but spares (`spares.rs`: another object of the digest
+//!   places all their chunks), and so is every piece those objects name. So the objects of
 //!   deleted blobs, and leftovers of commits that never wrote their segment,
 //!   are collected once no namespace holds their digest.
 //! - **Mark, then delete.** Objects neither live nor younger than the grace
@@ -47,12 +48,13 @@ use super::pack::ChunkLoc;
 use super::publish::{key, GONE, ID, PIECE};
 use super::remote::format::{ContentObject, Record, Segment};
 use super::remote::unique_suffix;
+use super::spares::{spares, Candidate};
 use super::{now_ms, Store};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -63,6 +65,13 @@ const MARKS: &str = "gc/marks/";
 /// commits and collections (a mark it cannot parse) instead of collecting
 /// what compaction moved. Skipped here.
 pub(super) const FENCE: &str = "gc/marks/0000000000000-strata-bucket-2-fence.json";
+/// The same for `strata-bucket-3` (spares collected: `spares.rs`), which a
+/// `strata-bucket-2` daemon cannot parse either.
+pub(super) const FENCE_3: &str = "gc/marks/0000000000000-strata-bucket-3-fence.json";
+
+fn is_fence(name: &str) -> bool {
+    name == FENCE || name == FENCE_3
+}
 /// How long a lease holds without renewal.
 const LEASE_MS: u64 = 5 * 60 * 1000;
 /// The pause before reading a lease back.
@@ -125,6 +134,10 @@ pub struct BucketGcReport {
     pub marked: u64,
     pub deleted: u64,
     pub bytes_deleted: u64,
+    /// Content objects another placing all their chunks stands in for
+    /// (`spares.rs`), found by this run: not live, so marked once older
+    /// than the grace period.
+    pub spare_contents: u64,
     pub compacted: super::compact::CompactReport,
 }
 
@@ -234,7 +247,7 @@ impl Store {
 
     /// The objects content object `name` names (None: it is not in the
     /// bucket).
-    fn objects_named(&self, name: &str) -> Result<Option<Vec<String>>> {
+    pub(super) fn objects_named(&self, name: &str) -> Result<Option<Vec<String>>> {
         if let Some(v) = self.inner.condemned.read().named_by.get(name) {
             return Ok(Some(v.clone()));
         }
@@ -357,7 +370,7 @@ impl Store {
         // A mark listed but gone when read was carried out unseen: reconcile.
         let mut unseen = false;
         for l in &listed {
-            if l.name == FENCE || self.inner.condemned.read().marks.contains_key(&l.name) {
+            if is_fence(&l.name) || self.inner.condemned.read().marks.contains_key(&l.name) {
                 continue;
             }
             let m = match r.get(&l.name) {
@@ -559,13 +572,14 @@ impl Store {
         let all = r.list("", None)?;
         let sizes: HashMap<&str, u64> = all.iter().map(|l| (l.name.as_str(), l.size)).collect();
         let mut small = SmallSegments::new(&all, self.compact_after());
-        let live = self.live_objects(&all, &mut small)?;
+        let (live, spare_n) = self.live_objects(&all, &mut small)?;
+        rep.spare_contents = spare_n;
         // Marks old enough: carry them out (against today's live set).
         // Objects in marks not yet due, or deleted by this run: not marked again.
         let mut pending: HashSet<String> = HashSet::new();
         for l in all
             .iter()
-            .filter(|l| l.name.starts_with(MARKS) && l.name != FENCE)
+            .filter(|l| l.name.starts_with(MARKS) && !is_fence(&l.name))
         {
             let m = match r.get(&l.name) {
                 Ok(b) => parse_mark(&l.name, &b)?,
@@ -629,26 +643,33 @@ impl Store {
         let c = &rep.compacted;
         if rep.marked > 0 || rep.deleted > 0 || c.pieces > 0 || c.segments > 0 {
             tracing::info!(?rep, "collected the bucket");
+        } else if rep.spare_contents > 0 {
+            tracing::debug!(
+                spares = rep.spare_contents,
+                "spare content objects wait for their grace period"
+            );
         }
         Ok(())
     }
 
-    /// The live set: the content objects of every live digest, and the
-    /// objects they name. A blob's newest record decides (segment time; a
-    /// Put tied with a Delete keeps it: daemons that listed them in another
-    /// order hold it). Every content object of a live digest counts, named
-    /// or not: an index may follow one an older record named (two daemons
-    /// pushed the blob, or one kept it as received and another converted
-    /// it), or a conversion's, which later records name.
+    /// The live set: the content objects of every live digest but its
+    /// spares (`spares.rs`), and the objects they name, with the number of
+    /// spares. A blob's newest record decides (segment time; a Put tied
+    /// with a Delete keeps it: daemons that listed them in another order
+    /// hold it). Every content object of a live digest counts, named or
+    /// not, unless another placing all its chunks stands in for it: an index
+    /// may follow one an older record named (two daemons pushed the blob,
+    /// or one kept it as received and another converted it), or a
+    /// conversion's, which later records name.
     fn live_objects(
         &self,
         all: &[super::remote::Listed],
         small: &mut SmallSegments,
-    ) -> Result<HashSet<String>> {
+    ) -> Result<(HashSet<String>, u64)> {
         let r = self.remote().expect("bucket mode");
         // Blob → (time of its newest records, whether one of them is a Put).
         let mut newest: HashMap<(String, Digest), (u64, bool)> = HashMap::new();
-        let mut named: HashMap<Digest, HashSet<String>> = HashMap::new();
+        let mut named: HashMap<Digest, BTreeSet<String>> = HashMap::new();
         for l in all.iter().filter(|l| l.name.starts_with("segments/")) {
             let seg = match r.get(&l.name) {
                 Ok(b) => Segment::decode(&b)?,
@@ -687,33 +708,57 @@ impl Store {
             .filter(|(_, (_, put))| *put)
             .map(|((_, d), _)| d)
             .collect();
-        let mut contents: HashSet<String> = HashSet::new();
+        let mut contents: HashMap<Digest, BTreeSet<String>> = HashMap::new();
         for d in &live_digests {
             if let Some(n) = named.remove(d) {
-                contents.extend(n);
+                contents.insert(*d, n);
             }
         }
-        contents.extend(
-            all.iter()
-                .filter(|l| digest_of(&l.name).is_some_and(|d| live_digests.contains(&d)))
-                .map(|l| l.name.clone()),
-        );
+        for l in all.iter() {
+            if let Some(d) = digest_of(&l.name).filter(|d| live_digests.contains(d)) {
+                contents.entry(d).or_default().insert(l.name.clone());
+            }
+        }
+        let listed: HashSet<&str> = all.iter().map(|l| l.name.as_str()).collect();
         let mut live = HashSet::new();
-        for c in contents {
-            let obj = match r.get(&c) {
-                Ok(b) => ContentObject::decode(&b)?,
-                // Named but gone: nothing of it to keep (verify reports the blob).
-                Err(Error::NotFound(_)) => continue,
-                Err(e) => return Err(e),
-            };
-            // A moved piece lives on in its copy (`moves.rs`): the copy is
-            // live, and the piece is collected.
-            for o in &obj.objects {
-                live.insert(self.resolved(o)?);
+        let mut spare_count = 0;
+        // One digest at a time: its objects are compared, then dropped.
+        let collects_spares = self.remote().is_some_and(|r| r.spares_on());
+        for names in contents.into_values() {
+            let mut cands = Vec::new();
+            let mut pieces = Vec::new();
+            for c in names {
+                let obj = match r.get(&c) {
+                    Ok(b) => ContentObject::decode(&b)?,
+                    // Named but gone: nothing of it to keep (verify reports the blob).
+                    Err(Error::NotFound(_)) => continue,
+                    Err(e) => return Err(e),
+                };
+                // A moved piece lives on in its copy (`moves.rs`): the copy is
+                // live, and the piece is collected.
+                let named: Vec<String> = obj
+                    .objects
+                    .iter()
+                    .map(|o| self.resolved(o))
+                    .collect::<Result<_>>()?;
+                let complete = named.iter().all(|o| listed.contains(o.as_str()));
+                cands.push(Candidate::new(c.clone(), written_ms(&c), &obj, complete));
+                pieces.push(named);
             }
-            live.insert(c);
+            let spare = match collects_spares {
+                true => spares(&cands),
+                false => HashSet::new(),
+            };
+            for (i, (c, named)) in cands.into_iter().zip(pieces).enumerate() {
+                if spare.contains(&i) {
+                    spare_count += 1;
+                    continue;
+                }
+                live.extend(named);
+                live.insert(c.name);
+            }
         }
-        Ok(live)
+        Ok((live, spare_count))
     }
 
     fn take_lease(&self, me: &str) -> Result<bool> {

@@ -104,7 +104,9 @@ impl Store {
     /// or the content itself. `deferred`: it was stored as received, and is
     /// marked for conversion.
     /// Also returns whether `new`'s chunks were stored (false: the content
-    /// was there, and the caller cuts them off the pack).
+    /// was there, and the caller cuts them off the pack; true for a stored
+    /// content too when chunks its index placed in pieces a bucket
+    /// collection is taking were stored anew: `fresh_places`).
     pub(super) fn commit_content(
         &self,
         opts: &IngestOptions,
@@ -196,10 +198,24 @@ impl Store {
             c.logical_stream_bytes += content.stream_bytes();
         }
         batch.put_cf(cf(db, CF_META), index::META_COUNTERS, c.encode());
+        // The ingest's appended bytes are kept (not cut off the pack) when
+        // the content is new, or when a stored one's chunks had to be
+        // stored anew (`fresh_places`).
+        let mut keep_bytes = stored_new;
         if self.remote().is_some() {
             let content = match stored_new {
                 true => self.publish_content(&mut batch, &new)?.unwrap_or_default(),
-                false => self.ensure_content_object(&mut batch, &digest)?,
+                false => {
+                    let fresh = self.fresh_places(&new)?;
+                    let (name, uses) = self.ensure_content_object(&mut batch, &digest, &fresh)?;
+                    if uses {
+                        self.keep_fresh(&mut batch, &mut c, &new, &fresh);
+                        batch.put_cf(cf(db, CF_META), index::META_COUNTERS, c.encode());
+                        keep_bytes = true;
+                        outcome.bytes_added = new.chunks.appended();
+                    }
+                    name
+                }
             };
             self.publish_records(
                 &mut batch,
@@ -223,7 +239,7 @@ impl Store {
         if deferred && !outcome.already_stored {
             self.inner.convert.wake();
         }
-        Ok((outcome, stored_new))
+        Ok((outcome, keep_bytes))
     }
 
     /// Puts a new content's chunk locations, recipe pages, plan and prefix

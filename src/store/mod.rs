@@ -28,6 +28,7 @@ mod read;
 mod readahead;
 pub mod recipe;
 pub mod remote;
+mod spares;
 mod sync;
 pub mod uploads;
 pub mod verify;
@@ -666,21 +667,33 @@ fn remote_open(
                     r.where_
                 ))
             })?;
-            if m.format == remote::REPO_FORMAT_V1 && rc.compact_after == 0 {
-                tracing::info!(bucket = %r.where_, "the bucket stays {} (compaction is off)", remote::REPO_FORMAT_V1);
-            } else if m.format == remote::REPO_FORMAT_V1 {
-                // Every version 1 object reads the same in version 2; daemons
-                // of version 1 refuse the bucket at their next start, and
-                // the fence stops those running now (their commits and
-                // collections fail on it) before any compaction.
+            let older =
+                [remote::REPO_FORMAT_V1, remote::REPO_FORMAT_V2].contains(&m.format.as_str());
+            if older && rc.compact_after == 0 {
+                tracing::info!(bucket = %r.where_, format = %m.format, "the bucket stays as it is (compaction is off): nothing is compacted and no spare content object collected");
+            } else if older {
+                // Every older object reads the same in version 3; older
+                // daemons refuse the bucket at their next start, and the
+                // fences stop those running now (their commits and
+                // collections fail on a mark they cannot parse) before any
+                // compaction or spare is collected.
+                if m.format == remote::REPO_FORMAT_V1 {
+                    r.put(
+                        bucket_gc::FENCE,
+                        b"not a mark: this bucket is strata-bucket-2 or later (compaction); \
+                          stop the strata-bucket-1 daemons that use it"
+                            .to_vec(),
+                    )?;
+                }
                 r.put(
-                    bucket_gc::FENCE,
-                    b"not a mark: this bucket is strata-bucket-2 (compaction); \
-                      stop the strata-bucket-1 daemons that use it"
+                    bucket_gc::FENCE_3,
+                    b"not a mark: this bucket is strata-bucket-3 (spare content objects are \
+                      collected); stop the strata-bucket-2 daemons that use it"
                         .to_vec(),
                 )?;
                 write_marker(&r, &m.chunk_sizes)?;
-                tracing::info!(bucket = %r.where_, "repository format upgraded to {}", remote::REPO_FORMAT);
+                r.set_spares_on();
+                tracing::info!(bucket = %r.where_, from = %m.format, "repository format upgraded to {}", remote::REPO_FORMAT);
             } else if m.format != remote::REPO_FORMAT {
                 return Err(Error::FailedPrecondition(format!(
                     "the bucket {} holds repository format {:?}; this strata reads {}",
@@ -688,6 +701,8 @@ fn remote_open(
                     m.format,
                     remote::REPO_FORMAT
                 )));
+            } else {
+                r.set_spares_on();
             }
             let sizes = ChunkSizes::parse(&m.chunk_sizes).map_err(Error::DataLoss)?;
             if fresh {
@@ -706,6 +721,7 @@ fn remote_open(
         Err(Error::NotFound(_)) => {
             r.probe_conditional_put(&writer)?;
             write_marker(&r, &cfg.chunk_sizes.to_string())?;
+            r.set_spares_on();
         }
         Err(e) if !fresh => {
             tracing::warn!(error = %e, "the bucket is unreachable; serving what the index holds");

@@ -30,7 +30,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::split::Layout;
 use rocksdb::WriteBatch;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// `meta` keys of the bucket mode (all under the commit lock).
 /// Local pack id u32 BE, piece start u64 BE → the piece's object name.
@@ -284,6 +284,68 @@ impl Store {
         Ok(Some(name))
     }
 
+    /// A push of a content already stored that stored chunks anew (their
+    /// indexed copies lie in marked or gone pieces: a collection is taking
+    /// them, e.g. a spare's, `spares.rs`): their places in the new piece,
+    /// for the content object the commit builds from the index (else it
+    /// would name the marked piece, and every retry would be refused
+    /// alike). Written by `keep_fresh` only if that object uses them.
+    pub(super) fn fresh_places(&self, new: &Committing) -> Result<HashMap<Hash, (String, ObjLoc)>> {
+        let mut out = HashMap::new();
+        let (Some(p), Some((_, start, _))) = (new.chunks.piece, new.chunks.pack) else {
+            return Ok(out);
+        };
+        if new.chunks.locs.is_empty() {
+            return Ok(out);
+        }
+        self.fresh_marks()?;
+        if !self.any_condemned() {
+            return Ok(out);
+        }
+        let db = self.db();
+        for (h, loc) in new.chunks.locs {
+            match super::chunk_entry::location(db, h)? {
+                Some(cur) if self.condemned(&cur) => {
+                    out.insert(*h, (p.to_string(), obj_loc(loc, start)));
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Puts in `batch` what keeps the fresh places a content object now
+    /// names (`fresh_places`): the chunks' new locations, the piece, and
+    /// the pack's committed length (as `put_content` does for new content),
+    /// so the ingest's bytes stay.
+    pub(super) fn keep_fresh(
+        &self,
+        batch: &mut WriteBatch,
+        c: &mut super::index::Counters,
+        new: &Committing,
+        fresh: &HashMap<Hash, (String, ObjLoc)>,
+    ) {
+        let (Some(p), Some((id, start, end))) = (new.chunks.piece, new.chunks.pack) else {
+            return;
+        };
+        let db = self.db();
+        for (h, loc) in new
+            .chunks
+            .locs
+            .iter()
+            .filter(|(h, _)| fresh.contains_key(h))
+        {
+            super::chunk_entry::merge_loc(db, batch, h, loc);
+        }
+        batch.put_cf(cf(db, CF_META), piece_key(id, start), p.as_bytes());
+        batch.put_cf(
+            cf(db, super::index::CF_PACKS),
+            id.to_be_bytes(),
+            end.to_le_bytes(),
+        );
+        c.pack_bytes += end - start;
+    }
+
     /// Drops from the data directory the full packs whose every byte is in
     /// the bucket (each commit that appends names its piece, from offset 0:
     /// a first piece means the pack is covered). Reads then go to the bucket.
@@ -334,7 +396,7 @@ impl Store {
         if self.remote().is_none() {
             return Ok(());
         }
-        let content = self.ensure_content_object(batch, digest)?;
+        let (content, _) = self.ensure_content_object(batch, digest, &HashMap::new())?;
         self.publish_records(
             batch,
             vec![Record::Put {
@@ -399,33 +461,109 @@ impl Store {
 
     /// The content object this index follows for `d`; when it has none (a
     /// base made for a compressed blob, or a content taken from a variant),
-    /// or it or a piece it names is being collected too late to name, one
-    /// is written from the index and named in `batch`.
+    /// or it or a piece it names is being collected too late to name,
+    /// another of the digest placing the same chunks, or else one written
+    /// from the index (chunks in `fresh` placed there: `fresh_places`) and
+    /// named in `batch`. Also returns whether that object uses `fresh`.
     pub(super) fn ensure_content_object(
         &self,
         batch: &mut WriteBatch,
         d: &Digest,
-    ) -> Result<String> {
+        fresh: &HashMap<Hash, (String, ObjLoc)>,
+    ) -> Result<(String, bool)> {
         let name = self.content_name(d)?;
         let Some(r) = self.remote() else {
-            return Ok(name);
+            return Ok((name, false));
         };
         self.fresh_marks()?;
         if !name.is_empty() && self.reusable(&name)? {
-            return Ok(name);
+            return Ok((name, false));
         }
-        let obj = self.stored_object(d)?;
+        let obj = self.stored_object(d, fresh)?;
+        // Another object of the digest placing every chunk this index's
+        // recipe uses (this one is a spare the collection drops:
+        // `spares.rs`): named and followed, rather than one more written,
+        // which would be a spare in turn.
+        let mine: HashSet<Hash> = obj.locs.iter().map(|(h, _, _)| *h).collect();
+        if let Some(other) = self.reusable_other(d, &name, &mine)? {
+            let db = self.db();
+            batch.put_cf(cf(db, CF_META), key(CONTENT, &d.0), other.as_bytes());
+            return Ok((other, false));
+        }
+        let uses_fresh = fresh
+            .values()
+            .next()
+            .is_some_and(|(p, _)| obj.objects.contains(p));
         self.naming_deadline(&obj.objects)?;
         let name = format!("{}{}", content_dir(d), unique_suffix(&self.writer_id()));
         r.put(&name, obj.encode()?)?;
         self.remember_named(&name, &obj.objects);
         let db = self.db();
         batch.put_cf(cf(db, CF_META), key(CONTENT, &d.0), name.as_bytes());
-        Ok(name)
+        Ok((name, uses_fresh))
+    }
+
+    /// The oldest content object of `d` other than `not` that places every
+    /// chunk in `mine` and may be named now (neither it nor a piece it
+    /// names marked, nor gone): the one a collection keeps of copies
+    /// (`spares.rs`), and one this index can find its chunks through.
+    fn reusable_other(
+        &self,
+        d: &Digest,
+        not: &str,
+        mine: &HashSet<Hash>,
+    ) -> Result<Option<String>> {
+        let r = self.remote().expect("bucket mode");
+        let mut names: Vec<String> = r
+            .list(&content_dir(d), None)?
+            .into_iter()
+            .map(|l| l.name)
+            .filter(|n| n != not)
+            .collect();
+        names.sort_by_key(|n| {
+            (
+                super::bucket_gc::written_ms(n).is_none(),
+                super::bucket_gc::written_ms(n),
+                n.clone(),
+            )
+        });
+        for n in names {
+            if self.is_condemned_name(&n) || self.names_condemned(&n)? {
+                continue;
+            }
+            let obj = match r.get(&n) {
+                Ok(b) => ContentObject::decode(&b)?,
+                Err(Error::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let placed: HashSet<Hash> = obj.locs.iter().map(|(h, _, _)| *h).collect();
+            if obj.digest == *d && mine.is_subset(&placed) {
+                return Ok(Some(n));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether content object `name` names a marked or gone piece (true
+    /// when it is not in the bucket).
+    fn names_condemned(&self, name: &str) -> Result<bool> {
+        let Some(objects) = self.objects_named(name)? else {
+            return Ok(true);
+        };
+        for o in objects {
+            if self.is_condemned_name(&self.resolved(&o)?) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// A content object built from what the index holds of `d`.
-    fn stored_object(&self, d: &Digest) -> Result<ContentObject> {
+    fn stored_object(
+        &self,
+        d: &Digest,
+        fresh: &HashMap<Hash, (String, ObjLoc)>,
+    ) -> Result<ContentObject> {
         use super::index::{page_key, plan_key, CF_RECIPES};
         use super::recipe::{decode_page, Segment as Seg};
         let db = self.db();
@@ -486,9 +624,12 @@ impl Store {
             // the digest has it (else the commit fails the same way at
             // every retry, a push of stored content keeping none of its
             // chunks).
-            let (name, place) = match self.is_condemned_name(&name) {
-                true => (self.relocated_place(&mut elsewhere, h, &name)?).unwrap_or((name, place)),
-                false => (name, place),
+            let (name, place) = match (self.is_condemned_name(&name), fresh.get(h)) {
+                (true, Some(f)) => f.clone(),
+                (true, None) => {
+                    (self.relocated_place(&mut elsewhere, h, &name)?).unwrap_or((name, place))
+                }
+                (false, _) => (name, place),
             };
             places.add(*h, name, place);
         }

@@ -250,28 +250,24 @@ impl Store {
             return Ok(true);
         }
         let r = self.remote().expect("called in bucket mode");
-        let name = if content.is_empty() {
-            // Named by no record (not written by this strata): the newest
-            // object of the digest (names: writer-time-random).
-            let mut v = r.list(&content_dir(digest), None)?;
-            v.sort_by_key(|l| {
-                l.name
-                    .rsplit('/')
-                    .next()
-                    .and_then(|n| n.get(17..30))
-                    .map(str::to_string)
-            });
-            match v.pop() {
-                Some(l) => l.name,
-                None => return Ok(false),
-            }
+        let named = if content.is_empty() {
+            None
         } else {
-            content.to_string()
+            match r.get(content) {
+                Ok(b) => Some((content.to_string(), ContentObject::decode(&b)?)),
+                // Written before the segment, so deleted since: a spare
+                // (`spares.rs`), or the digest was collected while no
+                // record kept it. Any object of the digest serves.
+                Err(Error::NotFound(_)) => None,
+                Err(e) => return Err(e),
+            }
         };
-        let obj = match r.get(&name) {
-            Ok(b) => ContentObject::decode(&b)?,
-            Err(Error::NotFound(_)) => return Ok(false),
-            Err(e) => return Err(e),
+        let (name, obj) = match named {
+            Some(n) => n,
+            None => match self.oldest_content_object(digest)? {
+                Some(n) => n,
+                None => return Ok(false),
+            },
         };
         if obj.digest != *digest {
             return Err(Error::DataLoss(format!(
@@ -281,6 +277,32 @@ impl Store {
         }
         self.install(ns, &meta, obj, &name)?;
         Ok(true)
+    }
+
+    /// The oldest readable content object of `digest` (by the time in its
+    /// name: writer-time-random; the one a collection keeps of copies,
+    /// `spares.rs`), for a record that names none (not written by strata)
+    /// or one deleted since.
+    fn oldest_content_object(&self, digest: &Digest) -> Result<Option<(String, ContentObject)>> {
+        let r = self.remote().expect("called in bucket mode");
+        let mut v: Vec<String> = r
+            .list(&content_dir(digest), None)?
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        // Oldest first; names without a time last.
+        v.sort_by_key(|n| {
+            let t = super::bucket_gc::written_ms(n);
+            (t.is_none(), t, n.clone())
+        });
+        for name in v {
+            match r.get(&name) {
+                Ok(b) => return Ok(Some((name, ContentObject::decode(&b)?))),
+                Err(Error::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
     }
 
     /// A put of a blob this index holds, or whose content it stores: its

@@ -42,6 +42,9 @@ pub struct VerifyReport {
     pub contents: u64,
     pub blobs: u64,
     pub deep_checked: u64,
+    /// Chunks whose bucket piece was gone, found again through a content
+    /// object (`Store::relocate`, which repaired the index).
+    pub relocated: u64,
     pub problems: Vec<Problem>,
 }
 
@@ -57,6 +60,15 @@ type GoodBlocks = HashMap<(u32, u64), HashMap<Hash, (u32, u32)>>;
 type Problems = Vec<(String, String, Vec<Hash>, Vec<Digest>)>;
 
 impl Store {
+    /// Bucket mode: whether the piece holding `loc` is missing from the
+    /// bucket (a collection deleted it), rather than damaged.
+    fn piece_missing(&self, loc: &pack::ChunkLoc) -> bool {
+        let (Some(r), Ok((name, _))) = (self.remote(), self.object_of(loc)) else {
+            return false;
+        };
+        matches!(r.size_of(&name), Err(Error::NotFound(_)))
+    }
+
     pub fn verify(&self, deep: bool) -> Result<VerifyReport> {
         // A pack rewritten while it is scanned would read as damaged: garbage
         // collection waits until verification ends (pushes and reads go on).
@@ -143,12 +155,22 @@ impl Store {
         // 2. Chunk locations.
         let mut chunk_len: HashMap<Hash, u32> = HashMap::new();
         let mut unreferenced_in_bucket: Vec<(Hash, pack::ChunkLoc)> = Vec::new();
+        // Chunks whose piece a collection deleted (a blob's spare, or a
+        // deleted blob's piece this index kept its own copy in): reads find
+        // them through a content object (`Store::relocate`), and so does
+        // the check after the recipes, repairing the index as a read would.
+        let mut gone_blocks: HashSet<(u32, u64)> = HashSet::new();
+        let mut relocatable: Vec<(Hash, pack::ChunkLoc)> = Vec::new();
         // Whether the block at `loc` holds chunk `hash` there (a block in
         // the bucket is read, through the cache, and checked once).
-        let check_chunk = |hash: Hash,
-                           loc: &pack::ChunkLoc,
-                           good: &mut GoodBlocks,
-                           problems: &mut Problems| {
+        let mut check_chunk = |hash: Hash,
+                               loc: &pack::ChunkLoc,
+                               good: &mut GoodBlocks,
+                               problems: &mut Problems| {
+            if gone_blocks.contains(&loc.block_key()) {
+                relocatable.push((hash, *loc));
+                return;
+            }
             if in_bucket(loc.pack) && !good.contains_key(&loc.block_key()) {
                 let what = || format!("block at pack {} offset {}", loc.pack, loc.block_offset);
                 let entries = good.entry(loc.block_key()).or_default();
@@ -162,6 +184,11 @@ impl Store {
                             entries.insert(h, (at, clen));
                             at += clen;
                         }
+                    }
+                    Err(_) if self.piece_missing(loc) => {
+                        gone_blocks.insert(loc.block_key());
+                        relocatable.push((hash, *loc));
+                        return;
                     }
                     Err(e) => problems.push(("pack".into(), e.to_string(), vec![], vec![])),
                 }
@@ -423,6 +450,49 @@ impl Store {
         for (hash, loc) in unreferenced_in_bucket {
             if refs.get(&hash).is_some_and(|&n| n > 0) {
                 check_chunk(hash, &loc, &mut good, &mut problems);
+            }
+        }
+        // A base's chunks are placed by its variants' objects too (a base
+        // made for a compressed blob has none of its own).
+        let mut variants: HashMap<Digest, Vec<Digest>> = HashMap::new();
+        for (d, c) in &contents {
+            if let Some(b) = c.base() {
+                variants.entry(b).or_default().push(*d);
+            }
+        }
+        for (hash, loc) in std::mem::take(&mut relocatable) {
+            // Unreferenced: its piece may well be collected (see above).
+            let Some(us) = users.get(&hash) else {
+                continue;
+            };
+            // Placed anew meanwhile (a relocation moves the other chunks of
+            // the block it reads too).
+            if super::chunk_entry::location(db, &hash)? != Some(loc) {
+                r.relocated += 1;
+                continue;
+            }
+            let mut found = Ok(false);
+            for d in us.iter().chain(
+                us.iter()
+                    .flat_map(|u| variants.get(u).into_iter().flatten()),
+            ) {
+                found = self.relocate(&hash, loc.len, d, &loc).map(|p| p.is_some());
+                if !matches!(found, Ok(false)) {
+                    break;
+                }
+            }
+            match found {
+                Ok(true) => r.relocated += 1,
+                Ok(false) => problems.push((
+                    "chunk".into(),
+                    format!(
+                        "chunk {} is in a piece gone from the bucket, and no content object places it elsewhere",
+                        hex::encode(hash)
+                    ),
+                    vec![hash],
+                    vec![],
+                )),
+                Err(e) => problems.push(("chunk".into(), e.to_string(), vec![hash], vec![])),
             }
         }
 

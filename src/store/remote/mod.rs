@@ -30,9 +30,13 @@ pub const FOREIGN_BASE: u32 = 0x8000_0000;
 /// sharing a bucket must cut chunks alike, or nothing deduplicates.
 pub const REPO_MARKER: &str = "strata-repository.json";
 /// Version 2 adds compaction (`src/store/compact.rs`): timed segments and
-/// `moves/`, which version 1 daemons do not read.
-pub const REPO_FORMAT: &str = "strata-bucket-2";
-/// A repository this strata upgrades at open (it wrote nothing version 2 has not).
+/// `moves/`, which version 1 daemons do not read. Version 3 collects spare
+/// content objects (`src/store/spares.rs`): a record may name a deleted
+/// one, which version 2 daemons cannot apply.
+pub const REPO_FORMAT: &str = "strata-bucket-3";
+/// Repositories this strata upgrades at open (it wrote nothing version 3
+/// has not).
+pub const REPO_FORMAT_V2: &str = "strata-bucket-2";
 pub const REPO_FORMAT_V1: &str = "strata-bucket-1";
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -151,6 +155,9 @@ pub struct Remote {
     pub metrics: RemoteMetrics,
     pub cache: cache::BlockCache,
     pub cfg: RemoteConfig,
+    /// The bucket is `strata-bucket-3` (at open): its collection may drop
+    /// spare content objects.
+    spares: std::sync::atomic::AtomicBool,
 }
 
 /// One listed object: its name under the store's prefix, and size.
@@ -230,7 +237,19 @@ impl Remote {
             metrics: Default::default(),
             cache: cache::BlockCache::open(cache_dir, cfg.cache_bytes)?,
             cfg,
+            spares: Default::default(),
         })
+    }
+
+    /// Whether collections may drop spare content objects (`spares.rs`):
+    /// only once every daemon of the bucket reads `strata-bucket-3`.
+    pub fn spares_on(&self) -> bool {
+        self.spares.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_spares_on(&self) {
+        self.spares
+            .store(true, std::sync::atomic::Ordering::Relaxed)
     }
 
     fn path(&self, name: &str) -> ObjPath {
