@@ -449,7 +449,7 @@ async fn collection_on_one_daemon_racing_pushes_on_another_loses_no_blob() {
     for i in 0..24u64 {
         // Now and then one layer through A and B at once: neither has seen
         // the other's, so both store it; the collection removes the spare.
-        if i % 8 == 3 {
+        if i % 4 == 3 {
             let t = tar_of(
                 &[
                     ("twin.txt", &text(7000 + i, 200_000)),
