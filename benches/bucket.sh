@@ -27,9 +27,7 @@ rm -rf "$WORK"; mkdir -p "$WORK"
 REPORT=$WORK/report.md
 # shellcheck source=benches/common.sh
 . "$HERE/common.sh"
-mapfile -t LAYERS < <(awk -F'\t' 'NR>1 && !seen[$4]++ {print $4}' "$CORPUS/corpus.tsv" | sed "s|^|$CORPUS/|")
-[ -n "${LIMIT:-}" ] && LAYERS=("${LAYERS[@]:0:$LIMIT}")
-TOTAL=0; for f in "${LAYERS[@]}"; do TOTAL=$((TOTAL + $(stat -c %s "$f"))); done
+corpus_layers "$CORPUS"
 
 # The cluster; stopped on any way out.
 garage_start "${GARAGE_BASE_PORT:-25000}"

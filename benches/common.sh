@@ -12,6 +12,14 @@ mbps() { python3 -c "print(f'{$1/1e6/($3-$2):.0f}')"; }
 secs() { python3 -c "print(f'{$2-$1:.2f}')"; }
 say() { echo "$*" | tee -a "$REPORT"; }
 
+# corpus_layers CORPUS_DIR: sets LAYERS (the corpus's distinct layer tars,
+# the first LIMIT of them when LIMIT is set) and TOTAL (their bytes).
+corpus_layers() {
+  mapfile -t LAYERS < <(awk -F'\t' 'NR>1 && !seen[$4]++ {print $4}' "$1/corpus.tsv" | sed "s|^|$1/|")
+  if [ -n "${LIMIT:-}" ]; then LAYERS=("${LAYERS[@]:0:$LIMIT}"); fi
+  TOTAL=0; for f in "${LAYERS[@]}"; do TOTAL=$((TOTAL + $(stat -c %s "$f"))); done
+}
+
 # strata_start DATA_DIR [serve args...]: starts a daemon, sets PID and STRATA_SOCKET.
 strata_start() {
   local dir=$1; shift

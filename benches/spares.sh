@@ -24,22 +24,16 @@ REPORT=$WORK/report.md
 # shellcheck source=benches/common.sh
 . "$HERE/common.sh"
 GRACE=${GRACE:-20}
-mapfile -t LAYERS < <(awk -F'\t' 'NR>1 && !seen[$4]++ {print $4}' "$CORPUS/corpus.tsv" | sed "s|^|$CORPUS/|")
-[ -n "${LIMIT:-}" ] && LAYERS=("${LAYERS[@]:0:$LIMIT}")
-TOTAL=0; for f in "${LAYERS[@]}"; do TOTAL=$((TOTAL + $(stat -c %s "$f"))); done
+corpus_layers "$CORPUS"
 
 garage_start "${GARAGE_BASE_PORT:-25800}"
 # Sync rounds far apart: the daemons see each other's segments only on a miss.
 args() { echo --metrics-addr off --store "s3://strata/$1" --s3-endpoint "$EP" --s3-region garage \
   --s3-timeout 1s --s3-gc-grace "${GRACE}s" --gc-interval 1h --s3-sync-interval 1h; }
 pack_bytes() { STRATA_SOCKET=$1/strata.sock "$STRATA" stats --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["bucket_pack_bytes"])'; }
-# start DIR PREFIX: a daemon in the background, its pid in the named variable.
-start() {
-  "$STRATA" serve --data-dir "$1" --socket "$1/strata.sock" $(args "$2") >"$1.log" 2>&1 &
-  eval "$3=$!"
-  for _ in $(seq 200); do [ -S "$1/strata.sock" ] && return 0; sleep 0.05; done
-  echo "daemon did not start; see $1.log" >&2; exit 1
-}
+# start DIR PREFIX: a daemon (common.sh's strata_start), its pid in PID.
+# shellcheck disable=SC2046
+start() { mkdir -p "$1"; strata_start "$1" $(args "$2"); }
 check_reads() { # DIR: every layer read back exact through that daemon
   local i ok=0
   for i in "${!LAYERS[@]}"; do
@@ -54,16 +48,14 @@ say ""
 say "corpus: ${#LAYERS[@]} distinct layer tars, $TOTAL bytes; $(nproc) cores; $("$STRATA" --version); Garage 2.5.0, 3 nodes on 127.0.0.1; --s3-gc-grace ${GRACE}s"
 say ""
 # One daemon alone: the bytes one copy takes.
-mkdir -p "$WORK/alone"
-start "$WORK/alone" alone P0
+start "$WORK/alone" alone; P0=$PID
 STRATA_SOCKET=$WORK/alone/strata.sock "$STRATA" push "${LAYERS[@]}" >"$WORK/push-alone.txt"
 ALONE=$(pack_bytes "$WORK/alone")
 kill -TERM "$P0"; wait "$P0" || true
 mapfile -t DIGESTS < <(cut -d' ' -f1 "$WORK/push-alone.txt")
 
-mkdir -p "$WORK/a" "$WORK/b"
-start "$WORK/a" twin PA
-start "$WORK/b" twin PB
+start "$WORK/a" twin; PA=$PID
+start "$WORK/b" twin; PB=$PID
 trap 'bash "$CLUSTER" stop "$G" >/dev/null 2>&1 || true; kill $PA $PB 2>/dev/null || true' EXIT
 t0=$(now)
 STRATA_SOCKET=$WORK/a/strata.sock "$STRATA" push "${LAYERS[@]}" >"$WORK/push-a.txt" &
@@ -89,8 +81,7 @@ done
 check_reads "$WORK/a"
 check_reads "$WORK/b"
 kill -TERM "$PA" "$PB"; wait "$PA" "$PB" || true
-mkdir -p "$WORK/cold"
-start "$WORK/cold" twin PC
+start "$WORK/cold" twin; PC=$PID
 check_reads "$WORK/cold"
 kill -TERM "$PC"; wait "$PC" || true
 say ""

@@ -166,13 +166,7 @@ async fn one_layer_pushed_through_two_daemons_at_once_keeps_one_copy_after_colle
     let (mut ca, mut cb) = (a.client().await, b.client().await);
     let mut relocated = 0;
     for c in [&mut ca, &mut cb] {
-        let v = c
-            .verify(pb::VerifyRequest { deep: false })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(v.ok, "{v:?}");
-        relocated += v.relocated;
+        relocated += verify_clean(c, false).await.relocated;
     }
     assert!(relocated > 0, "no chunk was placed in the spare's piece");
     // Both read it exact: the spare's daemon through the kept object.
@@ -405,12 +399,7 @@ async fn a_gzip_layers_spare_daemon_verifies_clean_before_any_read() {
     b.stop().await;
     let b = t.daemon("b").await;
     let mut cb = b.client().await;
-    let v = cb
-        .verify(pb::VerifyRequest { deep: false })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(v.ok, "{v:?}");
+    let v = verify_clean(&mut cb, false).await;
     assert!(v.relocated > 0, "{v:?}");
     assert_eq!(read_all(&mut cb, &dg).await, gz);
     verify_deep(&mut cb).await;

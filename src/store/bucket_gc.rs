@@ -46,7 +46,7 @@ use super::compact::{SmallSegments, DELETES_PER_RENEWAL};
 use super::index::{cf, meta_prefixed, CF_META};
 use super::pack::ChunkLoc;
 use super::publish::{key, GONE, ID, PIECE};
-use super::remote::format::{ContentObject, Record, Segment};
+use super::remote::format::{Record, Segment};
 use super::remote::unique_suffix;
 use super::spares::{spares, Candidate};
 use super::{now_ms, Store};
@@ -247,20 +247,15 @@ impl Store {
 
     /// The objects content object `name` names (None: it is not in the
     /// bucket).
-    pub(super) fn objects_named(&self, name: &str) -> Result<Option<Vec<String>>> {
+    fn objects_named(&self, name: &str) -> Result<Option<Vec<String>>> {
         if let Some(v) = self.inner.condemned.read().named_by.get(name) {
             return Ok(Some(v.clone()));
         }
-        let r = self.remote().expect("bucket mode");
-        match r.get(name) {
-            Ok(b) => {
-                let v = ContentObject::decode(&b)?.objects;
-                self.remember_named(name, &v);
-                Ok(Some(v))
-            }
-            Err(Error::NotFound(_)) => Ok(None),
-            Err(e) => Err(e),
-        }
+        let Some(v) = self.read_content_object(name)?.map(|o| o.objects) else {
+            return Ok(None);
+        };
+        self.remember_named(name, &v);
+        Ok(Some(v))
     }
 
     /// Under the commit lock, right before a segment (or a conversion's
@@ -728,11 +723,9 @@ impl Store {
             let mut cands = Vec::new();
             let mut pieces = Vec::new();
             for c in names {
-                let obj = match r.get(&c) {
-                    Ok(b) => ContentObject::decode(&b)?,
-                    // Named but gone: nothing of it to keep (verify reports the blob).
-                    Err(Error::NotFound(_)) => continue,
-                    Err(e) => return Err(e),
+                // Named but gone: nothing of it to keep (verify reports the blob).
+                let Some(obj) = self.read_content_object(&c)? else {
+                    continue;
                 };
                 // A moved piece lives on in its copy (`moves.rs`): the copy is
                 // live, and the piece is collected.

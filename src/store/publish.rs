@@ -513,49 +513,24 @@ impl Store {
         not: &str,
         mine: &HashSet<Hash>,
     ) -> Result<Option<String>> {
-        let r = self.remote().expect("bucket mode");
-        let mut names: Vec<String> = r
-            .list(&content_dir(d), None)?
-            .into_iter()
-            .map(|l| l.name)
-            .filter(|n| n != not)
-            .collect();
-        names.sort_by_key(|n| {
-            (
-                super::bucket_gc::written_ms(n).is_none(),
-                super::bucket_gc::written_ms(n),
-                n.clone(),
-            )
-        });
-        for n in names {
-            if self.is_condemned_name(&n) || self.names_condemned(&n)? {
+        for n in self.content_objects_oldest_first(d)? {
+            if n == not || self.is_condemned_name(&n) {
                 continue;
             }
-            let obj = match r.get(&n) {
-                Ok(b) => ContentObject::decode(&b)?,
-                Err(Error::NotFound(_)) => continue,
-                Err(e) => return Err(e),
+            let Some(obj) = self.read_content_object(&n)? else {
+                continue;
             };
+            let mut named_condemned = false;
+            for o in &obj.objects {
+                named_condemned |= self.is_condemned_name(&self.resolved(o)?);
+            }
             let placed: HashSet<Hash> = obj.locs.iter().map(|(h, _, _)| *h).collect();
-            if obj.digest == *d && mine.is_subset(&placed) {
+            if !named_condemned && obj.digest == *d && mine.is_subset(&placed) {
+                self.remember_named(&n, &obj.objects);
                 return Ok(Some(n));
             }
         }
         Ok(None)
-    }
-
-    /// Whether content object `name` names a marked or gone piece (true
-    /// when it is not in the bucket).
-    fn names_condemned(&self, name: &str) -> Result<bool> {
-        let Some(objects) = self.objects_named(name)? else {
-            return Ok(true);
-        };
-        for o in objects {
-            if self.is_condemned_name(&self.resolved(&o)?) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
     }
 
     /// A content object built from what the index holds of `d`.

@@ -249,18 +249,14 @@ impl Store {
         if self.hold_stored(ns, digest, &meta)? {
             return Ok(true);
         }
-        let r = self.remote().expect("called in bucket mode");
-        let named = if content.is_empty() {
-            None
-        } else {
-            match r.get(content) {
-                Ok(b) => Some((content.to_string(), ContentObject::decode(&b)?)),
-                // Written before the segment, so deleted since: a spare
-                // (`spares.rs`), or the digest was collected while no
-                // record kept it. Any object of the digest serves.
-                Err(Error::NotFound(_)) => None,
-                Err(e) => return Err(e),
-            }
+        // A named object missing was written before the segment, so
+        // deleted since: a spare (`spares.rs`), or the digest was collected
+        // while no record kept it. Any object of the digest serves.
+        let named = match content.is_empty() {
+            true => None,
+            false => self
+                .read_content_object(content)?
+                .map(|o| (content.to_string(), o)),
         };
         let (name, obj) = match named {
             Some(n) => n,
@@ -284,25 +280,39 @@ impl Store {
     /// `spares.rs`), for a record that names none (not written by strata)
     /// or one deleted since.
     fn oldest_content_object(&self, digest: &Digest) -> Result<Option<(String, ContentObject)>> {
+        for name in self.content_objects_oldest_first(digest)? {
+            if let Some(o) = self.read_content_object(&name)? {
+                return Ok(Some((name, o)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The names of `digest`'s content objects, oldest first by the time
+    /// in their names (writer-time-random; names without one last): the
+    /// order a collection keeps copies in (`spares.rs`).
+    pub(super) fn content_objects_oldest_first(&self, digest: &Digest) -> Result<Vec<String>> {
         let r = self.remote().expect("called in bucket mode");
         let mut v: Vec<String> = r
             .list(&content_dir(digest), None)?
             .into_iter()
             .map(|l| l.name)
             .collect();
-        // Oldest first; names without a time last.
-        v.sort_by_key(|n| {
+        v.sort_by_cached_key(|n| {
             let t = super::bucket_gc::written_ms(n);
             (t.is_none(), t, n.clone())
         });
-        for name in v {
-            match r.get(&name) {
-                Ok(b) => return Ok(Some((name, ContentObject::decode(&b)?))),
-                Err(Error::NotFound(_)) => continue,
-                Err(e) => return Err(e),
-            }
+        Ok(v)
+    }
+
+    /// Content object `name`, read and decoded (None: not in the bucket).
+    pub(super) fn read_content_object(&self, name: &str) -> Result<Option<ContentObject>> {
+        let r = self.remote().expect("called in bucket mode");
+        match r.get(name) {
+            Ok(b) => Ok(Some(ContentObject::decode(&b)?)),
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
         }
-        Ok(None)
     }
 
     /// A put of a blob this index holds, or whose content it stores: its
@@ -662,10 +672,8 @@ impl Store {
         }
         let mut out = Vec::new();
         for name in names {
-            match r.get(&name) {
-                Ok(b) => out.push((name, ContentObject::decode(&b)?)),
-                Err(Error::NotFound(_)) => continue,
-                Err(e) => return Err(e),
+            if let Some(o) = self.read_content_object(&name)? {
+                out.push((name, o));
             }
         }
         Ok(out)

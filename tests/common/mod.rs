@@ -155,12 +155,18 @@ pub async fn stats(c: &mut Client) -> pb::StatsResponse {
 /// A deep verify (every block read back, from a bucket where it lives
 /// there) finds nothing wrong.
 pub async fn verify_deep(c: &mut Client) {
+    verify_clean(c, true).await;
+}
+
+/// A verification (deep or not) that found nothing wrong; its report.
+pub async fn verify_clean(c: &mut Client, deep: bool) -> pb::VerifyResponse {
     let v = c
-        .verify(pb::VerifyRequest { deep: true })
+        .verify(pb::VerifyRequest { deep })
         .await
         .unwrap()
         .into_inner();
     assert!(v.ok, "{v:?}");
+    v
 }
 
 pub fn sha256_digest(data: &[u8]) -> String {
